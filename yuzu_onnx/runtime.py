@@ -1,0 +1,96 @@
+"""ONNX Runtime sessions: providers, options and the check that CUDA was really obtained."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+
+import onnx
+
+from .errors import InputError, YuzuWarning
+
+DEVICES = ("auto", "cpu", "cuda")
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+def default_threads() -> int:
+    """Intra-op threads: ``YUZU_THREADS`` if set, else the machine's core count."""
+    value = os.environ.get("YUZU_THREADS")
+    if value:
+        try:
+            return max(1, int(value))
+        except ValueError:
+            raise InputError(f"YUZU_THREADS must be an integer, got {value!r}") from None
+    return os.cpu_count() or 1
+
+
+def cpu_session_options(*, optimize: bool = True, threads: int | None = None):
+    """Session options tuned for ISM runs: full graph optimisation, quiet logging."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
+    options.intra_op_num_threads = threads or default_threads()
+    options.inter_op_num_threads = 1
+    return options
+
+
+def providers_for(device: str = "auto") -> list[str]:
+    """Execution providers for a device choice: ``auto`` takes CUDA when ORT offers it."""
+    import onnxruntime as ort
+
+    if device not in DEVICES:
+        raise InputError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    available = ort.get_available_providers()
+    if device == "cpu":
+        return [CPU]
+    if device == "cuda":
+        return [CUDA, CPU]
+    return [CUDA, CPU] if CUDA in available else [CPU]
+
+
+def make_session(
+    model: onnx.ModelProto | str | os.PathLike,
+    *,
+    providers: Sequence[str] | None = None,
+    device: str = "auto",
+    threads: int | None = None,
+):
+    """Create an ``onnxruntime.InferenceSession`` and check the providers it really got.
+
+    ONNX Runtime silently falls back to the CPU when the CUDA libraries are missing;
+    this warns (:class:`YuzuWarning`) naming the provider actually used.
+    """
+    import onnxruntime as ort
+
+    wanted = list(providers) if providers else providers_for(device)
+    if CUDA in wanted and CUDA not in ort.get_available_providers():
+        warnings.warn(
+            "CUDA was requested but this onnxruntime has no CUDAExecutionProvider "
+            f"(available: {', '.join(ort.get_available_providers())}); running on "
+            "CPUExecutionProvider. Install onnxruntime-gpu for GPU runs.",
+            YuzuWarning,
+            stacklevel=2,
+        )
+        wanted = [p for p in wanted if p != CUDA] or [CPU]
+    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else os.fspath(model)
+    session = ort.InferenceSession(source, cpu_session_options(threads=threads), providers=wanted)
+    got = session.get_providers()
+    if CUDA in wanted and CUDA not in got:
+        warnings.warn(
+            f"CUDA was requested but the session runs on {got[0]} (the CUDA libraries could not "
+            "be loaded); results are computed on the CPU.",
+            YuzuWarning,
+            stacklevel=2,
+        )
+    return session
+
+
+def session_provider(session) -> str:
+    """The execution provider that does the work in ``session``."""
+    return session.get_providers()[0]

@@ -1,0 +1,161 @@
+"""Convert: import → analyse → plan → emit, with the naive fallback."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import onnx
+
+from .analysis.positional import input_map
+from .analysis.region import DATA, LocalRegion, analyse_region
+from .emit.decode import REDUCTIONS
+from .emit.model import emit_model
+from .errors import InputError, UnsupportedError, YuzuWarning
+from .importer import NCL, ModelSpec, load_model
+from .plan import RewritePlan, plan_rewrite
+
+PROBE_MODES = ("spaced", "naive")
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """A converted model with what led to it (for ``inspect`` and ``verify``)."""
+
+    model: onnx.ModelProto
+    spec: ModelSpec
+    region: LocalRegion
+    plan: RewritePlan
+    outputs: tuple[str, ...]
+    reductions: Mapping[str, str]
+
+
+def resolve_reductions(reduce: str | Mapping[str, str] | None, outputs: Sequence[str]) -> dict[str, str]:
+    """One reduction per output from ``"l2"``, ``{"profile": "sum"}`` or ``"profile=sum,counts=l2"``."""
+    if reduce is None:
+        reduce = "none"
+    if isinstance(reduce, str) and "=" in reduce:
+        pairs = {}
+        for item in reduce.split(","):
+            name, _, how = item.partition("=")
+            pairs[name.strip()] = how.strip()
+        reduce = pairs
+    if isinstance(reduce, str):
+        result = {o: reduce for o in outputs}
+    else:
+        unknown = set(reduce) - set(outputs)
+        if unknown:
+            raise InputError(f"--reduce names unknown outputs {sorted(unknown)}; outputs: {', '.join(outputs)}")
+        result = {o: reduce.get(o, "none") for o in outputs}
+    for name, how in result.items():
+        if how not in REDUCTIONS:
+            raise InputError(f"reduction {how!r} for output {name!r} is not one of {', '.join(REDUCTIONS)}")
+    return result
+
+
+def resolve_outputs(spec: ModelSpec, outputs: str | Sequence[str] | None) -> tuple[str, ...]:
+    if outputs is None:
+        return spec.output_names
+    if isinstance(outputs, str):
+        outputs = [o.strip() for o in outputs.split(",") if o.strip()]
+    for name in outputs:
+        spec.output(name)
+    if not outputs:
+        raise InputError("--outputs selects no output")
+    return tuple(outputs)
+
+
+def naive_region(spec: ModelSpec, region: LocalRegion) -> LocalRegion:
+    """The degenerate region of the naive path: the whole graph is the tail."""
+    graph = spec.model.graph
+    tail = tuple(i for i, node in enumerate(graph.node) if any(region.kinds.get(o) == DATA for o in node.output))
+    axis = 2 if spec.layout == NCL else 1
+    return LocalRegion(
+        maps={spec.input_name: input_map(axis, spec.seq_len)},
+        kinds=region.kinds,
+        region_nodes=(),
+        tail_nodes=tail,
+        frontier=(spec.input_name,),
+        stops=region.stops,
+    )
+
+
+def convert_model(
+    model: str | os.PathLike | onnx.ModelProto | ModelSpec,
+    *,
+    seq_len: int | None = None,
+    input_name: str | None = None,
+    layout: str = "auto",
+    alphabet: str | int | None = None,
+    window=None,
+    reduce: str | Mapping[str, str] | None = None,
+    outputs: str | Sequence[str] | None = None,
+    probes: str = "spaced",
+) -> Conversion:
+    """Like :func:`convert`, but also returns the spec, region and plan behind the model."""
+    spec = model if isinstance(model, ModelSpec) else load_model(
+        model, seq_len=seq_len, input_name=input_name, layout=layout, alphabet=alphabet
+    )
+    if probes not in PROBE_MODES:
+        raise InputError(f"--probes must be one of {', '.join(PROBE_MODES)}, got {probes!r}")
+    names = resolve_outputs(spec, outputs)
+    reductions = resolve_reductions(reduce, names)
+    region = analyse_region(spec)
+    reason = None
+    if probes == "naive":
+        reason = "naive ISM was requested"
+    elif region.is_empty:
+        stop = f" (the first op after the input is {region.stops[0]})" if region.stops else ""
+        reason = f"the model has no local region{stop}"
+    if reason is None:
+        plan = plan_rewrite(spec, region, window=window)
+        try:
+            ism_model = emit_model(spec, region, plan, outputs=list(names), reductions=reductions)
+            return Conversion(ism_model, spec, region, plan, names, reductions)
+        except UnsupportedError as exc:
+            reason = str(exc)
+    if probes != "naive":
+        warnings.warn(f"falling back to exact naive ISM: {reason}", YuzuWarning, stacklevel=2)
+    fallback = naive_region(spec, region)
+    plan = plan_rewrite(spec, fallback, window=window, naive=True, fallback_reason=reason)
+    ism_model = emit_model(spec, fallback, plan, outputs=list(names), reductions=reductions, probes="naive")
+    return Conversion(ism_model, spec, fallback, plan, names, reductions)
+
+
+def convert(
+    model: str | os.PathLike | onnx.ModelProto | ModelSpec,
+    *,
+    seq_len: int | None = None,
+    input_name: str | None = None,
+    layout: str = "auto",
+    alphabet: str | int | None = None,
+    window=None,
+    reduce: str | Mapping[str, str] | None = None,
+    outputs: str | Sequence[str] | None = None,
+    probes: str = "spaced",
+) -> onnx.ModelProto:
+    """Rewrite a sequence model into a self-contained ISM model.
+
+    Parameters
+    ----------
+    model: an ONNX file, a ``ModelProto`` or a :class:`ModelSpec` from :func:`load_model`.
+    seq_len, input_name, layout, alphabet: as for :func:`load_model`.
+    window: ``None`` (every position), ``(start, end)`` or ``"start:end"``: mutate only
+        those positions; the ISM's length axis is ``end - start``.
+    reduce: ``none`` (default), ``l2``, ``sum`` or ``raw``; one for all outputs, or per
+        output as a mapping or ``"name=l2,other=none"``.
+    outputs: model outputs to compute ISM for (default all).
+    probes: ``spaced`` (exact, default) or ``naive`` (mutants built in the graph).
+
+    Returns
+    -------
+    onnx.ModelProto whose input is the original one-hot input and whose outputs, named
+    like the model outputs, hold ``ism`` of shape ``(N, A, Lw, ...)`` (ncl) or
+    ``(N, Lw, A, ...)`` (nlc).
+    """
+    return convert_model(
+        model, seq_len=seq_len, input_name=input_name, layout=layout, alphabet=alphabet,
+        window=window, reduce=reduce, outputs=outputs, probes=probes,
+    ).model

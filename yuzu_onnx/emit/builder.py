@@ -1,0 +1,145 @@
+"""A small graph builder: unique names under a reserved prefix, opset-aware helpers,
+and copying of original nodes under new tensor names."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from ..analysis.region import outer_scope_names, subgraphs
+from ..errors import UnsupportedError
+
+PREFIX = "yuzu/"
+
+
+class GraphBuilder:
+    """Collects nodes and initializers of the emitted graph (or of a subgraph)."""
+
+    def __init__(self, opset: int, scope: str = "") -> None:
+        self.opset = opset
+        self.scope = scope
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self._count = 0
+
+    def name(self, hint: str) -> str:
+        self._count += 1
+        return f"{PREFIX}{self.scope}{hint}_{self._count}"
+
+    def const(self, value: np.ndarray, hint: str = "const") -> str:
+        name = self.name(hint)
+        self.initializers.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def ints(self, values: Sequence[int], hint: str = "ints") -> str:
+        return self.const(np.asarray(values, dtype=np.int64), hint)
+
+    def op(self, op_type: str, inputs: Sequence[str], *, hint: str | None = None, n_out: int = 1, **attrs) -> str:
+        outputs = [self.name(hint or op_type.lower()) for _ in range(n_out)]
+        self.nodes.append(helper.make_node(op_type, list(inputs), outputs, name=outputs[0], **attrs))
+        return outputs[0] if n_out == 1 else outputs
+
+    # -- opset-aware helpers -------------------------------------------------------
+    def reshape(self, x: str, shape: Sequence[int], hint: str = "reshape") -> str:
+        return self.op("Reshape", [x, self.ints(shape, "shape")], hint=hint)
+
+    def unsqueeze(self, x: str, axes: Sequence[int], hint: str = "unsqueeze") -> str:
+        if self.opset >= 13:
+            return self.op("Unsqueeze", [x, self.ints(axes, "axes")], hint=hint)
+        return self.op("Unsqueeze", [x], hint=hint, axes=list(axes))
+
+    def slice(self, x: str, starts: Sequence[int], ends: Sequence[int], axes: Sequence[int], hint: str = "slice") -> str:
+        return self.op(
+            "Slice", [x, self.ints(starts, "starts"), self.ints(ends, "ends"), self.ints(axes, "axes")], hint=hint
+        )
+
+    def reduce(self, op_type: str, x: str, axes: Sequence[int], *, keepdims: int, hint: str | None = None) -> str:
+        takes_input = self.opset >= 18 or (op_type == "ReduceSum" and self.opset >= 13)
+        if takes_input:
+            return self.op(op_type, [x, self.ints(axes, "axes")], hint=hint, keepdims=keepdims)
+        return self.op(op_type, [x], hint=hint, axes=list(axes), keepdims=keepdims)
+
+    def transpose(self, x: str, perm: Sequence[int], hint: str = "transpose") -> str:
+        if list(perm) == sorted(perm):
+            return x
+        return self.op("Transpose", [x], hint=hint, perm=list(perm))
+
+
+def rename_subgraph(graph: onnx.GraphProto, rename: Mapping[str, str]) -> onnx.GraphProto:
+    """A copy of ``graph`` whose outer-scope references are renamed by ``rename``."""
+    graph = copy.deepcopy(graph)
+    defined = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    for node in graph.node:
+        for k, name in enumerate(node.input):
+            if name and name not in defined and name in rename:
+                node.input[k] = rename[name]
+        for attr in node.attribute:
+            _rename_attr_graphs(attr, {k: v for k, v in rename.items() if k not in defined})
+        defined.update(o for o in node.output if o)
+    return graph
+
+
+def _rename_attr_graphs(attr: onnx.AttributeProto, rename: Mapping[str, str]) -> None:
+    if attr.type == onnx.AttributeProto.GRAPH:
+        attr.g.CopyFrom(rename_subgraph(attr.g, rename))
+    elif attr.type == onnx.AttributeProto.GRAPHS:
+        for g in attr.graphs:
+            g.CopyFrom(rename_subgraph(g, rename))
+
+
+def copy_nodes(
+    nodes: Iterable[onnx.NodeProto],
+    rename: dict[str, str],
+    *,
+    prefix: str,
+    available: Callable[[str], bool],
+    producers: Mapping[str, onnx.NodeProto],
+    is_meta: Callable[[str], bool],
+) -> list[onnx.NodeProto]:
+    """Copy ``nodes`` with outputs renamed to ``prefix + name``.
+
+    ``rename`` maps original names to the names in this copy and grows as nodes are
+    copied. Inputs that are neither renamed nor ``available`` as they are (constants)
+    must be meta tensors (shape computations): their producers are copied too, reading
+    this copy's tensors. Anything else cannot be placed in the copy.
+    """
+    copied: list[onnx.NodeProto] = []
+
+    def resolve(name: str) -> str:
+        if not name or name in rename:
+            return rename.get(name, name)
+        if available(name):
+            return name
+        if is_meta(name) and name in producers:
+            emit(producers[name])
+            return rename[name]
+        raise UnsupportedError(f"tensor {name!r} is computed outside the part of the graph being rewritten")
+
+    def emit(node: onnx.NodeProto) -> None:
+        new = copy.deepcopy(node)
+        for k, name in enumerate(node.input):
+            new.input[k] = resolve(name)
+        outer = {}
+        for attr in node.attribute:
+            if attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
+                for g in subgraphs(attr):
+                    for name in outer_scope_names(g):
+                        outer[name] = resolve(name)
+        if outer:
+            for attr in new.attribute:
+                _rename_attr_graphs(attr, outer)
+        for k, name in enumerate(node.output):
+            if name:
+                rename[name] = prefix + name
+                new.output[k] = prefix + name
+        if new.name:
+            new.name = prefix + new.name
+        copied.append(new)
+
+    for node in nodes:
+        emit(node)
+    return copied

@@ -1,0 +1,106 @@
+"""Decode: every mutant's tensor from the probes, and the ISM outputs (DESIGN §1, §3b).
+
+Mutant ``(j, a)``'s value of a local tensor at position ``p`` is the probe holding
+``j``'s mutation when ``p``'s window contains ``j``, and the reference elsewhere: one
+Gather over whole probes and one Where. Mutant tensors are laid out ``(K, A, N, *dims)``
+for ``K`` mutated positions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..importer import NCL
+from .probes import EmitContext, as_probe_axis, window_mask
+
+REDUCTIONS = ("none", "l2", "sum", "raw")
+
+
+def emit_mutants(ctx: EmitContext, tensor: str, positions: str, probe_index: dict[int, str]) -> str:
+    """Mutant values of ``tensor`` for the mutated positions ``positions`` (int64 ``(K,)``).
+
+    ``probe_index[spacing]`` holds each position's probe index ``(j - start) mod spacing``.
+    """
+    b, spec = ctx.builder, ctx.spec
+    rank = len(spec.shapes[tensor])
+    m = ctx.region.maps[tensor]
+    mask = window_mask(b, positions, m, rank)
+    if tensor == ctx.x:
+        a = spec.alphabet_size
+        bases = np.eye(a, dtype=np.float32)
+        bases = bases.reshape(1, a, 1, a, 1) if spec.layout == NCL else bases.reshape(1, a, 1, 1, a)
+        return b.op("Where", [mask, b.const(bases, "bases"), ctx.x], hint="input_mutants")
+    stage = ctx.plan.producer_stage[tensor]
+    spacing = ctx.plan.stages[stage].spacing
+    gathered = b.op("Gather", [as_probe_axis(ctx, tensor, stage), probe_index[spacing]], axis=0, hint="decode")
+    return b.op("Where", [mask, gathered, ctx.ref_names[tensor]], hint="mutants")
+
+
+def probe_indices(ctx: EmitContext, positions: np.ndarray) -> dict[int, np.ndarray]:
+    """Probe index of each mutated position, for every stage spacing."""
+    start = ctx.plan.window[0]
+    return {st.spacing: (positions - start) % st.spacing for st in ctx.plan.stages}
+
+
+def reference_base_mask(ctx: EmitContext) -> str:
+    """``X == 1`` over the window, laid out like the ISM output's first three axes."""
+    b, spec = ctx.builder, ctx.spec
+    start, end = ctx.plan.window
+    axis = 2 if spec.layout == NCL else 1
+    window = b.slice(ctx.x, [start], [end], [axis], hint="window_input")
+    return b.op("Equal", [window, b.const(np.array(1.0, dtype=np.float32), "one")], hint="is_reference")
+
+
+def emit_output(ctx: EmitContext, output: str, mutants: str, reduce: str, is_reference: str) -> str:
+    """Turn mutant values ``(Lw, A, N, *odims)`` of a model output into its ISM tensor."""
+    b, spec = ctx.builder, ctx.spec
+    odims = ctx.dims(output)
+    ref = ctx.ref_names[output]
+    if reduce == "raw":
+        values = mutants
+    else:
+        values = b.op("Sub", [mutants, ref], hint="delta")
+    if reduce == "l2":
+        axes = list(range(3, 3 + len(odims)))
+        if axes:
+            values = b.op("Sqrt", [b.reduce("ReduceSumSquare", values, axes, keepdims=0)], hint="l2")
+        else:
+            values = b.op("Abs", [values], hint="l2")
+        odims = []
+    elif reduce == "sum":
+        axis = sum_axis(ctx, output)
+        values = b.reduce("ReduceSum", values, [3 + axis - 1], keepdims=0, hint="sum")
+        odims = odims[: axis - 1] + odims[axis:]
+    perm = [2, 1, 0] if spec.layout == NCL else [2, 0, 1]
+    values = b.transpose(values, perm + list(range(3, 3 + len(odims))), hint="to_layout")
+    trailing = list(range(3, 3 + len(odims)))
+    is_ref = b.unsqueeze(is_reference, trailing, hint="is_reference") if trailing else is_reference
+    if reduce == "raw":
+        reference = b.unsqueeze(ref, [1, 2], hint="reference")
+        return b.op("Where", [is_ref, reference, values], hint="raw")
+    zero = b.const(np.array(0.0, dtype=np.float32), "zero")
+    return b.op("Where", [is_ref, zero, values], hint="ism")
+
+
+def sum_axis(ctx: EmitContext, output: str) -> int:
+    """The positional axis of ``output`` that ``--reduce sum`` sums over."""
+    from ..errors import InputError
+
+    m = ctx.region.maps.get(output)
+    if m is None:
+        raise InputError(
+            f"--reduce sum needs a positional output axis, but output {output!r} is computed after "
+            "the local region (it has no length axis); use none or l2"
+        )
+    return m.axis
+
+
+def ism_dims(ctx: EmitContext, output: str, reduce: str) -> list[int]:
+    """Trailing dims of the ISM output (after the batch, alphabet and window axes)."""
+    odims = ctx.dims(output)
+    if reduce == "l2":
+        return []
+    if reduce == "sum":
+        axis = sum_axis(ctx, output)
+        return odims[: axis - 1] + odims[axis:]
+    return odims

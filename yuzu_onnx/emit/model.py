@@ -1,0 +1,136 @@
+"""Emit the self-contained ISM model: reference pass, probe stages, decode, tail."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from .. import __version__
+from ..analysis.region import LocalRegion
+from ..errors import UnsupportedError
+from ..importer import ModelSpec
+from ..plan import RewritePlan
+from .builder import PREFIX, GraphBuilder
+from .decode import REDUCTIONS, emit_mutants, emit_output, ism_dims, probe_indices, reference_base_mask
+from .probes import EmitContext, emit_stage
+from .tail import emit_tail
+
+FORMAT = "ism/1"
+
+
+def emit_model(
+    spec: ModelSpec,
+    region: LocalRegion,
+    plan: RewritePlan,
+    *,
+    outputs: list[str],
+    reductions: dict[str, str],
+    probes: str = "spaced",
+) -> onnx.ModelProto:
+    """Write the ISM model for ``outputs`` of ``spec`` following ``plan``.
+
+    The emitted model's input is the original one-hot input; each output is named like
+    the model output it belongs to and holds ISM values in the input's layout.
+    """
+    for name, how in reductions.items():
+        if how not in REDUCTIONS:
+            raise ValueError(f"unknown reduction {how!r} for {name!r}")
+    graph = spec.model.graph
+    builder = GraphBuilder(spec.opset)
+    ref_names = _emit_reference(spec, builder)
+    producers = {o: node for node in graph.node for o in node.output if o}
+    ctx = EmitContext(spec, region, plan, builder, ref_names, producers)
+    for s in range(len(plan.stages)):
+        emit_stage(ctx, s)
+    is_reference = reference_base_mask(ctx)
+    start, end = plan.window
+    positions = np.arange(start, end, dtype=np.int64)
+    local_outputs = [o for o in outputs if o in region.maps]
+    tail_outputs = [o for o in outputs if o not in region.maps]
+    for out in outputs:
+        if region.kinds.get(out) != "data":
+            raise UnsupportedError(f"output {out!r} does not depend on the sequence")
+    values: dict[str, str] = {}
+    if local_outputs:
+        position_name = builder.const(positions, "positions")
+        index = {d: builder.const(v, "probe_index") for d, v in probe_indices(ctx, positions).items()}
+        for out in local_outputs:
+            values[out] = emit_mutants(ctx, out, position_name, index)
+    if tail_outputs:
+        values.update(emit_tail(ctx, tail_outputs))
+    final_outputs = []
+    for out in outputs:
+        ism = emit_output(ctx, out, values[out], reductions[out], is_reference)
+        builder.nodes.append(helper.make_node("Identity", [ism], [out], name=f"{PREFIX}output/{out}"))
+        shape = ["batch", *_ism_axes(spec, plan)] + ism_dims(ctx, out, reductions[out])
+        final_outputs.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, shape))
+    seq_input = next(i for i in graph.input if i.name == spec.input_name)
+    new_graph = helper.make_graph(
+        builder.nodes,
+        f"{graph.name or 'model'}_ism",
+        [seq_input],
+        final_outputs,
+        list(graph.initializer) + builder.initializers,
+    )
+    model = helper.make_model(new_graph, opset_imports=list(spec.model.opset_import), producer_name="yuzu-onnx",
+                              producer_version=__version__)
+    model.ir_version = spec.model.ir_version
+    _set_metadata(model, spec, region, plan, outputs, reductions, probes)
+    return model
+
+
+def _ism_axes(spec: ModelSpec, plan: RewritePlan) -> list[int]:
+    a, lw = spec.alphabet_size, plan.window_length
+    return [a, lw] if spec.layout == "ncl" else [lw, a]
+
+
+def _emit_reference(spec: ModelSpec, builder: GraphBuilder) -> dict[str, str]:
+    """The original graph on the reference sequences; graph outputs are renamed."""
+    renamed = {o.name: f"{PREFIX}ref/{o.name}" for o in spec.model.graph.output}
+    names: dict[str, str] = {}
+    for node in spec.model.graph.node:
+        new = onnx.NodeProto()
+        new.CopyFrom(node)
+        for k, name in enumerate(new.input):
+            new.input[k] = renamed.get(name, name)
+        for k, name in enumerate(new.output):
+            new.output[k] = renamed.get(name, name)
+        builder.nodes.append(new)
+        for out in node.output:
+            if out:
+                names[out] = renamed.get(out, out)
+    names[spec.input_name] = spec.input_name
+    return names
+
+
+def _set_metadata(model, spec, region, plan, outputs, reductions, probes) -> None:
+    stages = [
+        {"spacing": st.spacing, "probes": st.n_probes * spec.alphabet_size, "receptive_field": st.receptive_field,
+         "nodes": len(st.nodes)}
+        for st in plan.stages
+    ]
+    props = {
+        "yuzu_onnx.format": FORMAT,
+        "yuzu_onnx.version": __version__,
+        "yuzu_onnx.source_sha256": spec.source_sha256,
+        "yuzu_onnx.input": spec.input_name,
+        "yuzu_onnx.layout": spec.layout,
+        "yuzu_onnx.alphabet": spec.alphabet,
+        "yuzu_onnx.seq_len": str(spec.seq_len),
+        "yuzu_onnx.window": f"{plan.window[0]}:{plan.window[1]}",
+        "yuzu_onnx.probes": probes,
+        "yuzu_onnx.outputs": json.dumps({o: {"reduce": reductions[o]} for o in outputs}),
+        "yuzu_onnx.stages": json.dumps(stages),
+        "yuzu_onnx.tail_chunk": str(plan.tail_chunk),
+        "yuzu_onnx.peak_bytes_per_sequence": str(int(plan.peak_bytes_per_sequence)),
+        "yuzu_onnx.naive_flops": f"{plan.naive_flops:.6g}",
+        "yuzu_onnx.rewritten_flops": f"{plan.rewritten_flops:.6g}",
+        "yuzu_onnx.fallback": plan.fallback_reason or "",
+        "yuzu_onnx.region_stops": json.dumps([str(s) for s in region.stops]),
+    }
+    del model.metadata_props[:]
+    for key, value in props.items():
+        model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))

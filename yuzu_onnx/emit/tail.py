@@ -1,0 +1,97 @@
+"""The tail (DESIGN §4): the graph after the local region, run on materialised mutants.
+
+The mutated positions are processed in chunks inside an ONNX ``Loop`` so that memory
+stays bounded: each iteration builds the chunk's mutant frontier tensors (Gather + Where
+against the reference), runs a copy of the tail on them and scans out the model outputs
+as ``(chunk, A, N, *odims)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from .builder import PREFIX, GraphBuilder, copy_nodes
+from .decode import emit_mutants, probe_indices
+from .probes import EmitContext
+
+
+def emit_tail(ctx: EmitContext, outputs: list[str]) -> dict[str, str]:
+    """Run the tail for ``outputs``; returns each output's mutant values ``(Lw, A, N, *odims)``."""
+    outer, spec, plan = ctx.builder, ctx.spec, ctx.plan
+    start, end = plan.window
+    lw = end - start
+    chunk = plan.tail_chunk
+    n_chunks = -(-lw // chunk)
+    positions = np.arange(start, start + n_chunks * chunk, dtype=np.int64)
+    positions = np.minimum(positions, end - 1).reshape(n_chunks, chunk)
+    body = GraphBuilder(outer.opset, scope="tail/")
+    iteration = body.name("iteration")
+    cond_in = body.name("cond_in")
+    chunk_positions = body.op(
+        "Gather", [outer.const(positions, "tail_positions"), iteration], axis=0, hint="chunk_positions"
+    )
+    indices = {
+        spacing: body.op("Gather", [outer.const(table.reshape(n_chunks, chunk), "tail_probe_index"), iteration],
+                         axis=0, hint="chunk_probe_index")
+        for spacing, table in probe_indices(ctx, positions.reshape(-1)).items()
+    }
+    graph = spec.model.graph
+    tail_nodes = [graph.node[i] for i in ctx.region.tail_nodes]
+    frontier = [t for t in ctx.region.frontier if any(t in n.input for n in tail_nodes) or _read_by_meta(ctx, t)]
+    rename: dict[str, str] = {}
+    saved_builder = ctx.builder
+    ctx.builder = body
+    try:
+        for tensor in frontier:
+            mutants = emit_mutants(ctx, tensor, chunk_positions, indices)
+            rename[tensor] = body.reshape(mutants, [-1, *ctx.dims(tensor)], hint="frontier_mutants")
+    finally:
+        ctx.builder = saved_builder
+    body.nodes.extend(
+        copy_nodes(
+            tail_nodes,
+            rename,
+            prefix=f"{PREFIX}tail/",
+            available=ctx.is_available_outside,
+            producers=ctx.producers,
+            is_meta=ctx.is_meta,
+        )
+    )
+    scans = []
+    for out in outputs:
+        scans.append(body.reshape(rename[out], [chunk, spec.alphabet_size, -1, *ctx.dims(out)], hint="scan"))
+    cond_out = body.op("Identity", [cond_in], hint="cond_out")
+    body_graph = helper.make_graph(
+        body.nodes,
+        "yuzu_tail_chunk",
+        [
+            helper.make_tensor_value_info(iteration, TensorProto.INT64, []),
+            helper.make_tensor_value_info(cond_in, TensorProto.BOOL, []),
+        ],
+        [helper.make_tensor_value_info(cond_out, TensorProto.BOOL, [])]
+        + [helper.make_tensor_value_info(s, TensorProto.FLOAT, None) for s in scans],
+        body.initializers,
+    )
+    trip = outer.const(np.array(n_chunks, dtype=np.int64), "tail_chunks")
+    true = outer.const(np.array(True), "true")
+    loop_outputs = [outer.name("tail_scan") for _ in outputs]
+    outer.nodes.append(helper.make_node("Loop", [trip, true], loop_outputs, name=outer.name("tail_loop"), body=body_graph))
+    result = {}
+    for out, scanned in zip(outputs, loop_outputs):
+        flat = outer.reshape(scanned, [n_chunks * chunk, spec.alphabet_size, -1, *ctx.dims(out)], hint="tail_values")
+        if n_chunks * chunk != lw:
+            flat = outer.slice(flat, [0], [lw], [0], hint="tail_values")
+        result[out] = flat
+    return result
+
+
+def _read_by_meta(ctx: EmitContext, tensor: str) -> bool:
+    graph = ctx.spec.model.graph
+    return any(node.op_type in ("Shape", "Size") and tensor in node.input for node in graph.node)
+
+
+def tail_outputs_needed(model: onnx.ModelProto, region, outputs: list[str]) -> list[str]:
+    """The requested outputs that the tail computes (not local tensors)."""
+    return [o for o in outputs if o not in region.maps]

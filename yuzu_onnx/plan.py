@@ -1,0 +1,286 @@
+"""Plan: cut the local region into probe stages and estimate costs.
+
+Stage ``s`` runs ``A · n_s`` spaced probes with spacing ``d_s`` (``n_s = min(d_s, Lw)``),
+where ``d_s`` is at least the receptive field of every tensor the stage hands on. Spacings
+form a divisibility chain (``d_s`` divides ``d_{s+1}``), so re-packing a tensor from an
+earlier stage's probes is a plain Gather over whole probes plus one Where against the
+reference (probe ``c`` of the later stage takes probe ``c mod d_s``). The cut points and
+spacings are chosen by dynamic programming over the region's topological order with a
+cost model (FLOPs of the stage's nodes times its probe count, plus re-pack traffic).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+
+from .analysis.region import CONST, DATA, LocalRegion, node_inputs
+from .errors import InputError
+from .importer import ModelSpec
+
+REPACK_WEIGHT = 6.0  # cost of one re-packed element, in FLOP-equivalents (memory-bound)
+TAIL_CHUNK_BYTES = 64 * 2**20  # per sequence, for the materialised tail
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One probe stage: region nodes run on ``A · n_probes`` spaced probes."""
+
+    nodes: tuple[int, ...]
+    spacing: int
+    n_probes: int
+    receptive_field: int
+    inputs: tuple[str, ...]
+    flops_per_probe: float
+
+
+@dataclass(frozen=True)
+class RewritePlan:
+    """Everything ``emit`` needs besides the model and the region."""
+
+    window: tuple[int, int]
+    stages: tuple[Stage, ...]
+    producer_stage: dict[str, int] = field(repr=False)
+    tail_chunk: int = 1
+    naive_flops: float = 0.0
+    rewritten_flops: float = 0.0
+    bound_flops: float = 0.0
+    peak_bytes_per_sequence: float = 0.0
+    fallback_reason: str | None = None
+
+    @property
+    def window_length(self) -> int:
+        return self.window[1] - self.window[0]
+
+    @property
+    def expected_speedup(self) -> float:
+        return self.naive_flops / max(self.rewritten_flops, 1.0)
+
+    @property
+    def bound_speedup(self) -> float:
+        return self.naive_flops / max(self.bound_flops, 1.0)
+
+
+def parse_window(window, seq_len: int) -> tuple[int, int]:
+    """``None`` → the whole sequence; ``(start, end)`` or ``"start:end"`` checked against ``L``."""
+    if window is None:
+        return 0, seq_len
+    if isinstance(window, str):
+        try:
+            start_text, end_text = window.split(":")
+            start = int(start_text) if start_text else 0
+            end = int(end_text) if end_text else seq_len
+        except ValueError:
+            raise InputError(f"window must be START:END (e.g. 100:200), got {window!r}") from None
+    else:
+        start, end = (int(v) for v in window)
+    if not 0 <= start < end <= seq_len:
+        raise InputError(f"window {start}:{end} must satisfy 0 <= start < end <= {seq_len} (the sequence length)")
+    return start, end
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    return int(np.prod([d for d in shape if d != -1], dtype=np.int64)) if shape else 1
+
+
+def node_flops(node: onnx.NodeProto, spec: ModelSpec) -> float:
+    """FLOPs of one node for one sequence (multiply-adds count 2)."""
+    shapes = spec.shapes
+    outs = [o for o in node.output if o and o in shapes]
+    out_numel = sum(_numel(shapes[o]) for o in outs)
+    op = node.op_type
+    if op in ("Conv", "ConvTranspose") and len(node.input) > 1 and node.input[1] in shapes:
+        w = shapes[node.input[1]]
+        return 2.0 * out_numel * _numel(w[1:])
+    if op in ("MatMul", "Gemm") and node.input[0] in shapes:
+        a = shapes[node.input[0]]
+        k = a[-1] if op == "MatMul" or not _attr(node, "transA", 0) else a[-2]
+        return 2.0 * out_numel * max(k, 1)
+    if op in ("MaxPool", "AveragePool", "LpPool"):
+        kernel = _attr(node, "kernel_shape", [1])
+        return float(out_numel * int(np.prod(kernel)))
+    if op in ("GRU", "LSTM", "RNN") and len(node.input) > 1 and node.input[1] in shapes:
+        return 2.0 * out_numel * _numel(shapes[node.input[1]][1:]) * 2
+    ins = [i for i in node.input if i in shapes]
+    return float(max(out_numel, max((_numel(shapes[i]) for i in ins), default=0)))
+
+
+def _attr(node: onnx.NodeProto, name: str, default):
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def plan_rewrite(
+    spec: ModelSpec,
+    region: LocalRegion,
+    *,
+    window=None,
+    naive: bool = False,
+    fallback_reason: str | None = None,
+) -> RewritePlan:
+    """Choose stages and spacings for ``region`` (no stages at all when ``naive``)."""
+    start, end = parse_window(window, spec.seq_len)
+    lw = end - start
+    a = spec.alphabet_size
+    graph = spec.model.graph
+    nodes = [] if naive else list(region.region_nodes)
+    flops = [node_flops(graph.node[i], spec) for i in nodes]
+    produced_at: dict[str, int] = {}
+    for pos, i in enumerate(nodes, start=1):
+        for out in graph.node[i].output:
+            if out:
+                produced_at[out] = pos
+    last_use: dict[str, int] = {}
+    for pos, i in enumerate(nodes, start=1):
+        for name in node_inputs(graph.node[i]):
+            if name in produced_at or name == spec.input_name:
+                last_use[name] = max(last_use.get(name, 0), pos)
+    frontier = set(region.frontier)
+    stages = _choose_stages(nodes, flops, produced_at, last_use, frontier, region, spec, lw)
+    producer_stage: dict[str, int] = {}
+    for s, stage in enumerate(stages):
+        for i in stage.nodes:
+            for out in graph.node[i].output:
+                if out:
+                    producer_stage[out] = s
+    all_nodes = range(len(graph.node))
+    total = sum(node_flops(graph.node[i], spec) for i in all_nodes if _is_data(graph.node[i], region))
+    tail_nodes = list(all_nodes) if naive else list(region.tail_nodes)
+    tail_flops = sum(node_flops(graph.node[i], spec) for i in tail_nodes if _is_data(graph.node[i], region))
+    naive_flops = lw * (a - 1) * total
+    rewritten = total + sum(a * st.n_probes * st.flops_per_probe for st in stages) + lw * a * tail_flops
+    bound = total + lw * (a - 1) * tail_flops
+    for pos, i in enumerate(nodes):
+        node = graph.node[i]
+        out = next((o for o in node.output if o in region.maps), None)
+        if out is None:
+            continue
+        m = region.maps[out]
+        changed = min(m.length, -(-m.receptive_field // m.stride) + 1)
+        bound += lw * (a - 1) * flops[pos] * changed / max(m.length, 1)
+    tail_bytes = _tail_bytes_per_mutant(spec, region, tail_nodes, naive)
+    chunk = max(1, min(lw, int(TAIL_CHUNK_BYTES // max(1, a * tail_bytes))))
+    peak = _peak_bytes(spec, region, stages, lw, a, chunk, tail_bytes)
+    return RewritePlan(
+        window=(start, end),
+        stages=tuple(stages),
+        producer_stage=producer_stage,
+        tail_chunk=chunk,
+        naive_flops=naive_flops,
+        rewritten_flops=rewritten,
+        bound_flops=bound,
+        peak_bytes_per_sequence=peak,
+        fallback_reason=fallback_reason,
+    )
+
+
+def _is_data(node: onnx.NodeProto, region: LocalRegion) -> bool:
+    return any(region.kinds.get(o) == DATA for o in node.output if o)
+
+
+def _tail_bytes_per_mutant(spec: ModelSpec, region: LocalRegion, tail_nodes, naive: bool) -> int:
+    graph = spec.model.graph
+    names = {o for i in tail_nodes for o in graph.node[i].output if o}
+    names |= {spec.input_name} if naive else set(region.frontier)
+    return 4 * sum(_numel(spec.shapes.get(n, ())) for n in names if region.kinds.get(n, CONST) != CONST)
+
+
+def _peak_bytes(spec, region, stages, lw, a, chunk, tail_bytes) -> float:
+    graph = spec.model.graph
+    biggest = 0
+    for st in stages:
+        stage_bytes = sum(
+            4 * _numel(spec.shapes.get(o, ()))
+            for i in st.nodes
+            for o in graph.node[i].output
+            if o in region.maps
+        )
+        biggest = max(biggest, a * st.n_probes * stage_bytes)
+    outputs = sum(4 * _numel(o.shape) for o in spec.outputs) * lw * a * 3
+    return float(biggest + chunk * a * tail_bytes * 2 + outputs + 4 * a * spec.seq_len * 8)
+
+
+def _choose_stages(nodes, flops, produced_at, last_use, frontier, region, spec, lw) -> list[Stage]:
+    """Dynamic programming over cut points and spacings (a divisibility chain)."""
+    m = len(nodes)
+    if m == 0:
+        return []
+    graph = spec.model.graph
+    maps = region.maps
+    numel = {name: _numel(spec.shapes.get(name, ())) for name in maps}
+    outs_at = [[o for o in graph.node[i].output if o in maps] for i in nodes]
+    ins_at = [[n for n in node_inputs(graph.node[i]) if n in maps] for i in nodes]
+    prefix = np.concatenate([[0.0], np.cumsum(flops)])
+
+    def need(i: int, k: int) -> int:
+        rf = 1
+        for pos in range(i, k):
+            for out in outs_at[pos]:
+                if last_use.get(out, 0) > k or out in frontier:
+                    rf = max(rf, maps[out].receptive_field)
+        return rf
+
+    def inputs_of(i: int, k: int) -> list[str]:
+        names: list[str] = []
+        for pos in range(i, k):
+            for name in ins_at[pos]:
+                if produced_at.get(name, 0) <= i and name not in names:
+                    names.append(name)
+        return names
+
+    def probes(d: int) -> int:
+        return min(d, lw)
+
+    best: dict[tuple[int, int], tuple[float, tuple[int, int] | None]] = {}
+    for k in range(1, m + 1):
+        rf = need(0, k)
+        candidates = {rf} | {-(-rf // q) * q for q in (2, 4, 8, 16, 32)}
+        for d in candidates:
+            cost = probes(d) * (prefix[k] - prefix[0])
+            if (k, d) not in best or cost < best[(k, d)][0]:
+                best[(k, d)] = (cost, None)
+    for i in range(1, m):
+        states = [(d, v) for (kk, d), v in best.items() if kk == i]
+        if not states:
+            continue
+        repack_inputs_cache: dict[int, float] = {}
+        for k in range(i + 1, m + 1):
+            rf = need(i, k)
+            if k not in repack_inputs_cache:
+                repack_inputs_cache[k] = sum(numel[n] for n in inputs_of(i, k) if n != spec.input_name)
+            repack = repack_inputs_cache[k]
+            for d_prev, (cost_prev, _) in states:
+                d = max(d_prev, -(-rf // d_prev) * d_prev)
+                n = probes(d)
+                cost = cost_prev + n * (prefix[k] - prefix[i]) + REPACK_WEIGHT * n * repack
+                if (k, d) not in best or cost < best[(k, d)][0]:
+                    best[(k, d)] = (cost, (i, d_prev))
+    end_states = [(v[0], d) for (k, d), v in best.items() if k == m]
+    _, d = min(end_states)
+    cuts: list[tuple[int, int, int]] = []
+    k = m
+    while True:
+        _, back = best[(k, d)]
+        i, d_prev = back if back is not None else (0, 0)
+        cuts.append((i, k, d))
+        if back is None:
+            break
+        k, d = i, d_prev
+    cuts.reverse()
+    stages: list[Stage] = []
+    for i, k, d in cuts:
+        stages.append(
+            Stage(
+                nodes=tuple(nodes[i:k]),
+                spacing=d,
+                n_probes=probes(d),
+                receptive_field=need(i, k),
+                inputs=tuple(inputs_of(i, k)),
+                flops_per_probe=float(prefix[k] - prefix[i]),
+            )
+        )
+    return stages

@@ -261,6 +261,9 @@ def _decide_layout(
     if layout == "auto":
         ncl_ok = d1 in sizes
         nlc_ok = d2 in sizes
+        if ncl_ok and nlc_ok and d1 != d2:
+            # e.g. (N, 4, 20): DNA of length 20 or protein of length 4; the longer length wins
+            ncl_ok, nlc_ok = (d2 or 0) > (d1 or 0), (d1 or 0) > (d2 or 0)
         if ncl_ok and nlc_ok:
             raise ModelError(
                 f"input {vi.name!r} has shape {_describe(vi)}: both axes could be the alphabet "

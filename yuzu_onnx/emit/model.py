@@ -14,7 +14,14 @@ from ..errors import UnsupportedError
 from ..importer import ModelSpec
 from ..plan import RewritePlan
 from .builder import PREFIX, GraphBuilder
-from .decode import REDUCTIONS, emit_mutants, emit_output, ism_dims, probe_indices, reference_base_mask
+from .decode import (
+    REDUCTIONS,
+    emit_mutants,
+    emit_output,
+    ism_dims,
+    probe_indices,
+    reference_base_mask,
+)
 from .probes import EmitContext, emit_stage
 from .tail import emit_tail
 

@@ -1,0 +1,259 @@
+"""Run converted ISM models: metadata checks, memory-bounded batching, caching."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from .emit.model import FORMAT
+from .errors import InputError, ModelError
+from .sequences import check_one_hot
+
+META_PREFIX = "yuzu_onnx."
+DEFAULT_MEMORY_FRACTION = 0.25
+
+
+@dataclass(frozen=True)
+class ConvertedInfo:
+    """What a converted model's ``metadata_props`` say about it."""
+
+    input_name: str
+    layout: str
+    alphabet: str
+    seq_len: int
+    window: tuple[int, int]
+    outputs: Mapping[str, Mapping[str, str]]
+    peak_bytes_per_sequence: int
+    source_sha256: str
+    probes: str
+    props: Mapping[str, str]
+
+    @property
+    def alphabet_size(self) -> int:
+        return len(self.alphabet)
+
+
+def read_converted_info(model: onnx.ModelProto, *, source: str = "model") -> ConvertedInfo:
+    """Read and check the metadata of a converted model.
+
+    Raises :class:`ModelError` for an original (unconverted) model, or metadata that is
+    missing, edited or inconsistent with the graph.
+    """
+    props = {p.key: p.value for p in model.metadata_props}
+    if props.get(META_PREFIX + "format") is None:
+        raise ModelError(
+            f"{source} is not a converted yuzu-onnx model (no yuzu_onnx metadata); "
+            "convert it first with `yuzu-onnx convert MODEL -o ISM.onnx`"
+        )
+    if props[META_PREFIX + "format"] != FORMAT:
+        raise ModelError(f"{source} has ISM format {props[META_PREFIX + 'format']!r}; this version reads {FORMAT!r}")
+    try:
+        start, end = (int(v) for v in props[META_PREFIX + "window"].split(":"))
+        info = ConvertedInfo(
+            input_name=props[META_PREFIX + "input"],
+            layout=props[META_PREFIX + "layout"],
+            alphabet=props[META_PREFIX + "alphabet"],
+            seq_len=int(props[META_PREFIX + "seq_len"]),
+            window=(start, end),
+            outputs=json.loads(props[META_PREFIX + "outputs"]),
+            peak_bytes_per_sequence=int(props.get(META_PREFIX + "peak_bytes_per_sequence", "0")),
+            source_sha256=props.get(META_PREFIX + "source_sha256", ""),
+            probes=props.get(META_PREFIX + "probes", "spaced"),
+            props=props,
+        )
+    except (KeyError, ValueError) as exc:
+        raise ModelError(f"{source} has missing or malformed yuzu_onnx metadata ({exc}); convert the model again") from None
+    inputs = {i.name: i for i in model.graph.input}
+    if info.input_name not in inputs:
+        raise ModelError(f"{source}: metadata names input {info.input_name!r}, which the graph does not have; "
+                         "the metadata was edited — convert the model again")
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in inputs[info.input_name].type.tensor_type.shape.dim]
+    expected = [None, len(info.alphabet), info.seq_len] if info.layout == "ncl" else [None, info.seq_len, len(info.alphabet)]
+    if info.layout not in ("ncl", "nlc") or dims[1:] != expected[1:]:
+        raise ModelError(f"{source}: metadata (layout {info.layout}, alphabet {info.alphabet!r}, length "
+                         f"{info.seq_len}) disagrees with the graph's input shape; convert the model again")
+    graph_outputs = {o.name for o in model.graph.output}
+    if set(info.outputs) != graph_outputs:
+        raise ModelError(f"{source}: metadata outputs {sorted(info.outputs)} differ from the graph's "
+                         f"{sorted(graph_outputs)}; convert the model again")
+    if not 0 <= info.window[0] < info.window[1] <= info.seq_len:
+        raise ModelError(f"{source}: metadata window {info.window} does not fit length {info.seq_len}")
+    return info
+
+
+def default_memory_budget() -> int:
+    """A quarter of the machine's RAM (``YUZU_MAX_MEMORY`` overrides, in bytes)."""
+    value = os.environ.get("YUZU_MAX_MEMORY")
+    if value:
+        return parse_memory(value)
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = 8 * 2**30
+    return int(total * DEFAULT_MEMORY_FRACTION)
+
+
+def parse_memory(value: str | int) -> int:
+    """``"4G"``, ``"512M"``, ``"1e9"`` or an int → bytes."""
+    if isinstance(value, int):
+        return value
+    text = str(value).strip().upper().removesuffix("B")
+    scale = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}.get(text[-1:], 1)
+    try:
+        number = float(text[:-1] if scale != 1 else text)
+    except ValueError:
+        raise InputError(f"memory size must look like 4G, 512M or a number of bytes, got {value!r}") from None
+    if number <= 0:
+        raise InputError(f"memory size must be positive, got {value!r}")
+    return int(number * scale)
+
+
+class ISMSession:
+    """Run a converted ISM model on one-hot sequences.
+
+    Parameters
+    ----------
+    model: path to a converted ``.onnx`` file, or its ``ModelProto``.
+    providers: ONNX Runtime execution providers (default from ``device``).
+    device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+    threads: intra-op threads (default ``YUZU_THREADS`` or all cores).
+    """
+
+    def __init__(self, model: str | os.PathLike | onnx.ModelProto, *, providers=None, device: str = "auto",
+                 threads: int | None = None) -> None:
+        from .runtime import make_session
+
+        if isinstance(model, onnx.ModelProto):
+            proto, source = model, "model"
+        else:
+            path = Path(model)
+            if not path.is_file():
+                raise ModelError(f"converted model {str(path)!r} does not exist")
+            try:
+                proto = onnx.load(str(path))
+            except Exception:
+                raise ModelError(f"{str(path)!r} is not an ONNX model (cannot parse it); is the file truncated?") from None
+            source = repr(str(path))
+        self.info = read_converted_info(proto, source=source)
+        self.session = make_session(proto, providers=providers, device=device, threads=threads)
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    @property
+    def provider(self) -> str:
+        """The execution provider doing the work."""
+        return self.session.get_providers()[0]
+
+    def batch_size_for(self, max_memory: int | str | None = None) -> int:
+        """Sequences per run that fit ``max_memory`` (bytes; default a quarter of RAM)."""
+        budget = parse_memory(max_memory) if max_memory is not None else default_memory_budget()
+        per_sequence = max(self.info.peak_bytes_per_sequence, 1)
+        if per_sequence > budget:
+            raise InputError(
+                f"one sequence needs about {per_sequence / 2**30:.2f} GiB but the memory budget is "
+                f"{budget / 2**30:.2f} GiB; raise --max-memory or convert with a narrower --window"
+            )
+        return max(1, min(256, budget // per_sequence))
+
+    def run(
+        self,
+        X: np.ndarray,
+        *,
+        batch_size: int | None = None,
+        max_memory: int | str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """ISM of every sequence in ``X``.
+
+        Parameters
+        ----------
+        X: shape=(N, A, L) (ncl) or (N, L, A) (nlc), float32 one-hot; all-zero columns
+            are unknown bases (all ``A`` substitutions are reported there).
+        batch_size: sequences per run (default from ``max_memory``).
+        progress: called as ``progress(done, total)`` after each batch.
+
+        Returns
+        -------
+        ``{output_name: ism}`` with ``ism`` of shape ``(N, A, Lw, ...)`` (ncl) or ``(N, Lw, A, ...)``.
+        """
+        info = self.info
+        X = check_one_hot(X, layout=info.layout, alphabet_size=info.alphabet_size, seq_len=info.seq_len)
+        if batch_size is None:
+            batch_size = self.batch_size_for(max_memory)
+        if batch_size < 1:
+            raise InputError(f"batch size must be at least 1, got {batch_size}")
+        parts: dict[str, list[np.ndarray]] = {name: [] for name in self.output_names}
+        for begin in range(0, len(X), batch_size):
+            chunk = X[begin : begin + batch_size]
+            for name, value in zip(self.output_names, self.run_batch(chunk)):
+                parts[name].append(value)
+            if progress is not None:
+                progress(min(begin + batch_size, len(X)), len(X))
+        return {name: np.concatenate(values) if values else np.zeros((0,), np.float32) for name, values in parts.items()}
+
+    def run_batch(self, X: np.ndarray) -> list[np.ndarray]:
+        """One ONNX Runtime call on an already validated batch."""
+        try:
+            return self.session.run(self.output_names, {self.info.input_name: X})
+        except Exception as exc:
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if "alloc" in text.lower() or "memory" in text.lower():
+                raise InputError(f"ONNX Runtime ran out of memory on a batch of {len(X)} sequences; "
+                                 "lower --batch-size or --max-memory") from None
+            raise
+
+
+def options_key(source_sha256: str, options: Mapping) -> str:
+    """Cache key of a conversion: the source model's hash and the options."""
+    text = json.dumps({"source": source_sha256, **{k: options[k] for k in sorted(options)}}, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("YUZU_CACHE_DIR", Path.home() / ".cache" / "yuzu-onnx"))
+
+
+def ism(
+    model: str | os.PathLike | onnx.ModelProto,
+    X: np.ndarray,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    device: str = "auto",
+    batch_size: int | None = None,
+    max_memory: int | str | None = None,
+    **convert_options,
+) -> dict[str, np.ndarray]:
+    """Convert ``model`` (cached on disk by source hash and options) and run it on ``X``.
+
+    ``convert_options`` are those of :func:`yuzu_onnx.convert`. Returns ``{output: ism}``.
+    """
+    converted = cached_conversion(model, cache_dir=cache_dir, **convert_options)
+    return ISMSession(converted, device=device).run(X, batch_size=batch_size, max_memory=max_memory)
+
+
+def cached_conversion(model, *, cache_dir=None, **convert_options) -> Path:
+    """Path of the converted model in the cache, converting it first if needed."""
+    from .convert import convert, save_model
+
+    if isinstance(model, onnx.ModelProto):
+        raw = model.SerializeToString()
+    else:
+        path = Path(model)
+        if not path.is_file():
+            raise ModelError(f"model file {str(path)!r} does not exist")
+        raw = path.read_bytes()
+    key = options_key(hashlib.sha256(raw).hexdigest(), convert_options)
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    target = folder / f"{key}.onnx"
+    if target.is_file():
+        return target
+    folder.mkdir(parents=True, exist_ok=True)
+    converted = convert(model, **convert_options)
+    save_model(converted, target)
+    return target

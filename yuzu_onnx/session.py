@@ -88,6 +88,21 @@ def read_converted_info(model: onnx.ModelProto, *, source: str = "model") -> Con
     return info
 
 
+def converted_sidecar(model: onnx.ModelProto) -> dict:
+    """The JSON sidecar written next to a converted model (read by the browser host)."""
+    info = read_converted_info(model)
+    return {
+        "format": info.props[META_PREFIX + "format"],
+        "input": info.input_name,
+        "layout": info.layout,
+        "alphabet": info.alphabet,
+        "seq_len": info.seq_len,
+        "window": list(info.window),
+        "outputs": dict(info.outputs),
+        "version": info.props.get(META_PREFIX + "version", ""),
+    }
+
+
 def default_memory_budget() -> int:
     """A quarter of the machine's RAM (``YUZU_MAX_MEMORY`` overrides, in bytes)."""
     value = os.environ.get("YUZU_MAX_MEMORY")

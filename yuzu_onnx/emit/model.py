@@ -84,7 +84,8 @@ def emit_model(
     )
     model = helper.make_model(new_graph, opset_imports=list(spec.model.opset_import), producer_name="yuzu-onnx",
                               producer_version=__version__)
-    model.ir_version = spec.model.ir_version
+    # the lowest IR version the opsets need, never newer than the source's
+    model.ir_version = min(spec.model.ir_version, helper.find_min_ir_version_for(list(model.opset_import)))
     _set_metadata(model, spec, region, plan, outputs, reductions, probes)
     return model
 

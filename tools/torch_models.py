@@ -1,0 +1,536 @@
+"""Classic genomics architectures in PyTorch, seeded, exported to ONNX for yuzu-onnx.
+
+Torch is an optional dependency of yuzu-onnx: only this tool (and
+``tools/export_test_models.py``, which uses it) imports it. The models have the published
+layer sizes and a seeded random initialisation (``torch.manual_seed``); batch-norm
+running statistics are calibrated on random one-hot sequences so that activations stay
+of order one, as in a trained network. Every module is returned in eval mode.
+
+Usage::
+
+    python tools/torch_models.py basset -o basset.onnx --seq-len 1000 --exporter dynamo
+    python tools/torch_models.py --list
+
+``export`` checks the written file with ONNX Runtime against the torch outputs (batch
+sizes 1 and 3) and raises when they disagree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+try:
+    import torch
+    from torch import nn
+except ImportError:  # pragma: no cover - exercised only without torch
+    sys.exit("tools/torch_models.py needs PyTorch: pip install torch (CPU wheels are enough)")
+
+EXPORTERS = ("torchscript", "dynamo")
+DEFAULT_OPSET = {"torchscript": 17, "dynamo": 18}
+INPUT_NAME = "x"
+
+
+# --------------------------------------------------------------------------------------
+# Architectures.
+
+
+def _same(kernel: int, dilation: int = 1) -> int:
+    """Padding that keeps the length of a stride-1 conv with an odd kernel."""
+    return dilation * (kernel - 1) // 2
+
+
+class ToyNet(nn.Module):
+    """Three 11-wide convolutions with ReLU and max-pooling, then a dense layer.
+
+    ``conv(4→64, 11) → ReLU → conv(64→64, 11) → ReLU → MaxPool(2) → conv(64→64, 11) →
+    ReLU → MaxPool(2) → Flatten → Linear(64·L/4 → 10)``.
+    """
+
+    output_names = ("y",)
+
+    def __init__(
+        self, *, seq_len: int = 1000, n_filters: int = 64, kernel_size: int = 11, n_outputs: int = 10
+    ) -> None:
+        super().__init__()
+        k, f = kernel_size, n_filters
+        self.body = nn.Sequential(
+            nn.Conv1d(4, f, k, padding=_same(k)),
+            nn.ReLU(),
+            nn.Conv1d(f, f, k, padding=_same(k)),
+            nn.ReLU(),
+            nn.MaxPool1d(2),
+            nn.Conv1d(f, f, k, padding=_same(k)),
+            nn.ReLU(),
+            nn.MaxPool1d(2),
+            nn.Flatten(),
+        )
+        self.fc = nn.Linear(f * (seq_len // 2 // 2), n_outputs)
+        self.head_layers = (self.fc,)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.body(x))
+
+
+def _conv_bn_relu(c_in: int, c_out: int, k: int) -> list[nn.Module]:
+    return [nn.Conv1d(c_in, c_out, k, padding=_same(k)), nn.BatchNorm1d(c_out), nn.ReLU()]
+
+
+class Basset(nn.Module):
+    """Basset (Kelley et al. 2016).
+
+    ``(conv 300×19, BN, ReLU, MaxPool 3) → (conv 200×11, BN, ReLU, MaxPool 4) →
+    (conv 200×7, BN, ReLU, MaxPool 4) → x.view(N, -1) → FC 1000 → ReLU → FC 1000 → ReLU →
+    FC 164 → Sigmoid``. Convolutions are length-preserving; the flattened size is
+    ``200 · (L // 3 // 4 // 4)`` (2400 for ``L = 600``, 4000 for ``L = 1000``).
+    """
+
+    output_names = ("y",)
+
+    def __init__(
+        self,
+        *,
+        seq_len: int = 600,
+        channels: Sequence[int] = (300, 200, 200),
+        kernels: Sequence[int] = (19, 11, 7),
+        pools: Sequence[int] = (3, 4, 4),
+        hidden: Sequence[int] = (1000, 1000),
+        n_outputs: int = 164,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in, length = 4, seq_len
+        for c, k, p in zip(channels, kernels, pools, strict=True):
+            layers += [*_conv_bn_relu(c_in, c, k), nn.MaxPool1d(p)]
+            c_in, length = c, length // p
+        self.body = nn.Sequential(*layers)
+        self.head = _dense_head(c_in * length, hidden, n_outputs)
+        self.head_layers = (self.head[-2],)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.body(x)
+        return self.head(x.view(x.size(0), -1))
+
+
+def _dense_head(n_in: int, hidden: Sequence[int], n_outputs: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for h in hidden:
+        layers += [nn.Linear(n_in, h), nn.ReLU()]
+        n_in = h
+    return nn.Sequential(*layers, nn.Linear(n_in, n_outputs), nn.Sigmoid())
+
+
+class FactorizedBasset(nn.Module):
+    """Factorized Basset (Wnuk et al. 2019, as benchmarked by Yuzu).
+
+    The 19-wide first conv becomes ``48×3, 64×3, 100×3, 150×7, 300×7`` (each with BN and
+    ReLU) → MaxPool 3; the 11-wide second conv becomes ``200×7, 200×3, 200×3`` → MaxPool 4;
+    then ``200×7`` → MaxPool 4 and the Basset dense head (FC 1000, FC 1000, FC 164, sigmoid).
+    """
+
+    output_names = ("y",)
+
+    def __init__(
+        self,
+        *,
+        seq_len: int = 600,
+        blocks: Sequence[Sequence[tuple[int, int]]] = (
+            ((48, 3), (64, 3), (100, 3), (150, 7), (300, 7)),
+            ((200, 7), (200, 3), (200, 3)),
+            ((200, 7),),
+        ),
+        pools: Sequence[int] = (3, 4, 4),
+        hidden: Sequence[int] = (1000, 1000),
+        n_outputs: int = 164,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in, length = 4, seq_len
+        for block, p in zip(blocks, pools, strict=True):
+            for c, k in block:
+                layers += _conv_bn_relu(c_in, c, k)
+                c_in = c
+            layers.append(nn.MaxPool1d(p))
+            length //= p
+        self.body = nn.Sequential(*layers)
+        self.head = _dense_head(c_in * length, hidden, n_outputs)
+        self.head_layers = (self.head[-2],)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.body(x)
+        return self.head(x.view(x.size(0), -1))
+
+
+class DeepSEA(nn.Module):
+    """DeepSEA (Zhou & Troyanskaya 2015), valid (unpadded) convolutions.
+
+    ``conv 320×8 → ReLU → MaxPool 4 → conv 480×8 → ReLU → MaxPool 4 → conv 960×8 → ReLU →
+    x.view(N, -1) → FC 925 → ReLU → FC 919 → Sigmoid``; for ``L = 1000`` the flattened
+    size is ``960 · 53 = 50880``.
+    """
+
+    output_names = ("y",)
+
+    def __init__(
+        self,
+        *,
+        seq_len: int = 1000,
+        channels: Sequence[int] = (320, 480, 960),
+        kernel_size: int = 8,
+        pool: int = 4,
+        hidden: int = 925,
+        n_outputs: int = 919,
+    ) -> None:
+        super().__init__()
+        c1, c2, c3 = channels
+        k = kernel_size
+        self.body = nn.Sequential(
+            nn.Conv1d(4, c1, k),
+            nn.ReLU(),
+            nn.MaxPool1d(pool),
+            nn.Conv1d(c1, c2, k),
+            nn.ReLU(),
+            nn.MaxPool1d(pool),
+            nn.Conv1d(c2, c3, k),
+            nn.ReLU(),
+        )
+        length = ((seq_len - k + 1) // pool - k + 1) // pool - k + 1
+        if length < 1:
+            raise ValueError(f"seq_len={seq_len} is too short for DeepSEA")
+        self.head = _dense_head(c3 * length, (hidden,), n_outputs)
+        self.head_layers = (self.head[-2],)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.body(x)
+        return self.head(x.view(x.size(0), -1))
+
+
+class BPNet(nn.Module):
+    """BPNet (Avsec et al. 2021) with a profile and a counts head.
+
+    ``conv n_filters×21 → ReLU``, then ``n_dilated`` residual layers
+    ``x = x + ReLU(conv_k3_dilation_2^i(x))`` (``i = 1..n_dilated``, length-preserving),
+    a profile head ``conv n_filters→n_tasks, 75`` and a counts head
+    ``Linear(GAP(x))``. With ``out_len`` set (ChromBPNet/bpnet-lite style) the profile is
+    cropped to the central ``out_len`` positions and the counts head pools the tower
+    cropped the same way.
+
+    Outputs: ``profile`` ``(N, n_tasks, out_len or L)`` and ``counts`` ``(N, n_tasks)``.
+    """
+
+    output_names = ("profile", "counts")
+
+    def __init__(
+        self,
+        *,
+        seq_len: int = 1000,
+        n_filters: int = 64,
+        n_dilated: int = 3,
+        n_tasks: int = 2,
+        first_kernel: int = 21,
+        profile_kernel: int = 75,
+        out_len: int | None = None,
+    ) -> None:
+        super().__init__()
+        f = n_filters
+        self.iconv = nn.Conv1d(4, f, first_kernel, padding=_same(first_kernel))
+        self.rconvs = nn.ModuleList(
+            nn.Conv1d(f, f, 3, padding=2**i, dilation=2**i) for i in range(1, n_dilated + 1)
+        )
+        self.fconv = nn.Conv1d(f, n_tasks, profile_kernel, padding=_same(profile_kernel))
+        self.linear = nn.Linear(f, n_tasks)
+        if out_len is not None and not 0 < out_len <= seq_len:
+            raise ValueError(f"out_len must be in [1, seq_len={seq_len}], got {out_len}")
+        self.trim = 0 if out_len is None else (seq_len - out_len) // 2
+        self.out_len = seq_len if out_len is None else out_len
+        self.head_layers = (self.fconv, self.linear)
+        self.residual_layers = tuple(self.rconvs)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.relu(self.iconv(x))
+        for conv in self.rconvs:
+            x = x + torch.relu(conv(x))
+        start, end = self.trim, self.trim + self.out_len
+        profile = self.fconv(x)
+        if self.trim:
+            profile = profile[:, :, start:end]
+            x = x[:, :, start:end]
+        counts = self.linear(x.mean(dim=2))
+        return profile, counts
+
+
+class _SpliceResidualUnit(nn.Module):
+    def __init__(self, channels: int, kernel: int, dilation: int) -> None:
+        super().__init__()
+        pad = _same(kernel, dilation)
+        self.bn1 = nn.BatchNorm1d(channels)
+        self.conv1 = nn.Conv1d(channels, channels, kernel, padding=pad, dilation=dilation)
+        self.bn2 = nn.BatchNorm1d(channels)
+        self.conv2 = nn.Conv1d(channels, channels, kernel, padding=pad, dilation=dilation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(torch.relu(self.bn1(x)))
+        return x + self.conv2(torch.relu(self.bn2(h)))
+
+
+SPLICEAI_10K_UNITS = ((11, 1),) * 4 + ((11, 4),) * 4 + ((21, 10),) * 4 + ((41, 25),) * 4
+
+
+class SpliceAI(nn.Module):
+    """SpliceAI-10k-like residual dilated network (Jaganathan et al. 2019).
+
+    ``conv 1×1 (4→C)``; 16 residual units (BN → ReLU → conv → BN → ReLU → conv, plus the
+    skip) with (kernel, dilation) ``(11, 1)×4, (11, 4)×4, (21, 10)×4, (41, 25)×4``; every
+    four units a ``1×1`` conv adds into a skip sum; a final ``1×1`` conv to 3 classes,
+    cropped by ``context/2`` on each side, softmax over the classes. The receptive field is
+    ``context + 1 = 10 001``; output ``(N, 3, L - context)``.
+    """
+
+    output_names = ("y",)
+
+    def __init__(
+        self,
+        *,
+        seq_len: int = 11000,
+        channels: int = 32,
+        units: Sequence[tuple[int, int]] = SPLICEAI_10K_UNITS,
+        group: int = 4,
+        n_outputs: int = 3,
+    ) -> None:
+        super().__init__()
+        context = sum(2 * (k - 1) * d for k, d in units)
+        if seq_len <= context:
+            raise ValueError(f"seq_len={seq_len} must exceed the context {context}")
+        self.crop = context // 2
+        self.group = group
+        self.conv_in = nn.Conv1d(4, channels, 1)
+        self.skip_in = nn.Conv1d(channels, channels, 1)
+        self.units = nn.ModuleList(_SpliceResidualUnit(channels, k, d) for k, d in units)
+        self.skips = nn.ModuleList(nn.Conv1d(channels, channels, 1) for _ in range(len(units) // group))
+        self.conv_out = nn.Conv1d(channels, n_outputs, 1)
+        self.head_layers = (self.conv_out,)
+        self.residual_layers = (self.skip_in, *self.skips, *(u.conv2 for u in self.units))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv_in(x)
+        skip = self.skip_in(x)
+        for i, unit in enumerate(self.units):
+            x = unit(x)
+            if (i + 1) % self.group == 0:
+                skip = skip + self.skips[i // self.group](x)
+        y = self.conv_out(skip)[:, :, self.crop : -self.crop]
+        return torch.softmax(y, dim=1)
+
+
+# --------------------------------------------------------------------------------------
+# Registry, seeded initialisation, export.
+
+ARCHITECTURES: dict[str, tuple[Callable[..., nn.Module], dict]] = {
+    "toynet": (ToyNet, {"seq_len": 1000}),
+    "basset": (Basset, {"seq_len": 600}),
+    "factorized_basset": (FactorizedBasset, {"seq_len": 600}),
+    "deepsea": (DeepSEA, {"seq_len": 1000}),
+    "bpnet4": (BPNet, {"seq_len": 1000, "n_dilated": 3}),
+    "bpnet9": (BPNet, {"seq_len": 2114, "n_dilated": 9, "out_len": 1000}),
+    "spliceai10k": (SpliceAI, {"seq_len": 11000}),
+}
+
+
+def random_onehot(n: int, seq_len: int, *, seed: int = 0) -> np.ndarray:
+    """Random one-hot DNA, shape ``(n, 4, seq_len)``, float32."""
+    rng = np.random.default_rng(seed)
+    x = np.eye(4, dtype=np.float32)[rng.integers(0, 4, (n, seq_len))]
+    return np.ascontiguousarray(x.transpose(0, 2, 1))
+
+
+def build(name: str, *, seed: int = 0, **kwargs) -> nn.Module:
+    """Build architecture ``name`` with seeded weights, in eval mode.
+
+    Parameters
+    ----------
+    name: one of :data:`ARCHITECTURES` (``toynet``, ``basset``, ``factorized_basset``,
+        ``deepsea``, ``bpnet4``, ``bpnet9``, ``spliceai10k``).
+    seed: ``torch.manual_seed`` for the weights, and the seed of the calibration batch.
+    kwargs: architecture options overriding the published defaults (``seq_len``, channel
+        counts, ...); see each class.
+    """
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {name!r}; choose from {', '.join(ARCHITECTURES)}")
+    cls, defaults = ARCHITECTURES[name]
+    options = {**defaults, **kwargs}
+    torch.manual_seed(seed)
+    module = cls(**options)
+    _init_weights(module)
+    _calibrate_batch_norm(module, options["seq_len"], seed)
+    return module.eval()
+
+
+def _init_weights(module: nn.Module) -> None:
+    """He-normal convs/linears, small random biases; heads and residual branches smaller."""
+    heads = {id(m) for m in getattr(module, "head_layers", ())}
+    residual = {id(m) for m in getattr(module, "residual_layers", ())}
+    for m in module.modules():
+        if isinstance(m, (nn.Conv1d, nn.Linear)):
+            fan_in = m.weight[0].numel()
+            gain = 1.0 if id(m) in heads else 0.3 if id(m) in residual else 2.0
+            with torch.no_grad():
+                m.weight.normal_(0.0, math.sqrt(gain / fan_in))
+                if m.bias is not None:
+                    m.bias.normal_(0.0, 0.1)
+
+
+def _calibrate_batch_norm(module: nn.Module, seq_len: int, seed: int) -> None:
+    """Give batch norms the statistics of random one-hot data, then random affine params."""
+    norms = [m for m in module.modules() if isinstance(m, nn.BatchNorm1d)]
+    if not norms:
+        return
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    module.train()
+    with torch.no_grad():
+        module(torch.from_numpy(random_onehot(8, seq_len, seed=seed + 1)))
+        for m in norms:
+            m.weight.copy_(1.0 + 0.1 * torch.randn_like(m.weight))
+            m.bias.copy_(0.1 * torch.randn_like(m.bias))
+            m.momentum = 0.1
+    module.eval()
+
+
+def _output_names(module: nn.Module) -> list[str]:
+    return list(getattr(module, "output_names", ("y",)))
+
+
+def export(
+    module: nn.Module,
+    path: str | Path,
+    *,
+    seq_len: int,
+    exporter: str = "torchscript",
+    opset: int | None = None,
+    verify: bool = True,
+) -> Path:
+    """Export ``module`` to ONNX with a dynamic batch axis and check it with ONNX Runtime.
+
+    Parameters
+    ----------
+    module: a model taking ``(N, 4, seq_len)`` one-hot input.
+    path: the ``.onnx`` file to write (weights inside the file).
+    seq_len: the input length ``L`` (fixed in the exported graph).
+    exporter: ``"torchscript"`` (``dynamo=False``, opset 17, ``dynamic_axes``) or
+        ``"dynamo"`` (``dynamo=True``, opset 18, ``dynamic_shapes`` with
+        ``torch.export.Dim``; needs ``onnxscript``).
+    opset: override the exporter's default opset.
+    verify: compare ONNX Runtime with torch on batches of 1 and 3 sequences.
+
+    Returns
+    -------
+    Path of the written model.
+    """
+    if exporter not in EXPORTERS:
+        raise ValueError(f"exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    opset = opset or DEFAULT_OPSET[exporter]
+    module = module.eval()
+    names = _output_names(module)
+    example = (torch.from_numpy(random_onehot(2, seq_len, seed=11)),)
+    with torch.no_grad():
+        if exporter == "torchscript":
+            axes = {n: {0: "batch"} for n in (INPUT_NAME, *names)}
+            torch.onnx.export(
+                module,
+                example,
+                str(path),
+                dynamo=False,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=names,
+                dynamic_axes=axes,
+                do_constant_folding=True,
+            )
+        else:
+            batch = torch.export.Dim("batch", min=1, max=4096)
+            program = torch.onnx.export(
+                module,
+                example,
+                dynamo=True,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=names,
+                dynamic_shapes={INPUT_NAME: {0: batch}},
+                external_data=False,
+                optimize=True,
+            )
+            program.save(str(path), external_data=False)
+    if verify:
+        verify_export(module, path, seq_len=seq_len)
+    return path
+
+
+def verify_export(module: nn.Module, path: str | Path, *, seq_len: int, rtol: float = 1e-4) -> float:
+    """Run the ONNX file and the module on the same batches; raise if they disagree.
+
+    Returns the largest absolute difference, relative to the output scale.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    worst = 0.0
+    for batch in (1, 3):
+        x = random_onehot(batch, seq_len, seed=100 + batch)
+        with torch.no_grad():
+            expected = module(torch.from_numpy(x))
+        expected = expected if isinstance(expected, tuple) else (expected,)
+        got = session.run(names, {session.get_inputs()[0].name: x})
+        for name, e, g in zip(names, expected, got, strict=True):
+            e = e.numpy()
+            if e.shape != g.shape:
+                raise AssertionError(f"{path}: output {name} has shape {g.shape}, torch gives {e.shape}")
+            scale = max(float(np.abs(e).max()), 1e-12)
+            err = float(np.abs(e - g).max()) / scale
+            worst = max(worst, err)
+            if err > rtol:
+                raise AssertionError(
+                    f"{path}: output {name} differs from torch by {err:.2e} of its scale (batch {batch})"
+                )
+    return worst
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("name", nargs="?", choices=sorted(ARCHITECTURES), help="architecture")
+    parser.add_argument("-o", "--output", type=Path, help="the .onnx file to write")
+    parser.add_argument("--seq-len", type=int, help="input length (default: the published one)")
+    parser.add_argument("--exporter", choices=EXPORTERS, default="torchscript")
+    parser.add_argument("--opset", type=int, help="default: 17 (torchscript), 18 (dynamo)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--list", action="store_true", help="list the architectures and exit")
+    args = parser.parse_args(argv)
+    if args.list:
+        for name, (cls, defaults) in ARCHITECTURES.items():
+            print(f"{name:18s} {cls.__name__:16s} {defaults}")
+        return 0
+    if args.name is None or args.output is None:
+        parser.error("NAME and -o/--output are required (or --list)")
+    kwargs = {} if args.seq_len is None else {"seq_len": args.seq_len}
+    module = build(args.name, seed=args.seed, **kwargs)
+    seq_len = args.seq_len or ARCHITECTURES[args.name][1]["seq_len"]
+    path = export(module, args.output, seq_len=seq_len, exporter=args.exporter, opset=args.opset)
+    n_params = sum(p.numel() for p in module.parameters())
+    size = path.stat().st_size
+    print(f"wrote {path} ({args.name}, L={seq_len}, {n_params:,} parameters, {size / 1e6:.2f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

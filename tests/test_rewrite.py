@@ -9,6 +9,7 @@ import onnx
 import pytest
 
 from yuzu_onnx import ISMSession, YuzuWarning, convert_model, load_model, naive_ism
+from yuzu_onnx.oracle import reference_outputs
 from yuzu_onnx.testing.model_builders import BUILDERS, random_onehot
 
 TOLERANCE = 1e-5
@@ -25,7 +26,8 @@ def reduce_oracle(ism: np.ndarray, how: str, reference: np.ndarray | None = None
     raise ValueError(how)
 
 
-def assert_matches_oracle(result: dict, oracle: dict, reductions: dict, conversion=None) -> None:
+def assert_matches_oracle(result: dict, oracle: dict, reductions: dict, conversion=None, reference=None) -> None:
+    """Max |error| <= 1e-5 x scale, scale = max(max|f(X)|, max|ism|) per output (DESIGN §1)."""
     for name, expected_none in oracle.items():
         how = reductions.get(name, "none")
         axis = conversion.region.maps[name].axis if how == "sum" else None
@@ -33,7 +35,9 @@ def assert_matches_oracle(result: dict, oracle: dict, reductions: dict, conversi
         got = result[name]
         assert got.shape == expected.shape, (name, got.shape, expected.shape)
         assert np.isfinite(got).all()
-        scale = max(float(np.abs(expected).max()), 1e-30)
+        scale = max(float(np.abs(expected_none).max()), 1e-30)
+        if reference is not None:
+            scale = max(scale, float(np.abs(reference[name]).max()))
         err = float(np.abs(got - expected).max())
         assert err <= TOLERANCE * scale, f"{name}: max |error| {err:.3g} > {TOLERANCE} x scale {scale:.3g}"
 
@@ -56,7 +60,7 @@ def test_every_builder_matches_oracle(name: str, layout: str) -> None:
             onnx.checker.check_model(conversion.model, full_check=True)
             result = ISMSession(conversion.model).run(X)
             oracle = naive_ism(spec, X, window=window)
-            assert_matches_oracle(result, oracle, conversion.reductions, conversion)
+            assert_matches_oracle(result, oracle, conversion.reductions, conversion, reference_outputs(spec, X))
 
 
 def test_reference_base_is_exactly_zero_and_n_positions_report_all_bases() -> None:
@@ -71,8 +75,6 @@ def test_reference_base_is_exactly_zero_and_n_positions_report_all_bases() -> No
 
 
 def test_sum_and_raw_reductions() -> None:
-    from yuzu_onnx.oracle import reference_outputs
-
     spec = _spec("bpnet", "nlc")
     X = random_onehot(2, spec.seq_len, layout="nlc", seed=5, n_positions=1)
     conversion = convert_model(spec, reduce={"profile": "sum", "counts": "raw"})

@@ -99,6 +99,8 @@ def copy_nodes(
     available: Callable[[str], bool],
     producers: Mapping[str, onnx.NodeProto],
     is_meta: Callable[[str], bool],
+    sink: list[onnx.NodeProto] | None = None,
+    replace: Callable[[onnx.NodeProto, onnx.NodeProto], bool] | None = None,
 ) -> list[onnx.NodeProto]:
     """Copy ``nodes`` with outputs renamed to ``prefix + name``.
 
@@ -106,8 +108,12 @@ def copy_nodes(
     copied. Inputs that are neither renamed nor ``available`` as they are (constants)
     must be meta tensors (shape computations): their producers are copied too, reading
     this copy's tensors. Anything else cannot be placed in the copy.
+
+    Copies are appended to ``sink`` (default: a new list, returned). ``replace(original,
+    renamed_copy)`` may emit its own nodes for a copy (into the same sink) and return
+    True to drop the plain copy.
     """
-    copied: list[onnx.NodeProto] = []
+    copied: list[onnx.NodeProto] = [] if sink is None else sink
 
     def resolve(name: str) -> str:
         if not name or name in rename:
@@ -138,7 +144,8 @@ def copy_nodes(
                 new.output[k] = prefix + name
         if new.name:
             new.name = prefix + new.name
-        copied.append(new)
+        if replace is None or not replace(node, new):
+            copied.append(new)
 
     for node in nodes:
         emit(node)

@@ -9,7 +9,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from .. import __version__
-from ..analysis.region import LocalRegion
+from ..analysis.region import LocalRegion, constant_values
 from ..errors import UnsupportedError
 from ..importer import ModelSpec
 from ..plan import RewritePlan
@@ -49,7 +49,7 @@ def emit_model(
     builder = GraphBuilder(spec.opset)
     ref_names = _emit_reference(spec, builder)
     producers = {o: node for node in graph.node for o in node.output if o}
-    ctx = EmitContext(spec, region, plan, builder, ref_names, producers)
+    ctx = EmitContext(spec, region, plan, builder, ref_names, producers, constant_values(spec.model))
     for s in range(len(plan.stages)):
         emit_stage(ctx, s)
     is_reference = reference_base_mask(ctx)

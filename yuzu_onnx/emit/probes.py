@@ -19,6 +19,7 @@ from ..analysis.region import CONST, META, LocalRegion
 from ..importer import NCL, ModelSpec
 from ..plan import RewritePlan
 from .builder import PREFIX, GraphBuilder, copy_nodes
+from .wide_conv import emit_wide_conv, is_wide_conv
 
 
 @dataclass
@@ -31,6 +32,7 @@ class EmitContext:
     builder: GraphBuilder
     ref_names: dict[str, str]
     producers: Mapping[str, onnx.NodeProto]
+    constants: Mapping[str, np.ndarray] = field(default_factory=dict)
     stage_names: list[dict[str, str]] = field(default_factory=list)
     _input_probes: dict[int, str] = field(default_factory=dict)
 
@@ -139,13 +141,21 @@ def emit_stage(ctx: EmitContext, s: int) -> None:
     stage = ctx.plan.stages[s]
     rename = {name: emit_repack(ctx, name, s) for name in stage.inputs}
     graph = ctx.spec.model.graph
-    nodes = copy_nodes(
+
+    def faster_form(original: onnx.NodeProto, renamed: onnx.NodeProto) -> bool:
+        if not is_wide_conv(original, ctx.spec.shapes, ctx.constants):
+            return False
+        emit_wide_conv(ctx.builder, original, renamed.input[0], renamed.output[0], ctx.spec.shapes, ctx.constants)
+        return True
+
+    copy_nodes(
         [graph.node[i] for i in stage.nodes],
         rename,
         prefix=f"{PREFIX}s{s}/",
         available=ctx.is_available_outside,
         producers=ctx.producers,
         is_meta=ctx.is_meta,
+        sink=ctx.builder.nodes,
+        replace=faster_form,
     )
-    ctx.builder.nodes.extend(nodes)
     ctx.stage_names.append(rename)

@@ -15,11 +15,21 @@ from onnx import TensorProto, helper
 from .builder import PREFIX, GraphBuilder, copy_nodes
 from .decode import emit_mutants, probe_indices
 from .probes import EmitContext
+from .window_sums import decodable_reductions, emit_reduced_mutants
 
 
 def emit_tail(ctx: EmitContext, outputs: list[str]) -> dict[str, str]:
     """Run the tail for ``outputs``; returns each output's mutant values ``(Lw, A, N, *odims)``."""
     outer, spec, plan = ctx.builder, ctx.spec, ctx.plan
+    graph = spec.model.graph
+    decoded = decodable_reductions(ctx, list(ctx.region.tail_nodes))
+    precomputed = {graph.node[i].output[0]: emit_reduced_mutants(ctx, graph.node[i], source)
+                   for i, source in decoded.items()}
+    result = {out: precomputed[out] for out in outputs if out in precomputed}
+    remaining = [out for out in outputs if out not in precomputed]
+    if not remaining:
+        return result
+    tail_nodes = [graph.node[i] for i in ctx.region.tail_nodes if i not in decoded]
     start, end = plan.window
     lw = end - start
     chunk = plan.tail_chunk
@@ -37,10 +47,14 @@ def emit_tail(ctx: EmitContext, outputs: list[str]) -> dict[str, str]:
                          axis=0, hint="chunk_probe_index")
         for spacing, table in probe_indices(ctx, positions.reshape(-1)).items()
     }
-    graph = spec.model.graph
-    tail_nodes = [graph.node[i] for i in ctx.region.tail_nodes]
     frontier = [t for t in ctx.region.frontier if any(t in n.input for n in tail_nodes) or _read_by_meta(ctx, t)]
     rename: dict[str, str] = {}
+    if precomputed:
+        offsets = body.op("Gather", [outer.const(positions - start, "tail_offsets"), iteration], axis=0,
+                          hint="chunk_offsets")
+        for name, values in precomputed.items():
+            taken = body.op("Gather", [values, offsets], axis=0, hint="reduced_chunk")
+            rename[name] = body.reshape(taken, [-1, *ctx.dims(name)], hint="reduced_mutants")
     saved_builder = ctx.builder
     ctx.builder = body
     try:
@@ -60,7 +74,7 @@ def emit_tail(ctx: EmitContext, outputs: list[str]) -> dict[str, str]:
         )
     )
     scans = []
-    for out in outputs:
+    for out in remaining:
         scans.append(body.reshape(rename[out], [chunk, spec.alphabet_size, -1, *ctx.dims(out)], hint="scan"))
     cond_out = body.op("Identity", [cond_in], hint="cond_out")
     body_graph = helper.make_graph(
@@ -76,10 +90,9 @@ def emit_tail(ctx: EmitContext, outputs: list[str]) -> dict[str, str]:
     )
     trip = outer.const(np.array(n_chunks, dtype=np.int64), "tail_chunks")
     true = outer.const(np.array(True), "true")
-    loop_outputs = [outer.name("tail_scan") for _ in outputs]
+    loop_outputs = [outer.name("tail_scan") for _ in remaining]
     outer.nodes.append(helper.make_node("Loop", [trip, true], loop_outputs, name=outer.name("tail_loop"), body=body_graph))
-    result = {}
-    for out, scanned in zip(outputs, loop_outputs):
+    for out, scanned in zip(remaining, loop_outputs):
         flat = outer.reshape(scanned, [n_chunks * chunk, spec.alphabet_size, -1, *ctx.dims(out)], hint="tail_values")
         if n_chunks * chunk != lw:
             flat = outer.slice(flat, [0], [lw], [0], hint="tail_values")

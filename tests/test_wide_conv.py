@@ -1,0 +1,50 @@
+"""Wide few-output convolutions (profile heads) as MatMul + skewed sums, against Conv."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from yuzu_onnx.emit.builder import GraphBuilder
+from yuzu_onnx.emit.wide_conv import emit_wide_conv, is_wide_conv
+
+
+@pytest.mark.parametrize(
+    "cout,k,dilation,stride,pads,bias",
+    [(2, 75, 1, 1, [37, 37], True), (1, 25, 2, 1, [0, 0], False), (3, 16, 3, 2, [5, 9], True), (2, 20, 1, 3, [0, 0], True)],
+)
+def test_wide_conv_matches_conv(cout, k, dilation, stride, pads, bias) -> None:
+    rng = np.random.default_rng(0)
+    cin, length = 6, 120
+    weight = rng.standard_normal((cout, cin, k)).astype(np.float32)
+    constants = {"w": weight, "b": rng.standard_normal(cout).astype(np.float32)}
+    inputs = ["x", "w", "b"] if bias else ["x", "w"]
+    node = helper.make_node("Conv", inputs, ["y"], pads=pads, dilations=[dilation], strides=[stride])
+    out_len = (length + sum(pads) - (k - 1) * dilation - 1) // stride + 1
+    shapes = {"x": (-1, cin, length), "y": (-1, cout, out_len)}
+    assert is_wide_conv(node, shapes, constants)
+    b = GraphBuilder(17)
+    emit_wide_conv(b, node, "x", "y", shapes, constants)
+    x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", cin, length])
+    y_info = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", cout, out_len])
+    fast = helper.make_model(helper.make_graph(b.nodes, "fast", [x_info], [y_info], b.initializers),
+                             opset_imports=[helper.make_opsetid("", 17)])
+    inits = [numpy_helper.from_array(v, n) for n, v in constants.items() if n in inputs]
+    plain = helper.make_model(helper.make_graph([node], "plain", [x_info], [y_info], inits),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(fast, full_check=True)
+    x = rng.standard_normal((3, cin, length)).astype(np.float32)
+    got = ort.InferenceSession(fast.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    want = ort.InferenceSession(plain.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+
+
+def test_narrow_or_grouped_convs_are_left_alone() -> None:
+    constants = {"w": np.zeros((64, 4, 19), np.float32), "v": np.zeros((2, 4, 5), np.float32)}
+    shapes = {"x": (-1, 4, 100), "y": (-1, 64, 100)}
+    assert not is_wide_conv(helper.make_node("Conv", ["x", "w"], ["y"]), shapes, constants)
+    assert not is_wide_conv(helper.make_node("Conv", ["x", "v"], ["y"]), shapes, constants)

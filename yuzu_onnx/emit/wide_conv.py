@@ -1,0 +1,79 @@
+"""Wide convolutions with few output channels as one MatMul plus shifted sums.
+
+Profile heads (BPNet: 64 → 2 channels, kernel 75) are slow as ONNX Runtime convolutions:
+im2col builds a ``Cin·K``-row buffer for a GEMM with only ``Cout`` rows. Computing
+``Z = W2 @ x`` with ``W2`` of shape ``(Cout·K, Cin)`` is one efficient GEMM; the output is
+then ``out[o, q] = Σ_k Z[o, k, q + k·dilation]``, read as a "skewed" view: flattened,
+padded and reshaped so that row ``k`` starts ``k·dilation`` later, then summed over ``k``.
+The sums are over the same products as the convolution's, in another order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from .builder import GraphBuilder
+
+MAX_OUT_CHANNELS = 8
+MIN_KERNEL = 16
+
+
+def _attrs(node: onnx.NodeProto) -> dict:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def is_wide_conv(node: onnx.NodeProto, shapes, constants) -> bool:
+    """A 1-D Conv with constant weights, few output channels and a long kernel."""
+    if node.op_type != "Conv" or node.input[1] not in constants:
+        return False
+    weight = constants[node.input[1]]
+    attrs = _attrs(node)
+    auto_pad = attrs.get("auto_pad", b"NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    return (
+        weight.ndim == 3
+        and weight.shape[0] <= MAX_OUT_CHANNELS
+        and weight.shape[2] >= MIN_KERNEL
+        and attrs.get("group", 1) == 1
+        and auto_pad in ("NOTSET", "VALID")
+        and node.input[0] in shapes
+        and node.output[0] in shapes
+    )
+
+
+def emit_wide_conv(b: GraphBuilder, node: onnx.NodeProto, x: str, out: str, shapes, constants) -> None:
+    """Emit ``node`` (original names in ``shapes``) on input ``x`` as MatMul + skewed sums into ``out``."""
+    weight = constants[node.input[1]].astype(np.float32)
+    cout, cin, k = weight.shape
+    attrs = _attrs(node)
+    dilation = int((attrs.get("dilations") or [1])[0])
+    stride = int((attrs.get("strides") or [1])[0])
+    pads = attrs.get("pads") or [0, 0]
+    auto_pad = attrs.get("auto_pad", b"NOTSET")
+    if (auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad) == "VALID":
+        pads = [0, 0]
+    p_in = shapes[node.input[0]][2]
+    p_out = shapes[node.output[0]][2]
+    if pads[0] or pads[1]:
+        pad_values = b.ints([0, 0, int(pads[0]), 0, 0, int(pads[1])], "pads")
+        x = b.op("Pad", [x, pad_values], hint="wide_conv_pad")
+    p_pad = p_in + int(pads[0]) + int(pads[1])
+    w2 = weight.transpose(0, 2, 1).reshape(cout * k, cin)  # row o*K + k
+    z = b.op("MatMul", [b.const(w2, "wide_conv_weight"), x], hint="wide_conv_products")  # (N, Cout*K, P)
+    flat = b.reshape(z, [-1, cout, k * p_pad], hint="wide_conv_flat")
+    row = p_pad + dilation
+    tail = k * row - k * p_pad
+    flat = b.op("Pad", [flat, b.ints([0, 0, 0, 0, 0, tail], "pads")], hint="wide_conv_skew")
+    skewed = b.reshape(flat, [-1, cout, k, row], hint="wide_conv_rows")
+    span = (p_out - 1) * stride + 1
+    taken = b.slice(skewed, [0], [span], [3], hint="wide_conv_window")
+    summed = b.reduce("ReduceSum", taken, [2], keepdims=0, hint="wide_conv_sum")
+    if stride > 1:
+        summed = b.op("Slice", [summed, b.ints([0], "s"), b.ints([span], "e"), b.ints([2], "a"), b.ints([stride], "st")],
+                      hint="wide_conv_stride")
+    if len(node.input) > 2 and node.input[2]:
+        bias = constants[node.input[2]].astype(np.float32).reshape(1, cout, 1)
+        summed = b.op("Add", [summed, b.const(bias, "wide_conv_bias")], hint="wide_conv_bias")
+    b.nodes.append(helper.make_node("Identity", [summed], [out], name=out + "/wide_conv"))

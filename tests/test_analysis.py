@@ -15,12 +15,7 @@ from yuzu_onnx.testing.model_builders import BUILDERS, random_onehot
 
 
 def _region_outputs(spec, region) -> list[str]:
-    float_like = []
-    for name, m in region.maps.items():
-        if name == spec.input_name or name not in spec.shapes:
-            continue
-        float_like.append(name)
-    return float_like
+    return [name for name in region.maps if name != spec.input_name and name in spec.shapes]
 
 
 def _run_all(spec, names, X):

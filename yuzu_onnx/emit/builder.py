@@ -19,11 +19,12 @@ PREFIX = "yuzu/"
 class GraphBuilder:
     """Collects nodes and initializers of the emitted graph (or of a subgraph)."""
 
-    def __init__(self, opset: int, scope: str = "") -> None:
+    def __init__(self, opset: int, scope: str = "", initializers: list[onnx.TensorProto] | None = None) -> None:
         self.opset = opset
         self.scope = scope
         self.nodes: list[onnx.NodeProto] = []
-        self.initializers: list[onnx.TensorProto] = []
+        # subgraph builders share the main graph's initializers (read from the outer scope)
+        self.initializers: list[onnx.TensorProto] = [] if initializers is None else initializers
         self._count = 0
 
     def name(self, hint: str) -> str:

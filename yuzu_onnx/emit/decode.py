@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..importer import NCL
-from .probes import EmitContext, as_probe_axis, window_mask
+from .probes import EmitContext, as_probe_axis, substituted_columns, window_mask
 
 REDUCTIONS = ("none", "l2", "sum", "raw")
 
@@ -26,10 +26,7 @@ def emit_mutants(ctx: EmitContext, tensor: str, positions: str, probe_index: dic
     m = ctx.region.maps[tensor]
     mask = window_mask(b, positions, m, rank)
     if tensor == ctx.x:
-        a = spec.alphabet_size
-        bases = np.eye(a, dtype=np.float32)
-        bases = bases.reshape(1, a, 1, a, 1) if spec.layout == NCL else bases.reshape(1, a, 1, 1, a)
-        return b.op("Where", [mask, b.const(bases, "bases"), ctx.x], hint="input_mutants")
+        return b.op("Where", [mask, substituted_columns(ctx), ctx.x], hint="input_mutants")
     stage = ctx.plan.producer_stage[tensor]
     spacing = ctx.plan.stages[stage].spacing
     gathered = b.op("Gather", [as_probe_axis(ctx, tensor, stage), probe_index[spacing]], axis=0, hint="decode")
@@ -52,11 +49,14 @@ def reference_base_mask(ctx: EmitContext) -> str:
 
 
 def emit_output(ctx: EmitContext, output: str, mutants: str, reduce: str, is_reference: str) -> str:
-    """Turn mutant values ``(Lw, A, N, *odims)`` of a model output into its ISM tensor."""
+    """Turn mutant values ``(Lw, C, N, *odims)`` of a model output into its ISM tensor."""
     b, spec = ctx.builder, ctx.spec
     odims = ctx.dims(output)
     ref = ctx.ref_names[output]
-    if reduce == "raw":
+    if ctx.shift:
+        delta = classes_to_bases(ctx, b.op("Sub", [mutants, ref], hint="delta"), odims)
+        values = b.op("Add", [delta, ref], hint="raw") if reduce == "raw" else delta
+    elif reduce == "raw":
         values = mutants
     else:
         values = b.op("Sub", [mutants, ref], hint="delta")
@@ -80,6 +80,30 @@ def emit_output(ctx: EmitContext, output: str, mutants: str, reduce: str, is_ref
         return b.op("Where", [is_ref, reference, values], hint="raw")
     zero = b.const(np.array(0.0, dtype=np.float32), "zero")
     return b.op("Where", [is_ref, zero, values], hint="ism")
+
+
+def classes_to_bases(ctx: EmitContext, delta: str, odims: list[int]) -> str:
+    """Shift-class deltas ``(Lw, A-1, N, *odims)`` → per-base deltas ``(Lw, A, N, *odims)``.
+
+    Base ``a`` at position ``j`` is class ``k`` where ``(ref + k) mod A == a``: a 0/1
+    selection (built from the one-hot input) applied as one batched MatMul; the
+    reference base gets no class and so exactly 0.
+    """
+    b, spec = ctx.builder, ctx.spec
+    a = spec.alphabet_size
+    start, end = ctx.plan.window
+    lw = end - start
+    window = b.slice(ctx.x, [start], [end], [3 - ctx.alphabet_axis], hint="window_input")
+    picks = np.array([[(base - k) % a for k in range(1, a)] for base in range(a)], dtype=np.int64)
+    selection = b.op("Gather", [window, b.const(picks, "class_of_base")], axis=ctx.alphabet_axis, hint="selection")
+    # ncl: (N, A, A-1, Lw) → (Lw, N, A, A-1); nlc: (N, Lw, A, A-1) → (Lw, N, A, A-1)
+    selection = b.transpose(selection, [3, 0, 1, 2] if spec.layout == NCL else [1, 0, 2, 3], hint="selection")
+    rest = int(np.prod(odims, dtype=np.int64)) if odims else 1
+    per_class = b.reshape(delta, [lw, a - 1, -1, rest], hint="class_rows")
+    per_class = b.transpose(per_class, [0, 2, 1, 3], hint="class_rows")
+    per_base = b.op("MatMul", [selection, per_class], hint="per_base")
+    per_base = b.transpose(per_base, [0, 2, 1, 3], hint="per_base")
+    return b.reshape(per_base, [lw, a, -1, *odims], hint="per_base")
 
 
 def sum_axis(ctx: EmitContext, output: str) -> int:

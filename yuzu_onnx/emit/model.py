@@ -49,30 +49,36 @@ def emit_model(
     builder = GraphBuilder(spec.opset)
     ref_names = _emit_reference(spec, builder)
     producers = {o: node for node in graph.node for o in node.output if o}
-    ctx = EmitContext(spec, region, plan, builder, ref_names, producers, constant_values(spec.model))
-    for s in range(len(plan.stages)):
-        emit_stage(ctx, s)
-    is_reference = reference_base_mask(ctx)
-    start, end = plan.window
-    positions = np.arange(start, end, dtype=np.int64)
-    local_outputs = [o for o in outputs if o in region.maps]
-    tail_outputs = [o for o in outputs if o not in region.maps]
+    constants = constant_values(spec.model)
     for out in outputs:
         if region.kinds.get(out) != "data":
             raise UnsupportedError(f"output {out!r} does not depend on the sequence")
-    values: dict[str, str] = {}
-    if local_outputs:
-        position_name = builder.const(positions, "positions")
-        index = {d: builder.const(v, "probe_index") for d, v in probe_indices(ctx, positions).items()}
-        for out in local_outputs:
-            values[out] = emit_mutants(ctx, out, position_name, index)
-    if tail_outputs:
-        values.update(emit_tail(ctx, tail_outputs))
+    outer = EmitContext(spec, region, plan, builder, ref_names, producers, constants)
+    is_reference = reference_base_mask(outer)
+    branches = {}
+    for shift in (False, True):
+        branch = GraphBuilder(spec.opset, scope="shift/" if shift else "bases/", initializers=builder.initializers)
+        ctx = EmitContext(spec, region, plan, branch, ref_names, producers, constants, shift=shift)
+        finals = _emit_ism(ctx, outputs, reductions, is_reference)
+        branches[shift] = helper.make_graph(
+            branch.nodes,
+            "ism_shift_classes" if shift else "ism_all_bases",
+            [],
+            [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in finals],
+        )
+    builder.nodes.append(
+        helper.make_node(
+            "If",
+            [_window_is_one_hot(outer)],
+            list(outputs),
+            name=f"{PREFIX}classes",
+            then_branch=branches[True],
+            else_branch=branches[False],
+        )
+    )
     final_outputs = []
     for out in outputs:
-        ism = emit_output(ctx, out, values[out], reductions[out], is_reference)
-        builder.nodes.append(helper.make_node("Identity", [ism], [out], name=f"{PREFIX}output/{out}"))
-        shape = ["batch", *_ism_axes(spec, plan)] + ism_dims(ctx, out, reductions[out])
+        shape = ["batch", *_ism_axes(spec, plan)] + ism_dims(outer, out, reductions[out])
         final_outputs.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, shape))
     seq_input = next(i for i in graph.input if i.name == spec.input_name)
     new_graph = helper.make_graph(
@@ -88,6 +94,36 @@ def emit_model(
     model.ir_version = min(spec.model.ir_version, helper.find_min_ir_version_for(list(model.opset_import)))
     _set_metadata(model, spec, region, plan, outputs, reductions, probes)
     return model
+
+
+def _emit_ism(ctx: EmitContext, outputs: list[str], reductions: dict[str, str], is_reference: str) -> list[str]:
+    """Stages, decode and tail in ``ctx.builder``; returns the ISM tensor of each output."""
+    builder, plan = ctx.builder, ctx.plan
+    for s in range(len(plan.stages)):
+        emit_stage(ctx, s)
+    start, end = plan.window
+    positions = np.arange(start, end, dtype=np.int64)
+    local_outputs = [o for o in outputs if o in ctx.region.maps]
+    tail_outputs = [o for o in outputs if o not in ctx.region.maps]
+    values: dict[str, str] = {}
+    if local_outputs:
+        position_name = builder.const(positions, "positions")
+        index = {d: builder.const(v, "probe_index") for d, v in probe_indices(ctx, positions).items()}
+        for out in local_outputs:
+            values[out] = emit_mutants(ctx, out, position_name, index)
+    if tail_outputs:
+        values.update(emit_tail(ctx, tail_outputs))
+    return [emit_output(ctx, out, values[out], reductions[out], is_reference) for out in outputs]
+
+
+def _window_is_one_hot(ctx: EmitContext) -> str:
+    """True when every mutated column is one-hot, so the shift classes apply."""
+    b = ctx.builder
+    start, end = ctx.plan.window
+    window = b.slice(ctx.x, [start], [end], [3 - ctx.alphabet_axis], hint="window_input")
+    column_max = b.reduce("ReduceMax", window, [ctx.alphabet_axis], keepdims=0, hint="column_max")
+    smallest = b.op("ReduceMin", [column_max], hint="smallest_column_max", keepdims=0)
+    return b.op("Equal", [smallest, b.const(np.array(1.0, dtype=np.float32), "one")], hint="one_hot")
 
 
 def _ism_axes(spec: ModelSpec, plan: RewritePlan) -> list[int]:

@@ -1,9 +1,11 @@
 """Probe construction, stage copies and re-packing between stages (DESIGN §3b).
 
-Probe tensors are laid out with the batch axis ordered ``(probe c, base a, sequence n)``,
-so ``reshape(Y, [n_probes, A, -1, *dims])`` exposes the probe axis. Probe ``c`` of a
-stage with spacing ``d`` carries, for every base ``a``, the mutations ``j -> a`` at every
-mutated position ``j`` with ``(j - start) mod d == c``.
+Probe tensors are laid out with the batch axis ordered ``(probe c, class k, sequence n)``,
+so ``reshape(Y, [n_probes, C, -1, *dims])`` exposes the probe axis. Probe ``c`` of a
+stage with spacing ``d`` carries, for every substitution class ``k``, the substitutions
+at every mutated position ``j`` with ``(j - start) mod d == c``. Classes are either the
+``A`` bases (exact for any input) or the ``A - 1`` shifts ``ref -> ref + k`` of a one-hot
+reference (a quarter fewer probes for DNA; used when every mutated column is one-hot).
 """
 
 from __future__ import annotations
@@ -33,12 +35,19 @@ class EmitContext:
     ref_names: dict[str, str]
     producers: Mapping[str, onnx.NodeProto]
     constants: Mapping[str, np.ndarray] = field(default_factory=dict)
+    shift: bool = False
     stage_names: list[dict[str, str]] = field(default_factory=list)
     _input_probes: dict[int, str] = field(default_factory=dict)
+    _substituted: str | None = None
 
     @property
-    def alphabet_size(self) -> int:
-        return self.spec.alphabet_size
+    def n_classes(self) -> int:
+        """Substitution classes per probe index: ``A`` bases, or ``A - 1`` shifts of the reference."""
+        return self.spec.alphabet_size - 1 if self.shift else self.spec.alphabet_size
+
+    @property
+    def alphabet_axis(self) -> int:
+        return 1 if self.spec.layout == NCL else 2
 
     @property
     def x(self) -> str:
@@ -62,31 +71,53 @@ def probe_mask(start: int, end: int, spacing: int, n_probes: int, length: int) -
     return inside[None, :] & (((j - start) % spacing)[None, :] == np.arange(n_probes)[:, None])
 
 
+def substituted_columns(ctx: EmitContext) -> str:
+    """What a substitution writes into a column, per class: ``(C, 1|N, A, L)`` (ncl) or ``(C, 1|N, L, A)``.
+
+    Absolute classes write base ``a`` (``e_a``); shift classes write the reference base
+    moved ``k`` letters on (``(ref + k) mod A``, ``k = 1..A-1``), a roll of ``X`` itself.
+    """
+    if ctx._substituted is not None:
+        return ctx._substituted
+    b, spec = ctx.builder, ctx.spec
+    a = spec.alphabet_size
+    if not ctx.shift:
+        eye = np.eye(a, dtype=np.float32)
+        columns = eye.reshape(a, 1, a, 1) if spec.layout == NCL else eye.reshape(a, 1, 1, a)
+        ctx._substituted = b.const(columns, "bases")
+        return ctx._substituted
+    rolls = np.array([[(base - k) % a for base in range(a)] for k in range(1, a)], dtype=np.int64)
+    rolled = b.op("Gather", [ctx.x, b.const(rolls, "rolls")], axis=ctx.alphabet_axis, hint="shifted_bases")
+    perm = [1, 0, 2, 3] if spec.layout == NCL else [2, 0, 1, 3]
+    ctx._substituted = b.transpose(rolled, perm, hint="shifted_bases")
+    return ctx._substituted
+
+
 def emit_input_probes(ctx: EmitContext, spacing: int) -> str:
-    """Spaced probes of the sequence input: shape ``(n·A·N, A, L)`` (ncl) or ``(n·A·N, L, A)``."""
+    """Spaced probes of the sequence input: shape ``(n·C·N, A, L)`` (ncl) or ``(n·C·N, L, A)``."""
     if spacing in ctx._input_probes:
         return ctx._input_probes[spacing]
     b, spec = ctx.builder, ctx.spec
     start, end = ctx.plan.window
-    a, length = spec.alphabet_size, spec.seq_len
+    length = spec.seq_len
     n = min(spacing, end - start)
     mask = probe_mask(start, end, spacing, n, length)
-    eye = np.eye(a, dtype=np.float32)
     if spec.layout == NCL:
-        mask5, base5 = mask.reshape(n, 1, 1, 1, length), eye.reshape(1, a, 1, a, 1)
+        mask5 = mask.reshape(n, 1, 1, 1, length)
     else:
-        mask5, base5 = mask.reshape(n, 1, 1, length, 1), eye.reshape(1, a, 1, 1, a)
-    probes = b.op("Where", [b.const(mask5, "probe_mask"), b.const(base5, "bases"), ctx.x], hint=f"probes_d{spacing}")
+        mask5 = mask.reshape(n, 1, 1, length, 1)
+    columns = substituted_columns(ctx)
+    probes = b.op("Where", [b.const(mask5, "probe_mask"), columns, ctx.x], hint=f"probes_d{spacing}")
     name = b.reshape(probes, [-1, *spec.input_shape], hint=f"input_probes_d{spacing}")
     ctx._input_probes[spacing] = name
     return name
 
 
 def as_probe_axis(ctx: EmitContext, tensor: str, stage: int) -> str:
-    """Stage ``stage``'s probes of ``tensor`` reshaped to ``(n_probes, A, N, *dims)``."""
-    n = ctx.plan.stages[stage].n_probes if stage >= 0 else 1
+    """Stage ``stage``'s probes of ``tensor`` reshaped to ``(n_probes, C, N, *dims)``."""
+    n = ctx.plan.stages[stage].n_probes
     return ctx.builder.reshape(
-        ctx.stage_names[stage][tensor], [n, ctx.alphabet_size, -1, *ctx.dims(tensor)], hint="probe_axis"
+        ctx.stage_names[stage][tensor], [n, ctx.n_classes, -1, *ctx.dims(tensor)], hint="probe_axis"
     )
 
 
@@ -151,7 +182,7 @@ def emit_stage(ctx: EmitContext, s: int) -> None:
     copy_nodes(
         [graph.node[i] for i in stage.nodes],
         rename,
-        prefix=f"{PREFIX}s{s}/",
+        prefix=f"{PREFIX}{ctx.builder.scope}s{s}/",
         available=ctx.is_available_outside,
         producers=ctx.producers,
         is_meta=ctx.is_meta,

@@ -36,7 +36,7 @@ def emit_tail(ctx: EmitContext, outputs: list[str]) -> dict[str, str]:
     n_chunks = -(-lw // chunk)
     positions = np.arange(start, start + n_chunks * chunk, dtype=np.int64)
     positions = np.minimum(positions, end - 1).reshape(n_chunks, chunk)
-    body = GraphBuilder(outer.opset, scope="tail/")
+    body = GraphBuilder(outer.opset, scope=outer.scope + "tail/", initializers=outer.initializers)
     iteration = body.name("iteration")
     cond_in = body.name("cond_in")
     chunk_positions = body.op(
@@ -67,7 +67,7 @@ def emit_tail(ctx: EmitContext, outputs: list[str]) -> dict[str, str]:
         copy_nodes(
             tail_nodes,
             rename,
-            prefix=f"{PREFIX}tail/",
+            prefix=f"{PREFIX}{outer.scope}tail/",
             available=ctx.is_available_outside,
             producers=ctx.producers,
             is_meta=ctx.is_meta,
@@ -75,7 +75,7 @@ def emit_tail(ctx: EmitContext, outputs: list[str]) -> dict[str, str]:
     )
     scans = []
     for out in remaining:
-        scans.append(body.reshape(rename[out], [chunk, spec.alphabet_size, -1, *ctx.dims(out)], hint="scan"))
+        scans.append(body.reshape(rename[out], [chunk, ctx.n_classes, -1, *ctx.dims(out)], hint="scan"))
     cond_out = body.op("Identity", [cond_in], hint="cond_out")
     body_graph = helper.make_graph(
         body.nodes,
@@ -86,14 +86,13 @@ def emit_tail(ctx: EmitContext, outputs: list[str]) -> dict[str, str]:
         ],
         [helper.make_tensor_value_info(cond_out, TensorProto.BOOL, [])]
         + [helper.make_tensor_value_info(s, TensorProto.FLOAT, None) for s in scans],
-        body.initializers,
     )
     trip = outer.const(np.array(n_chunks, dtype=np.int64), "tail_chunks")
     true = outer.const(np.array(True), "true")
     loop_outputs = [outer.name("tail_scan") for _ in remaining]
     outer.nodes.append(helper.make_node("Loop", [trip, true], loop_outputs, name=outer.name("tail_loop"), body=body_graph))
     for out, scanned in zip(remaining, loop_outputs):
-        flat = outer.reshape(scanned, [n_chunks * chunk, spec.alphabet_size, -1, *ctx.dims(out)], hint="tail_values")
+        flat = outer.reshape(scanned, [n_chunks * chunk, ctx.n_classes, -1, *ctx.dims(out)], hint="tail_values")
         if n_chunks * chunk != lw:
             flat = outer.slice(flat, [0], [lw], [0], hint="tail_values")
         result[out] = flat

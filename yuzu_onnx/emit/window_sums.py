@@ -97,7 +97,7 @@ def emit_reduced_mutants(ctx: EmitContext, node: onnx.NodeProto, source: str) ->
     stage_index = ctx.plan.producer_stage[source]
     stage = ctx.plan.stages[stage_index]
     dims = ctx.dims(source)
-    a = spec.alphabet_size
+    a = ctx.n_classes
     owner, rows = ownership(m, start, end, stage.spacing, stage.n_probes)
     per_probe = owner.shape[2]
     deltas = b.op("Sub", [as_probe_axis(ctx, source, stage_index), ctx.ref_names[source]], hint="probe_delta")

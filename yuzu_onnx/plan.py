@@ -152,7 +152,9 @@ def plan_rewrite(
     tail_nodes = list(all_nodes) if naive else list(region.tail_nodes)
     tail_flops = sum(node_flops(graph.node[i], spec) for i in tail_nodes if _is_data(graph.node[i], region))
     naive_flops = lw * (a - 1) * total
-    rewritten = total + sum(a * st.n_probes * st.flops_per_probe for st in stages) + lw * a * tail_flops
+    # one-hot input: A - 1 shift classes per probe index (all A bases only with N columns)
+    classes = a - 1
+    rewritten = total + sum(classes * st.n_probes * st.flops_per_probe for st in stages) + lw * classes * tail_flops
     bound = total + lw * (a - 1) * tail_flops
     for pos, i in enumerate(nodes):
         node = graph.node[i]

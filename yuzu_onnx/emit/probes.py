@@ -145,12 +145,20 @@ def emit_repack(ctx: EmitContext, tensor: str, to_stage: int) -> str:
     start, end = plan.window
     n = stage.n_probes
     probe_axis = as_probe_axis(ctx, tensor, source)
-    taken = np.arange(n, dtype=np.int64) % d_source
-    if n != plan.stages[source].n_probes or np.any(taken != np.arange(n)):
-        probe_axis = b.op("Gather", [probe_axis, b.const(taken, "repack_index")], axis=0, hint="repack_gather")
+    n_source = plan.stages[source].n_probes
     valid = _valid_positions(m, start, end, stage.spacing, n)
     rank = len(ctx.spec.shapes[tensor])
-    shape = [n, 1, 1] + [m.length if axis == m.axis else 1 for axis in range(1, rank)]
+    positions = [m.length if axis == m.axis else 1 for axis in range(1, rank)]
+    if n % n_source == 0:
+        # probe c takes source probe c mod n_source: broadcast over a (repeat, source) split
+        repeat = n // n_source
+        if repeat > 1:
+            probe_axis = b.unsqueeze(probe_axis, [0], hint="repack_repeat")
+        shape = ([repeat] if repeat > 1 else []) + [n_source, 1, 1] + positions
+    else:
+        taken = np.arange(n, dtype=np.int64) % d_source
+        probe_axis = b.op("Gather", [probe_axis, b.const(taken, "repack_index")], axis=0, hint="repack_gather")
+        shape = [n, 1, 1] + positions
     mixed = b.op(
         "Where", [b.const(valid.reshape(shape), "repack_valid"), probe_axis, ctx.ref_names[tensor]], hint="repack"
     )

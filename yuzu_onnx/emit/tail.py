@@ -15,16 +15,16 @@ from onnx import TensorProto, helper
 from .builder import PREFIX, GraphBuilder, copy_nodes
 from .decode import emit_mutants, probe_indices
 from .probes import EmitContext
-from .window_sums import decodable_reductions, emit_reduced_mutants
+from .window_sums import emit_head_mutants, find_linear_heads
 
 
 def emit_tail(ctx: EmitContext, outputs: list[str]) -> dict[str, str]:
     """Run the tail for ``outputs``; returns each output's mutant values ``(Lw, A, N, *odims)``."""
     outer, spec, plan = ctx.builder, ctx.spec, ctx.plan
     graph = spec.model.graph
-    decoded = decodable_reductions(ctx, list(ctx.region.tail_nodes))
-    precomputed = {graph.node[i].output[0]: emit_reduced_mutants(ctx, graph.node[i], source)
-                   for i, source in decoded.items()}
+    heads = find_linear_heads(ctx, list(ctx.region.tail_nodes))
+    decoded = {i for head in heads for i in head.nodes}
+    precomputed = {head.output: emit_head_mutants(ctx, head) for head in heads}
     result = {out: precomputed[out] for out in outputs if out in precomputed}
     remaining = [out for out in outputs if out not in precomputed]
     if not remaining:

@@ -1,14 +1,19 @@
-"""Global mean/sum over the length decoded from window sums (DESIGN §4).
+"""Linear heads decoded from window sums (DESIGN §4): global mean/sum over the length,
+and dense layers on flattened features.
 
-A mutant changes a local tensor only inside its window, so its change of a mean or sum
-over the length is the sum of its probe deltas over the window (divided by the count).
-For each probe, the windows of its mutants are disjoint: one MatMul of the probe deltas
-with a 0/1 ownership matrix ``B[c, p, t]`` (position ``p`` of probe ``c`` belongs to the
-probe's ``t``-th mutant) gives every mutant's window sum at once, with no ``(A·L)``-row
-materialisation of the tensor.
+A mutant changes a local tensor only inside its window, so its change of a linear
+function of that tensor is the sum, over the window, of per-position contributions of
+its probe deltas: for a mean/sum, the deltas themselves (over the reduced axes, divided
+by the count); for ``Flatten → Gemm/MatMul``, ``U[p] = D[:, p] · W_p`` computed as one
+MatMul batched over positions. Within one probe the windows of its mutants are disjoint,
+so one MatMul with a 0/1 ownership matrix ``B[c, p, t]`` (position ``p`` of probe ``c``
+belongs to the probe's ``t``-th mutant) gives every mutant's window sum at once — no
+``(A·L)``-row materialisation of the tensor.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -19,6 +24,20 @@ from .probes import EmitContext, as_probe_axis
 
 REDUCE_OPS = ("GlobalAveragePool", "ReduceMean", "ReduceSum")
 MAX_OWNERSHIP_ELEMENTS = 32 * 2**20
+MAX_DENSE_WEIGHT_ELEMENTS = 64 * 2**20
+
+
+@dataclass(frozen=True)
+class LinearHead:
+    """Tail nodes computing a linear function of one local tensor, decoded from window sums."""
+
+    nodes: tuple[int, ...]
+    source: str
+    output: str
+
+
+def _attrs(node: onnx.NodeProto) -> dict:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
 def reduced_axes(node: onnx.NodeProto, ctx: EmitContext) -> list[int] | None:
@@ -26,8 +45,7 @@ def reduced_axes(node: onnx.NodeProto, ctx: EmitContext) -> list[int] | None:
     rank = len(ctx.spec.shapes[node.input[0]])
     if node.op_type == "GlobalAveragePool":
         return list(range(2, rank))
-    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    axes = attrs.get("axes")
+    axes = _attrs(node).get("axes")
     if axes is None and len(node.input) > 1 and node.input[1]:
         value = ctx.constants.get(node.input[1])
         if value is None:
@@ -38,38 +56,79 @@ def reduced_axes(node: onnx.NodeProto, ctx: EmitContext) -> list[int] | None:
     return sorted(a + rank if a < 0 else a for a in np.atleast_1d(axes))
 
 
-def decodable_reductions(ctx: EmitContext, tail_indices: list[int]) -> dict[int, str]:
-    """Tail nodes ``{index: input}`` whose output can be decoded from window sums.
+def dense_weight(node: onnx.NodeProto, ctx: EmitContext) -> np.ndarray | None:
+    """``W`` (features × outputs, alpha applied) of a Gemm/MatMul on a flat (N, F) tensor."""
+    if len(node.input) < 2 or node.input[1] not in ctx.constants:
+        return None
+    weight = ctx.constants[node.input[1]].astype(np.float32)
+    if weight.ndim != 2:
+        return None
+    if node.op_type == "MatMul":
+        return weight
+    attrs = _attrs(node)
+    if attrs.get("transA", 0):
+        return None
+    if len(node.input) > 2 and node.input[2] and node.input[2] not in ctx.constants:
+        return None
+    weight = weight.T if attrs.get("transB", 0) else weight
+    return weight * np.float32(attrs.get("alpha", 1.0))
 
-    The input must be a local tensor decoded from probes, reduced over its length axis
-    and not over the batch, and read by no other tail node.
+
+def find_linear_heads(ctx: EmitContext, tail_indices: list[int]) -> list[LinearHead]:
+    """Tail nodes whose outputs can be decoded from window sums.
+
+    Their input must be a local tensor decoded from probes and read by no other tail
+    node: a mean/sum over its length axis, or a Flatten/Reshape to ``(N, features)``
+    followed by a Gemm/MatMul with constant weights.
     """
     graph = ctx.spec.model.graph
-    readers: dict[str, int] = {}
+    readers: dict[str, list[int]] = {}
     for i in tail_indices:
         for name in graph.node[i].input:
-            readers[name] = readers.get(name, 0) + 1
-    found: dict[int, str] = {}
-    lw = ctx.plan.window_length
+            readers.setdefault(name, []).append(i)
+    heads: list[LinearHead] = []
     for i in tail_indices:
         node = graph.node[i]
-        if node.op_type not in REDUCE_OPS or node.domain not in ("", "ai.onnx"):
-            continue
-        source = node.input[0]
+        source = node.input[0] if node.input else ""
         m = ctx.region.maps.get(source)
-        if m is None or source == ctx.x or source not in ctx.plan.producer_stage or readers.get(source) != 1:
+        if m is None or source == ctx.x or source not in ctx.plan.producer_stage or len(readers[source]) != 1:
             continue
-        if ctx.region.kinds.get(node.output[0]) != "data" or node.output[0] not in ctx.spec.shapes:
+        if node.domain not in ("", "ai.onnx") or not _fits_ownership(ctx, source):
             continue
-        axes = reduced_axes(node, ctx)
-        if not axes or m.axis not in axes or 0 in axes:
-            continue
-        stage = ctx.plan.stages[ctx.plan.producer_stage[source]]
-        mutants_per_probe = -(-lw // stage.spacing)
-        if stage.n_probes * m.length * mutants_per_probe > MAX_OWNERSHIP_ELEMENTS:
-            continue
-        found[i] = source
-    return found
+        if node.op_type in REDUCE_OPS:
+            axes = reduced_axes(node, ctx)
+            if axes and m.axis in axes and 0 not in axes and node.output[0] in ctx.spec.shapes:
+                heads.append(LinearHead((i,), source, node.output[0]))
+        elif node.op_type in ("Flatten", "Reshape"):
+            head = _dense_head(ctx, i, readers)
+            if head is not None:
+                heads.append(head)
+    return heads
+
+
+def _dense_head(ctx: EmitContext, index: int, readers: dict[str, list[int]]) -> LinearHead | None:
+    graph = ctx.spec.model.graph
+    node = graph.node[index]
+    flat = node.output[0]
+    shape = ctx.spec.shapes.get(flat)
+    features = int(np.prod(ctx.dims(node.input[0])))
+    if shape != (-1, features) or len(readers.get(flat, [])) != 1:
+        return None
+    dense_index = readers[flat][0]
+    dense = graph.node[dense_index]
+    if dense.op_type not in ("Gemm", "MatMul") or dense.input[0] != flat:
+        return None
+    weight = dense_weight(dense, ctx)
+    if weight is None or weight.shape[0] != features or weight.size > MAX_DENSE_WEIGHT_ELEMENTS:
+        return None
+    return LinearHead((index, dense_index), node.input[0], dense.output[0])
+
+
+def _fits_ownership(ctx: EmitContext, source: str) -> bool:
+    m = ctx.region.maps[source]
+    stage = ctx.plan.stages[ctx.plan.producer_stage[source]]
+    mutants_per_probe = -(-ctx.plan.window_length // stage.spacing)
+    return stage.n_probes * m.length * mutants_per_probe <= MAX_OWNERSHIP_ELEMENTS
 
 
 def ownership(m: PositionalMap, start: int, end: int, spacing: int, n_probes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -89,37 +148,53 @@ def ownership(m: PositionalMap, start: int, end: int, spacing: int, n_probes: in
     return owner, rows.astype(np.int64)
 
 
-def emit_reduced_mutants(ctx: EmitContext, node: onnx.NodeProto, source: str) -> str:
-    """Mutant values ``(Lw, A, N, *out_dims)`` of ``node``'s output, from window sums."""
-    b, spec = ctx.builder, ctx.spec
+def emit_head_mutants(ctx: EmitContext, head: LinearHead) -> str:
+    """Mutant values ``(Lw, C, N, *out_dims)`` of ``head.output``, from window sums."""
+    b = ctx.builder
+    graph = ctx.spec.model.graph
+    source = head.source
     m = ctx.region.maps[source]
-    start, end = ctx.plan.window
     stage_index = ctx.plan.producer_stage[source]
     stage = ctx.plan.stages[stage_index]
     dims = ctx.dims(source)
-    a = ctx.n_classes
+    deltas = b.op("Sub", [as_probe_axis(ctx, source, stage_index), ctx.ref_names[source]], hint="probe_delta")
+    # (n, C, N, *dims) with the length axis moved first: (P, n, C, N, *other dims)
+    length_at = 2 + m.axis
+    rank = 3 + len(dims)
+    moved = b.transpose(deltas, [length_at] + [i for i in range(rank) if i != length_at], hint="length_first")
+    rest = int(np.prod(dims, dtype=np.int64)) // m.length
+    last = graph.node[head.nodes[-1]]
+    if last.op_type in REDUCE_OPS:
+        axes = reduced_axes(last, ctx)
+        other_axes = [k for k in range(1, len(dims) + 1) if k != m.axis]
+        reduce_at = [4 + other_axes.index(k) for k in axes if k != m.axis]
+        contributions = b.reduce("ReduceSum", moved, reduce_at, keepdims=0, hint="other_axes") if reduce_at else moved
+        if last.op_type in ("GlobalAveragePool", "ReduceMean"):
+            count = float(np.prod([ctx.spec.shapes[source][k] for k in axes]))
+            contributions = b.op("Div", [contributions, b.const(np.array(count, np.float32), "count")], hint="mean")
+        kept = [dims[k - 1] for k in other_axes if k not in axes]
+        width = int(np.prod(kept, dtype=np.int64)) if kept else 1
+    else:
+        weight = dense_weight(last, ctx)
+        per_position_weight = np.moveaxis(weight.reshape(*dims, -1), m.axis - 1, 0).reshape(m.length, rest, -1)
+        per_position = b.reshape(moved, [m.length, -1, rest], hint="per_position")
+        contributions = b.op("MatMul", [per_position, b.const(per_position_weight, "dense_per_position")],
+                             hint="dense_per_position")
+        width = per_position_weight.shape[2]
+    return _window_summed(ctx, head, contributions, m, stage, width)
+
+
+def _window_summed(ctx: EmitContext, head: LinearHead, contributions: str, m: PositionalMap, stage, width: int) -> str:
+    """``contributions`` (P, n·C·N·width) summed over each mutant's window, plus the reference."""
+    b = ctx.builder
+    start, end = ctx.plan.window
     owner, rows = ownership(m, start, end, stage.spacing, stage.n_probes)
     per_probe = owner.shape[2]
-    deltas = b.op("Sub", [as_probe_axis(ctx, source, stage_index), ctx.ref_names[source]], hint="probe_delta")
-    # (n, A, N, *dims) with the length axis (dims index m.axis - 1) moved last
-    length_at = 2 + m.axis
-    rank5 = 3 + len(dims)
-    perm = [i for i in range(rank5) if i != length_at] + [length_at]
-    others = [d for k, d in enumerate(dims) if k != m.axis - 1]
-    moved = b.transpose(deltas, perm, hint="length_last")
-    flat = b.reshape(moved, [stage.n_probes, -1, m.length], hint="positions_last")
-    sums = b.op("MatMul", [flat, b.const(owner, "ownership")], hint="window_sums")
-    sums = b.reshape(sums, [stage.n_probes, a, -1, *others, per_probe], hint="window_sums")
-    sums = b.transpose(sums, [0, len(others) + 3, 1, 2, *range(3, 3 + len(others))], hint="mutant_major")
-    sums = b.reshape(sums, [stage.n_probes * per_probe, a, -1, *others], hint="mutant_rows")
+    by_probe = b.reshape(contributions, [m.length, stage.n_probes, -1], hint="by_probe")
+    by_probe = b.transpose(by_probe, [1, 2, 0], hint="positions_last")  # (n, C·N·width, P)
+    sums = b.op("MatMul", [by_probe, b.const(owner, "ownership")], hint="window_sums")  # (n, C·N·width, J)
+    sums = b.transpose(sums, [0, 2, 1], hint="mutant_major")  # (n, J, C·N·width)
+    sums = b.reshape(sums, [stage.n_probes * per_probe, ctx.n_classes, -1, width], hint="mutant_rows")
     per_mutant = b.op("Gather", [sums, b.const(rows, "mutant_rows")], axis=0, hint="window_sum")
-    axes = reduced_axes(node, ctx)
-    rest = [3 + (k - 1) - (1 if k > m.axis else 0) for k in axes if k != m.axis]
-    if rest:
-        per_mutant = b.reduce("ReduceSum", per_mutant, rest, keepdims=0, hint="other_axes")
-    if node.op_type in ("GlobalAveragePool", "ReduceMean"):
-        count = int(np.prod([spec.shapes[source][k] for k in axes]))
-        per_mutant = b.op("Div", [per_mutant, b.const(np.array(count, dtype=np.float32), "count")], hint="mean")
-    out = node.output[0]
-    delta = b.reshape(per_mutant, [end - start, a, -1, *ctx.dims(out)], hint="reduced_delta")
-    return b.op("Add", [delta, ctx.ref_names[out]], hint="reduced_mutants")
+    delta = b.reshape(per_mutant, [end - start, ctx.n_classes, -1, *ctx.dims(head.output)], hint="head_delta")
+    return b.op("Add", [delta, ctx.ref_names[head.output]], hint="head_mutants")

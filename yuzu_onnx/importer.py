@@ -126,9 +126,23 @@ def load_model(
     seq_input = _find_sequence_input(proto, input_name, letters)
     lay, size, length = _decide_layout(seq_input, layout, letters, seq_len)
     letters = letters or DEFAULT_FOR_SIZE[size]
-    model = _fix_input_shape(proto, seq_input.name, lay, size, length)
+    fixed_batch = _dims(seq_input)[0]
+    model = _upgrade_opset(proto)
+    model = _fix_input_shape(model, seq_input.name, lay, size, length)
     model = _fold_constants(model)
-    shapes, batch_axes, irregular = measure_shapes(model, seq_input.name, lay, size, length)
+    try:
+        shapes, batch_axes, irregular = measure_shapes(model, seq_input.name, lay, size, length)
+    except ModelError:
+        if fixed_batch != 1:
+            raise
+        model = _free_batch_of_one(model)
+        shapes, batch_axes, irregular = measure_shapes(model, seq_input.name, lay, size, length)
+        warnings.warn(
+            "the model was exported with a fixed batch of 1; its Reshape targets were made "
+            "batch-independent so that mutants can be batched",
+            YuzuWarning,
+            stacklevel=2,
+        )
     model = _canonicalise_batch_reshapes(model, shapes, batch_axes)
     outputs = tuple(
         OutputSpec(o.name, shapes[o.name], batch_axes.get(o.name)) for o in model.graph.output
@@ -187,6 +201,43 @@ def _read_proto(path_or_proto) -> tuple[bytes, onnx.ModelProto]:
     if any(t.data_location == TensorProto.EXTERNAL for t in proto.graph.initializer):
         onnx.load_external_data_for_model(proto, str(path.parent))
     return raw, proto
+
+
+MIN_OPSET = 11
+
+
+def _upgrade_opset(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Models older than opset 11 are converted (the rewrite emits opset-11 ops)."""
+    if opset_of(proto) >= MIN_OPSET:
+        return proto
+    from onnx import version_converter
+
+    try:
+        upgraded = version_converter.convert_version(proto, MIN_OPSET)
+    except Exception as exc:
+        raise ModelError(
+            f"the model uses opset {opset_of(proto)}; yuzu-onnx needs opset {MIN_OPSET} or newer and "
+            f"the automatic upgrade failed ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+            "re-export the model with a newer opset"
+        ) from None
+    warnings.warn(f"the model's opset {opset_of(proto)} was upgraded to {MIN_OPSET}", YuzuWarning, stacklevel=3)
+    return upgraded
+
+
+def _free_batch_of_one(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Replace a leading 1 in constant Reshape targets by 0 (copy the batch from the input)."""
+    model = copy.deepcopy(model)
+    inits = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type != "Reshape" or len(node.input) < 2 or node.input[1] not in inits:
+            continue
+        target = numpy_helper.to_array(inits[node.input[1]]).copy()
+        if target.ndim == 1 and target.size and target[0] == 1:
+            target[0] = 0
+            new_name = f"yuzu_free_batch_{node.output[0]}"
+            model.graph.initializer.append(numpy_helper.from_array(target.astype(np.int64), new_name))
+            node.input[1] = new_name
+    return model
 
 
 def _graph_inputs(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:

@@ -1,0 +1,43 @@
+"""Importer compatibility: old opsets are upgraded, a batch fixed to 1 is freed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from yuzu_onnx import ISMSession, YuzuWarning, convert_model, load_model, naive_ism
+from yuzu_onnx.oracle import reference_outputs
+from yuzu_onnx.testing.model_builders import random_onehot
+
+
+def _batch_one_model(opset: int):
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[2, 2]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("Reshape", ["r", "target"], ["f"]),
+        helper.make_node("MatMul", ["f", "dense"], ["y"]),
+    ]
+    inits = [
+        numpy_helper.from_array((0.3 * rng.standard_normal((8, 4, 5))).astype(np.float32), "w"),
+        numpy_helper.from_array(np.array([1, 240], dtype=np.int64), "target"),
+        numpy_helper.from_array((0.1 * rng.standard_normal((240, 3))).astype(np.float32), "dense"),
+    ]
+    graph = helper.make_graph(
+        nodes, "batch_one", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 30])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+@pytest.mark.parametrize("opset", [9, 13])
+def test_fixed_batch_of_one_and_old_opsets(opset: int) -> None:
+    with pytest.warns(YuzuWarning, match="fixed batch of 1"):
+        spec = load_model(_batch_one_model(opset))
+    assert spec.opset >= 11
+    X = random_onehot(3, 30, seed=1, n_positions=1)
+    result = ISMSession(convert_model(spec).model).run(X)["y"]
+    expected = naive_ism(spec, X)["y"]
+    scale = max(np.abs(expected).max(), np.abs(reference_outputs(spec, X)["y"]).max())
+    assert np.abs(result - expected).max() <= 1e-5 * scale

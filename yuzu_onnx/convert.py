@@ -20,6 +20,7 @@ from .importer import NCL, ModelSpec, load_model
 from .plan import RewritePlan, plan_rewrite
 
 PROBE_MODES = ("spaced", "naive")
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 
 
 @dataclass(frozen=True)
@@ -58,14 +59,25 @@ def resolve_reductions(reduce: str | Mapping[str, str] | None, outputs: Sequence
 
 
 def resolve_outputs(spec: ModelSpec, outputs: str | Sequence[str] | None) -> tuple[str, ...]:
+    """The outputs to compute ISM for: all float outputs by default, or the named ones."""
+    types = {o.name: o.type.tensor_type.elem_type for o in spec.model.graph.output}
     if outputs is None:
-        return spec.output_names
+        chosen = [name for name in spec.output_names if types.get(name) == onnx.TensorProto.FLOAT]
+        skipped = [name for name in spec.output_names if name not in chosen]
+        if skipped and chosen:
+            warnings.warn(f"outputs {skipped} are not float32 and get no ISM", YuzuWarning, stacklevel=3)
+        if not chosen:
+            raise InputError("the model has no float32 output to compute ISM for")
+        return tuple(chosen)
     if isinstance(outputs, str):
         outputs = [o.strip() for o in outputs.split(",") if o.strip()]
-    for name in outputs:
-        spec.output(name)
     if not outputs:
         raise InputError("--outputs selects no output")
+    for name in outputs:
+        spec.output(name)
+        if types.get(name) != onnx.TensorProto.FLOAT:
+            kind = onnx.TensorProto.DataType.Name(types.get(name, 0))
+            raise InputError(f"output {name!r} has type {kind}; ISM needs float32 outputs (choose with --outputs)")
     return tuple(outputs)
 
 
@@ -164,8 +176,14 @@ def convert(
 
 
 def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> Path:
-    """Write ``model`` atomically (temporary file in the same folder, then rename)."""
+    """Write ``model`` atomically (temporary file in the same folder, then rename).
+
+    Models over protobuf's 2 GB limit keep their weights in ``<name>.data`` beside the file.
+    """
     target = Path(path)
+    if model.ByteSize() > EXTERNAL_DATA_THRESHOLD:
+        onnx.save_model(model, str(target), save_as_external_data=True, location=target.name + ".data")
+        return target
     data = model.SerializeToString()
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:

@@ -25,7 +25,6 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper
 
 REPO = Path(__file__).resolve().parents[1]
 CPP_DIR = REPO / "examples" / "cpp"

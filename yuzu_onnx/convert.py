@@ -18,8 +18,9 @@ from .emit.model import emit_model
 from .errors import InputError, UnsupportedError, YuzuWarning
 from .importer import NCL, ModelSpec, load_model
 from .plan import RewritePlan, plan_rewrite
+from .results import default_file_mode
 
-PROBE_MODES = ("spaced", "naive")
+PROBE_MODES = ("spaced", "naive", "gaussian")
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 
 
@@ -107,6 +108,8 @@ def convert_model(
     reduce: str | Mapping[str, str] | None = None,
     outputs: str | Sequence[str] | None = None,
     probes: str = "spaced",
+    alpha: str | float = "auto",
+    seed: int = 0,
 ) -> Conversion:
     """Like :func:`convert`, but also returns the spec, region and plan behind the model."""
     spec = model if isinstance(model, ModelSpec) else load_model(
@@ -117,6 +120,11 @@ def convert_model(
     names = resolve_outputs(spec, outputs)
     reductions = resolve_reductions(reduce, names)
     region = analyse_region(spec)
+    if probes == "gaussian":  # approximate, never falls back (emit/gaussian.py)
+        from .emit.gaussian import emit_gaussian
+
+        g = emit_gaussian(spec, region, window=window, outputs=names, reductions=reductions, alpha=alpha, seed=seed)
+        return Conversion(g.model, spec, region, g.plan, names, reductions)
     reason = None
     if probes == "naive":
         reason = "naive ISM was requested"
@@ -149,6 +157,8 @@ def convert(
     reduce: str | Mapping[str, str] | None = None,
     outputs: str | Sequence[str] | None = None,
     probes: str = "spaced",
+    alpha: str | float = "auto",
+    seed: int = 0,
 ) -> onnx.ModelProto:
     """Rewrite a sequence model into a self-contained ISM model.
 
@@ -161,7 +171,10 @@ def convert(
     reduce: ``none`` (default), ``l2``, ``sum`` or ``raw``; one for all outputs, or per
         output as a mapping or ``"name=l2,other=none"``.
     outputs: model outputs to compute ISM for (default all).
-    probes: ``spaced`` (exact, default) or ``naive`` (mutants built in the graph).
+    probes: ``spaced`` (exact, default), ``naive`` (mutants built in the graph) or
+        ``gaussian`` (the published approximate Yuzu method, sequential stacks only).
+    alpha, seed: gaussian only: the oversampling factor (``"auto"`` or 1.0-1.5) and the
+        seed of the random probes (a fixed seed gives a bit-identical model).
 
     Returns
     -------
@@ -171,7 +184,7 @@ def convert(
     """
     return convert_model(
         model, seq_len=seq_len, input_name=input_name, layout=layout, alphabet=alphabet,
-        window=window, reduce=reduce, outputs=outputs, probes=probes,
+        window=window, reduce=reduce, outputs=outputs, probes=probes, alpha=alpha, seed=seed,
     ).model
 
 
@@ -191,6 +204,7 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> Path:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):

@@ -191,17 +191,20 @@ def _tail_bytes_per_mutant(spec: ModelSpec, region: LocalRegion, tail_nodes, nai
     return 4 * sum(_numel(spec.shapes.get(n, ())) for n in names if region.kinds.get(n, CONST) != CONST)
 
 
+LIVE_TENSORS = 4  # tensors of a stage alive at once (input, output, a skip connection, a temporary)
+
+
 def _peak_bytes(spec, region, stages, lw, a, chunk, tail_bytes) -> float:
+    """Peak memory of one sequence: the largest stage's live probe tensors, the tail chunk,
+    and the ISM outputs (values, deltas and the laid-out result)."""
     graph = spec.model.graph
     biggest = 0
     for st in stages:
-        stage_bytes = sum(
-            4 * _numel(spec.shapes.get(o, ()))
-            for i in st.nodes
-            for o in graph.node[i].output
-            if o in region.maps
+        largest = max(
+            (4 * _numel(spec.shapes.get(o, ())) for i in st.nodes for o in graph.node[i].output if o in region.maps),
+            default=0,
         )
-        biggest = max(biggest, a * st.n_probes * stage_bytes)
+        biggest = max(biggest, a * st.n_probes * largest * LIVE_TENSORS)
     outputs = sum(4 * _numel(o.shape) for o in spec.outputs) * lw * a * 3
     return float(biggest + chunk * a * tail_bytes * 2 + outputs + 4 * a * spec.seq_len * 8)
 

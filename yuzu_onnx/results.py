@@ -81,12 +81,20 @@ def _atomic_file(path: Path, suffix: str = ".tmp"):
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def default_file_mode() -> int:
+    """``0o666`` less the umask: what ``open()`` would give (``mkstemp`` gives ``0o600``)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..importer import NCL
-from .probes import EmitContext, as_probe_axis, substituted_columns, window_mask
+from .probes import EmitContext, substituted_columns, window_mask
+from .stages import probes_of
 
 REDUCTIONS = ("none", "l2", "sum", "raw")
 
@@ -29,7 +30,7 @@ def emit_mutants(ctx: EmitContext, tensor: str, positions: str, probe_index: dic
         return b.op("Where", [mask, substituted_columns(ctx), ctx.x], hint="input_mutants")
     stage = ctx.plan.producer_stage[tensor]
     spacing = ctx.plan.stages[stage].spacing
-    gathered = b.op("Gather", [as_probe_axis(ctx, tensor, stage), probe_index[spacing]], axis=0, hint="decode")
+    gathered = b.op("Gather", [probes_of(ctx, tensor, stage), probe_index[spacing]], axis=0, hint="decode")
     return b.op("Where", [mask, gathered, ctx.ref_names[tensor]], hint="mutants")
 
 

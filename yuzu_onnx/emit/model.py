@@ -22,7 +22,8 @@ from .decode import (
     probe_indices,
     reference_base_mask,
 )
-from .probes import EmitContext, emit_stage
+from .probes import EmitContext
+from .stages import emit_stage
 from .tail import emit_tail
 
 FORMAT = "ism/1"

@@ -20,8 +20,7 @@ from ..analysis.positional import PositionalMap
 from ..analysis.region import CONST, META, LocalRegion
 from ..importer import NCL, ModelSpec
 from ..plan import RewritePlan
-from .builder import PREFIX, GraphBuilder, copy_nodes
-from .wide_conv import emit_wide_conv, is_wide_conv
+from .builder import GraphBuilder
 
 
 @dataclass
@@ -37,6 +36,7 @@ class EmitContext:
     constants: Mapping[str, np.ndarray] = field(default_factory=dict)
     shift: bool = False
     stage_names: list[dict[str, str]] = field(default_factory=list)
+    stage_spans: list[dict | None] = field(default_factory=list)
     _input_probes: dict[int, str] = field(default_factory=dict)
     _substituted: str | None = None
 
@@ -113,14 +113,6 @@ def emit_input_probes(ctx: EmitContext, spacing: int) -> str:
     return name
 
 
-def as_probe_axis(ctx: EmitContext, tensor: str, stage: int) -> str:
-    """Stage ``stage``'s probes of ``tensor`` reshaped to ``(n_probes, C, N, *dims)``."""
-    n = ctx.plan.stages[stage].n_probes
-    return ctx.builder.reshape(
-        ctx.stage_names[stage][tensor], [n, ctx.n_classes, -1, *ctx.dims(tensor)], hint="probe_axis"
-    )
-
-
 def window_mask(b: GraphBuilder, positions: str, m: PositionalMap, rank: int) -> str:
     """``mask[k, p]``: output position ``p`` of a tensor with map ``m`` depends on input
     position ``positions[k]``; shaped ``(K, 1, 1, *dims)`` with ``P`` on the length axis."""
@@ -133,39 +125,7 @@ def window_mask(b: GraphBuilder, positions: str, m: PositionalMap, rank: int) ->
     return b.reshape(inside, shape, hint="window_mask")
 
 
-def emit_repack(ctx: EmitContext, tensor: str, to_stage: int) -> str:
-    """``tensor``'s values for stage ``to_stage``'s probes, taken from its producing stage."""
-    b, plan = ctx.builder, ctx.plan
-    stage = plan.stages[to_stage]
-    if tensor == ctx.x:
-        return emit_input_probes(ctx, stage.spacing)
-    source = plan.producer_stage[tensor]
-    d_source = plan.stages[source].spacing
-    m = ctx.region.maps[tensor]
-    start, end = plan.window
-    n = stage.n_probes
-    probe_axis = as_probe_axis(ctx, tensor, source)
-    n_source = plan.stages[source].n_probes
-    valid = _valid_positions(m, start, end, stage.spacing, n)
-    rank = len(ctx.spec.shapes[tensor])
-    positions = [m.length if axis == m.axis else 1 for axis in range(1, rank)]
-    if n % n_source == 0:
-        # probe c takes source probe c mod n_source: broadcast over a (repeat, source) split
-        repeat = n // n_source
-        if repeat > 1:
-            probe_axis = b.unsqueeze(probe_axis, [0], hint="repack_repeat")
-        shape = ([repeat] if repeat > 1 else []) + [n_source, 1, 1] + positions
-    else:
-        taken = np.arange(n, dtype=np.int64) % d_source
-        probe_axis = b.op("Gather", [probe_axis, b.const(taken, "repack_index")], axis=0, hint="repack_gather")
-        shape = [n, 1, 1] + positions
-    mixed = b.op(
-        "Where", [b.const(valid.reshape(shape), "repack_valid"), probe_axis, ctx.ref_names[tensor]], hint="repack"
-    )
-    return b.reshape(mixed, [-1, *ctx.dims(tensor)], hint=f"repacked_s{to_stage}")
-
-
-def _valid_positions(m: PositionalMap, start: int, end: int, spacing: int, n: int) -> np.ndarray:
+def valid_positions(m: PositionalMap, start: int, end: int, spacing: int, n: int) -> np.ndarray:
     """``valid[c, p]``: position ``p`` sees one of probe ``c``'s mutations."""
     p = np.arange(m.length)
     lo = np.maximum(m.stride * p + m.lo, start)
@@ -173,28 +133,3 @@ def _valid_positions(m: PositionalMap, start: int, end: int, spacing: int, n: in
     c = np.arange(n)[:, None]
     first = lo[None, :] + (c - (lo[None, :] - start)) % spacing
     return first <= hi[None, :]
-
-
-def emit_stage(ctx: EmitContext, s: int) -> None:
-    """Copy stage ``s``'s nodes onto its probes (re-packing its inputs first)."""
-    stage = ctx.plan.stages[s]
-    rename = {name: emit_repack(ctx, name, s) for name in stage.inputs}
-    graph = ctx.spec.model.graph
-
-    def faster_form(original: onnx.NodeProto, renamed: onnx.NodeProto) -> bool:
-        if not is_wide_conv(original, ctx.spec.shapes, ctx.constants):
-            return False
-        emit_wide_conv(ctx.builder, original, renamed.input[0], renamed.output[0], ctx.spec.shapes, ctx.constants)
-        return True
-
-    copy_nodes(
-        [graph.node[i] for i in stage.nodes],
-        rename,
-        prefix=f"{PREFIX}{ctx.builder.scope}s{s}/",
-        available=ctx.is_available_outside,
-        producers=ctx.producers,
-        is_meta=ctx.is_meta,
-        sink=ctx.builder.nodes,
-        replace=faster_form,
-    )
-    ctx.stage_names.append(rename)

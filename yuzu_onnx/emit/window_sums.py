@@ -20,7 +20,8 @@ import onnx
 from onnx import helper
 
 from ..analysis.positional import PositionalMap
-from .probes import EmitContext, as_probe_axis
+from .probes import EmitContext
+from .stages import probes_of
 
 REDUCE_OPS = ("GlobalAveragePool", "ReduceMean", "ReduceSum")
 MAX_OWNERSHIP_ELEMENTS = 32 * 2**20
@@ -157,7 +158,7 @@ def emit_head_mutants(ctx: EmitContext, head: LinearHead) -> str:
     stage_index = ctx.plan.producer_stage[source]
     stage = ctx.plan.stages[stage_index]
     dims = ctx.dims(source)
-    deltas = b.op("Sub", [as_probe_axis(ctx, source, stage_index), ctx.ref_names[source]], hint="probe_delta")
+    deltas = b.op("Sub", [probes_of(ctx, source, stage_index), ctx.ref_names[source]], hint="probe_delta")
     # (n, C, N, *dims) with the length axis moved first: (P, n, C, N, *other dims)
     length_at = 2 + m.axis
     rank = 3 + len(dims)

@@ -153,3 +153,22 @@ def test_converted_model_runs_in_fresh_process_with_only_onnxruntime(tmp_path) -
     expected = naive_ism(spec, X)["y"]
     got = np.load(tmp_path / "out.npy")
     assert np.abs(got - expected).max() <= TOLERANCE * np.abs(expected).max()
+
+
+@pytest.mark.parametrize("name", ["bpnet", "bpnet_valid", "pools", "crop_pad", "keras_conv2d", "auto_pad"])
+def test_narrow_window_crops_stages_and_stays_exact(name: str) -> None:
+    from yuzu_onnx.emit.crop import stage_spans
+    from yuzu_onnx.emit.probes import EmitContext
+
+    spec = load_model(BUILDERS[name](layout="ncl", seq_len=400))
+    window = (190, 197)
+    conversion = convert_model(spec, window=window)
+    ctx = EmitContext(spec, conversion.region, conversion.plan, None, {}, {}, {})
+    from yuzu_onnx.analysis.region import constant_values
+
+    ctx.constants = constant_values(spec.model)
+    assert any(stage_spans(ctx, s) is not None for s in range(len(conversion.plan.stages)))
+    for X in (random_onehot(2, 400, seed=1), random_onehot(2, 400, seed=2, n_positions=3)):
+        result = ISMSession(conversion.model).run(X)
+        oracle = naive_ism(spec, X, window=window)
+        assert_matches_oracle(result, oracle, conversion.reductions, conversion, reference_outputs(spec, X))

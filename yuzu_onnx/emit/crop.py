@@ -184,6 +184,12 @@ def stage_spans(ctx: EmitContext, stage_index: int) -> dict[str, Span] | None:
                 out_span = need[out].union(out_span)
         if out_span is None:
             continue
+        # outside its changed span a tensor equals the reference in every probe: compute only
+        # the changed part; consumers reading further get reference values (fit_span)
+        changed = changed_span(maps[node.output[0]], start, end)
+        inner = Span(max(out_span.lo, changed.lo), min(out_span.hi, changed.hi))
+        if inner.lo <= inner.hi:
+            out_span = inner
         for out in node.output:
             if out in maps:
                 need[out] = out_span
@@ -197,12 +203,38 @@ def stage_spans(ctx: EmitContext, stage_index: int) -> dict[str, Span] | None:
     return need if cropped < 0.9 * full else None
 
 
-def slice_length(ctx: EmitContext, tensor_name: str, original: str, have: Span, want: Span) -> str:
-    """Cut a computed span ``have`` of ``original``'s copy down to ``want``."""
-    if have == want:
-        return tensor_name
-    axis = ctx.region.maps[original].axis
-    return ctx.builder.slice(tensor_name, [want.lo - have.lo], [want.hi - have.lo + 1], [axis], hint="crop")
+def fit_span(ctx: EmitContext, tensor_name: str, original: str, have: Span, want: Span, n_probes: int) -> str:
+    """``original``'s stage copy (computed on ``have``) over ``want``; positions outside
+    ``have`` lie outside the tensor's changed span, so they take the reference."""
+    b = ctx.builder
+    m = ctx.region.maps[original]
+    axis = m.axis
+    inner = Span(max(want.lo, have.lo), min(want.hi, have.hi))
+    if inner == want:
+        if have == want:
+            return tensor_name
+        return b.slice(tensor_name, [want.lo - have.lo], [want.hi - have.lo + 1], [axis], hint="crop")
+    empty = inner.lo > inner.hi
+    if empty:  # no computed position is wanted: everything comes from the reference
+        part = b.slice(tensor_name, [0], [1], [axis], hint="crop")
+        before, after = 0, want.size - 1
+    else:
+        part = b.slice(tensor_name, [inner.lo - have.lo], [inner.hi - have.lo + 1], [axis], hint="crop")
+        before, after = inner.lo - want.lo, want.hi - inner.hi
+    rank = len(ctx.spec.shapes[original])
+    pads = [0] * (2 * rank)
+    pads[axis], pads[rank + axis] = before, after
+    padded = b.op("Pad", [part, b.ints(pads, "pads")], hint="reference_halo")
+    dims = ctx.dims(original)
+    dims[axis - 1] = want.size
+    by_sequence = b.reshape(padded, [n_probes * ctx.n_classes, -1, *dims], hint="reference_halo")
+    inside = np.zeros(want.size, dtype=bool)
+    if not empty:
+        inside[inner.lo - want.lo : inner.hi - want.lo + 1] = True
+    mask = inside.reshape([1, 1] + [want.size if a == axis else 1 for a in range(1, rank)])
+    reference = b.slice(ctx.ref_names[original], [want.lo], [want.hi + 1], [axis], hint="reference_halo")
+    mixed = b.op("Where", [b.const(mask, "computed_positions"), by_sequence, reference], hint="reference_halo")
+    return b.reshape(mixed, [-1, *dims], hint="reference_halo")
 
 
 def pad_to_full(ctx: EmitContext, tensor_name: str, original: str, have: Span) -> str:

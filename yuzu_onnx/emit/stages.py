@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 
 from .builder import PREFIX, copy_nodes
-from .crop import Span, emit_cropped_node, required_spans, slice_length, stage_spans
+from .crop import Span, emit_cropped_node, fit_span, required_spans, stage_spans
 from .probes import EmitContext, emit_input_probes, valid_positions
 from .wide_conv import emit_wide_conv, is_wide_conv
 
@@ -135,7 +135,7 @@ def _emit_cropped_stage(ctx: EmitContext, s: int, spans: dict[str, Span]) -> Non
         out_span = spans[needed[0]]
         required = required_spans(ctx, node, out_span)
         inputs = [
-            slice_length(ctx, names[name], name, have[name], required[name]) if name in maps else name
+            fit_span(ctx, names[name], name, have[name], required[name], stage.n_probes) if name in maps else name
             for name in node.input
         ]
         outputs = [prefix + o if o else "" for o in node.output]

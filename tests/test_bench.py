@@ -1,0 +1,247 @@
+"""The benchmark logic (yuzu_onnx.bench) on a tiny model: schema, tables, failing peers.
+
+The peers below run in child processes like the real ones, so they are module-level
+functions the child imports by name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import onnx
+import pytest
+
+from yuzu_onnx import bench
+from yuzu_onnx.testing import build_tiny_cnn
+
+SEQ_LEN = 64
+
+
+def good_peer(job: dict) -> dict:
+    """An exact peer: the oracle itself."""
+    from yuzu_onnx.oracle import naive_ism
+
+    x = np.load(job["x_path"])[:1]
+    timing = bench.timed_runs(lambda: naive_ism(job["model_path"], x), repeats=1, budget_s=5)
+    np.savez(job["arrays_out"], **{f"ism/{k}": v for k, v in timing["result"].items()})
+    return {"time_per_sequence_s": timing["median_s"], "runs_s": timing["runs_s"], "compared_as": "none",
+            "sequences": 1}
+
+
+def raising_peer(job: dict) -> dict:
+    raise RuntimeError("this peer is broken on purpose")
+
+
+def nan_peer(job: dict) -> dict:
+    from yuzu_onnx.oracle import naive_ism
+
+    x = np.load(job["x_path"])[:1]
+    ism = naive_ism(job["model_path"], x)
+    np.savez(job["arrays_out"], **{f"ism/{k}": np.full_like(v, np.nan) for k, v in ism.items()})
+    return {"time_per_sequence_s": 0.1, "compared_as": "none", "sequences": 1}
+
+
+def crashing_peer(job: dict) -> dict:
+    os.kill(os.getpid(), 9)
+    return {}
+
+
+@pytest.fixture(scope="module")
+def tiny_results(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bench")
+    path = folder / "tiny.onnx"
+    onnx.save(build_tiny_cnn(seq_len=SEQ_LEN), str(path))
+    config = bench.BenchConfig(
+        models=bench.resolve_models([str(path)]), repeats=2, batch=3, budget_s=5, out=folder / "out",
+        cache_dir=folder / "cache", timeout_s=120, peer_timeout_s=120,
+    )
+    peers = {"good": good_peer, "broken": raising_peer, "nan": nan_peer, "crash": crashing_peer}
+    lines: list[str] = []
+    results = bench.run_benchmark(config, peers=peers, log=lines.append)
+    json_path, md_path = bench.write_results(results, config.out)
+    return results, json_path, md_path, lines
+
+
+def _record(results, method):
+    (rec,) = [r for r in results["records"] if r["method"] == method]
+    return rec
+
+
+def test_json_schema(tiny_results):
+    results, json_path, _, _ = tiny_results
+    data = json.loads(json_path.read_text())
+    assert data["schema"] == bench.SCHEMA
+    assert set(data) == {"schema", "runs", "models", "records"}
+    (run,) = data["runs"]
+    for key in ("cpu_model", "cores", "threads", "onnxruntime", "load_average_start", "load_average_end"):
+        assert key in run["machine"], key
+    assert run["machine"]["threads"] == 2
+    assert "commit" in run["git"] and run["options"]["batch"] == 3
+    (model,) = data["models"]
+    assert model["model"] == "tiny" and model["status"] == "ok" and model["seq_len"] == SEQ_LEN
+    plan = model["plan"]
+    for key in ("naive_gflop", "rewritten_gflop", "bound_gflop", "expected_speedup", "bound_speedup",
+                "peak_bytes_per_sequence", "spacings"):
+        assert key in plan, key
+    assert plan["spacings"] and all(isinstance(s, int) for s in plan["spacings"])
+    methods = [r["method"] for r in data["records"]]
+    assert methods == ["naive_ort", "yuzu_onnx", "yuzu_onnx_batch", "good", "broken", "nan", "crash"]
+    for rec in data["records"]:
+        assert {"model", "method", "kind", "status", "ok", "error", "peak_rss_mb", "wall_s"} <= set(rec)
+        assert rec["kind"] in ("baseline", "yuzu", "peer")
+
+
+def test_measurements(tiny_results):
+    results = tiny_results[0]
+    naive, yuzu, batch = (_record(results, m) for m in ("naive_ort", "yuzu_onnx", "yuzu_onnx_batch"))
+    assert naive["ok"] and yuzu["ok"] and batch["ok"]
+    assert naive["time_per_sequence_s"] > 0 and yuzu["time_per_sequence_s"] > 0
+    assert yuzu["relative_error"] < 1e-5
+    assert yuzu["speedup_vs_naive"] == pytest.approx(naive["time_per_sequence_s"] / yuzu["time_per_sequence_s"])
+    assert yuzu["fraction_of_bound"] > 0
+    assert yuzu["warmup_s"] is not None and 1 <= len(yuzu["runs_s"]) <= 2
+    assert yuzu["convert_s"] > 0
+    assert batch["batch"] == 3 and batch["sequences_per_s"] > 0
+    for rec in (naive, yuzu, batch):
+        assert rec["peak_rss_mb"] > 10  # a child process with numpy and onnxruntime loaded
+
+
+def test_failing_peers_are_recorded(tiny_results):
+    results, _, _, lines = tiny_results
+    good, broken, nan, crash = (_record(results, m) for m in ("good", "broken", "nan", "crash"))
+    assert good["ok"] and good["relative_error"] == 0.0
+    assert not broken["ok"] and broken["status"] == "failed"
+    assert "RuntimeError: this peer is broken on purpose" in broken["error"]
+    assert not nan["ok"] and "non-finite" in nan["error"]
+    assert not crash["ok"] and crash["status"] == "killed" and "signal 9" in crash["error"]
+    assert any("broken" in line and "failed" in line for line in lines)
+
+
+def test_markdown(tiny_results):
+    _, _, md_path, _ = tiny_results
+    text = md_path.read_text()
+    assert text.startswith("# yuzu-onnx benchmark")
+    assert "| model | L | naive s/seq | yuzu s/seq | speedup |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| tiny |"))
+    assert row.count("|") == text.splitlines()[text.splitlines().index(row) - 2].count("|")
+    assert "## Peers" in text and "| tiny | broken |" in text and "this peer is broken on purpose" in text
+    assert "## Failures" not in text  # peers failing is not the model failing
+
+
+def test_main_quick_in_process(tmp_path, capsys):
+    path = tmp_path / "tiny.onnx"
+    onnx.save(build_tiny_cnn(seq_len=32), str(path))
+    out = tmp_path / "out"
+    rc = bench.main(["--quick", "--models", str(path), "--out", str(out), "--in-process", "--batch", "2",
+                     "--cache-dir", str(tmp_path / "cache")])
+    assert rc == 0
+    data = json.loads((out / bench.RESULTS_JSON).read_text())
+    assert data["runs"][0]["options"]["quick"] is True
+    assert [r["method"] for r in data["records"]] == ["naive_ort", "yuzu_onnx", "yuzu_onnx_batch"]
+    assert "| tiny |" in capsys.readouterr().out
+
+
+def test_failing_model_is_recorded(tmp_path):
+    config = bench.BenchConfig(models=[bench.BenchModel("ghost", path=str(tmp_path / "missing.onnx"))],
+                               repeats=1, batch=1, budget_s=1, out=tmp_path, cache_dir=tmp_path, isolate=False)
+    results = bench.run_benchmark(config, log=lambda s: None)
+    (model,) = results["models"]
+    assert model["status"] == "failed" and "prepare" in model["error"]
+    assert "## Failures" in bench.markdown_report(results)
+
+
+def test_unknown_model_is_an_error(capsys):
+    assert bench.main(["--models", "nosuchnet"]) == 2
+    assert "unknown model 'nosuchnet'" in capsys.readouterr().err
+
+
+def test_merge_results_replaces_models():
+    def results(models, tag):
+        return {"schema": bench.SCHEMA, "runs": [{"tag": tag}],
+                "models": [{"model": m, "run": 0} for m in models],
+                "records": [{"model": m, "method": "naive_ort", "tag": tag} for m in models]}
+
+    merged = bench.merge_results(results(["toynet", "deepsea"], "old"), results(["deepsea"], "new"))
+    assert [m["model"] for m in merged["models"]] == ["toynet", "deepsea"]
+    assert [r["tag"] for r in merged["runs"]] == ["old", "new"]
+    assert [(m["model"], m["run"]) for m in merged["models"]] == [("toynet", 0), ("deepsea", 1)]
+    assert {r["model"]: r["tag"] for r in merged["records"]} == {"toynet": "old", "deepsea": "new"}
+
+
+def test_timed_runs_budget():
+    calls = []
+    out = bench.timed_runs(lambda: calls.append(1) or len(calls), repeats=3, budget_s=10)
+    assert len(calls) == 4 and len(out["runs_s"]) == 3 and out["result"] == 4
+    calls.clear()
+    out = bench.timed_runs(lambda: calls.append(1), repeats=3, budget_s=0.0)
+    assert len(calls) == 1 and out["warmup_s"] is None and len(out["runs_s"]) == 1
+
+
+def test_choose_batch():
+    assert bench.choose_batch(32, peak_bytes_per_sequence=2**20, max_memory=2**30, seconds_per_sequence=0.1,
+                              budget_s=100) == (32, "requested")
+    b, why = bench.choose_batch(32, peak_bytes_per_sequence=2**30, max_memory=4 * 2**30, seconds_per_sequence=0.1,
+                                budget_s=100)
+    assert b == 4 and why.startswith("memory")
+    b, why = bench.choose_batch(32, peak_bytes_per_sequence=0, max_memory=0, seconds_per_sequence=10, budget_s=45)
+    assert b == 4 and why.startswith("time")
+
+
+def test_relative_error_and_l2():
+    want = {"y": np.array([[[1.0, -2.0]]], dtype=np.float32)}
+    got = {"y": want["y"] + np.float32(0.01)}
+    err = bench.relative_error(got, want, {"y": np.array([[4.0]])})
+    assert err["relative_error"] == pytest.approx(0.01 / 4.0, rel=1e-4)
+    assert bench.relative_error({"y": np.full((1, 1, 2), np.nan)}, want)["relative_error"] is None
+    ism = {"a": np.ones((1, 4, 5, 3), np.float32), "b": np.ones((1, 4, 5), np.float32)}
+    l2 = bench.l2_reduce(ism, "ncl")
+    assert list(l2) == ["all"] and l2["all"].shape == (1, 4, 5) and np.allclose(l2["all"], 2.0)
+    assert bench.l2_reduce({"a": np.ones((1, 5, 4, 3))}, "nlc")["all"].shape == (1, 4, 5)
+
+
+def test_stage_of():
+    assert bench.stage_of("/conv1/Conv") == "ref (reference pass)"
+    assert bench.stage_of("yuzu/shift/s2//conv/Conv") == "stage 2"
+    assert bench.stage_of("yuzu/bases/s0/Relu") == "stage 0"
+    assert bench.stage_of("yuzu/shift/repack_13") == "repack"
+    assert bench.stage_of("yuzu/shift/decode_57") == "decode"
+    assert bench.stage_of("yuzu/shift/tail/Gemm_3") == "tail"
+    assert bench.stage_of("yuzu/window_input_4") == "window_input"
+
+
+def test_aggregate_profile():
+    def node(name, op, ts, dur):
+        return {"cat": "Node", "name": f"{name}_kernel_time", "ts": ts, "dur": dur, "args": {"op_name": op}}
+
+    events = [
+        {"cat": "Session", "name": "model_run", "ts": 0, "dur": 50},  # the warm-up run: ignored
+        node("yuzu/shift/s0//c/Conv", "Conv", 10, 40),
+        {"cat": "Session", "name": "model_run", "ts": 100, "dur": 100},
+        node("yuzu/classes", "If", 101, 95),  # control flow: its subgraph kernels are counted instead
+        node("yuzu/shift/s0//c/Conv", "Conv", 102, 60),
+        node("yuzu/shift/repack_3", "Where", 170, 30),
+        node("/c/Conv", "Conv", 101, 1),
+    ]
+    prof = bench.aggregate_profile(events)
+    assert prof["run_ms"] == pytest.approx(0.1) and prof["kernel_ms"] == pytest.approx(0.091)
+    shares = {r["name"]: r["ms"] for r in prof["by_category"]}
+    assert shares["stage 0"] == pytest.approx(0.06) and shares["repack"] == pytest.approx(0.03)
+    assert {r["name"] for r in prof["by_op"]} == {"Conv", "Where"}
+
+
+def test_profile_worker(tmp_path):
+    from yuzu_onnx.convert import convert_model, save_model
+
+    conv = convert_model(build_tiny_cnn(seq_len=SEQ_LEN))
+    path = save_model(conv.model, tmp_path / "tiny.ism.onnx")
+    x = bench.random_onehot(1, SEQ_LEN, 4, "ncl", seed=0)
+    np.save(tmp_path / "x.npy", x)
+    job = {"converted_path": str(path), "x_path": str(tmp_path / "x.npy"), "threads": 1, "device": "cpu",
+           "profile_dir": str(tmp_path), "batch": 1}
+    out = bench.worker_profile(job)
+    names = {r["name"] for r in out["profile"]["by_category"]}
+    assert "stage 0" in names or any(n.startswith("other") and "stage 0" in n for n in names)
+    assert out["profile"]["kernel_ms"] > 0 and out["sequences"] == 1
+    assert not list(tmp_path.glob("ort_profile*.json"))

@@ -1,0 +1,88 @@
+"""Converted models on ONNX Runtime's CUDA execution provider (needs onnxruntime-gpu and a GPU).
+
+Every test is marked ``cuda`` (``pytest -m cuda``) and skips, with the reason, where
+ONNX Runtime offers no CUDAExecutionProvider. ``tools/gpu_check.sh`` runs them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from yuzu_onnx import ISMSession, convert_model, naive_ism
+from yuzu_onnx.runtime import CUDA
+from yuzu_onnx.testing import build_bpnet, build_tiny_cnn, random_onehot
+
+TOLERANCE = 1e-5
+
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(
+        CUDA not in ort.get_available_providers(),
+        reason=f"no {CUDA} in onnxruntime {ort.__version__} (available: "
+        f"{', '.join(ort.get_available_providers())}); install onnxruntime-gpu on a machine with an NVIDIA GPU",
+    ),
+]
+
+MODELS = {
+    "tiny_cnn": lambda: build_tiny_cnn(seq_len=200),
+    "bpnet": lambda: build_bpnet(seq_len=100),
+}
+
+
+def _scale(*arrays: np.ndarray) -> float:
+    return max(float(np.max(np.abs(a))) for a in arrays if a.size)
+
+
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def converted(request):
+    conv = convert_model(MODELS[request.param]())
+    x = random_onehot(3, conv.spec.seq_len, seed=1, n_positions=2)
+    cpu = ISMSession(conv.model, device="cpu").run(x)
+    return conv, x, cpu
+
+
+def test_cuda_session_really_runs_on_cuda(converted):
+    conv, _, _ = converted
+    session = ISMSession(conv.model, device="cuda")
+    assert session.provider == CUDA, f"the session fell back to {session.provider}"
+
+
+def test_cuda_matches_cpu(converted):
+    conv, x, cpu = converted
+    gpu = ISMSession(conv.model, device="cuda").run(x, batch_size=2)
+    for name, want in cpu.items():
+        got = gpu[name]
+        assert got.shape == want.shape
+        err = float(np.max(np.abs(got.astype(np.float64) - want)))
+        assert err <= TOLERANCE * _scale(want, got), f"{name}: CUDA differs from CPU by {err:.3g}"
+
+
+def test_cuda_matches_naive_oracle(converted):
+    conv, x, _ = converted
+    gpu = ISMSession(conv.model, device="cuda").run(x)
+    want = naive_ism(conv.spec, x, device="cuda")
+    from yuzu_onnx.oracle import reference_outputs
+
+    refs = reference_outputs(conv.spec, x, device="cuda")
+    for name in want:
+        err = float(np.max(np.abs(gpu[name].astype(np.float64) - want[name])))
+        assert err <= TOLERANCE * _scale(refs[name], want[name]), f"{name}: {err:.3g}"
+
+
+def test_io_binding_on_device(converted):
+    """The converted model through ONNX Runtime's IO binding: input and outputs on the GPU."""
+    conv, x, cpu = converted
+    session = ISMSession(conv.model, device="cuda").session
+    binding = session.io_binding()
+    binding.bind_ortvalue_input(session.get_inputs()[0].name, ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0))
+    names = [o.name for o in session.get_outputs()]
+    for name in names:
+        binding.bind_output(name, "cuda")
+    session.run_with_iobinding(binding)
+    outputs = binding.get_outputs()
+    assert all(v.device_name().lower() == "cuda" for v in outputs)
+    for name, value in zip(names, binding.copy_outputs_to_cpu(), strict=True):
+        err = float(np.max(np.abs(value.astype(np.float64) - cpu[name])))
+        assert err <= TOLERANCE * _scale(cpu[name], value), f"{name}: {err:.3g}"

@@ -641,9 +641,12 @@ def run_worker(job: dict) -> dict:
         with contextlib.suppress(ValueError, OSError):
             limit = int(job["max_memory"])
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    caught: list = []
     try:
         fn = _resolve_function(job["function"]) if job.get("function") else WORKERS[method]
-        out = dict(fn(job))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out = dict(fn(job))
         out.setdefault("notes", [])
         out.update(ok=True, error=None)
     except BaseException as exc:  # a failing method is a result, never an abort
@@ -654,6 +657,10 @@ def run_worker(job: dict) -> dict:
             text += f" (memory limit {int(job.get('max_memory') or 0) / 2**30:.1f} GiB, --max-memory)"
         out = {"ok": False, "error": f"{type(exc).__name__}: {text}"[:2000],
                "traceback": traceback.format_exc()[-4000:], "notes": []}
+    for w in caught or ():  # e.g. "CUDA was requested but ...": part of the result
+        text = f"{w.category.__name__}: {str(w.message).splitlines()[0] if str(w.message) else ''}"
+        if text not in out["notes"] and not issubclass(w.category, (DeprecationWarning, FutureWarning)):
+            out["notes"].append(text[:500])
     out["peak_rss_mb"] = peak_rss_mb()
     return out
 
@@ -845,7 +852,16 @@ def bench_model(config: BenchConfig, model: BenchModel, work: Path, peers: Mappi
         batch, why = choose_batch(config.batch, peak_bytes_per_sequence=conv["plan"]["peak_bytes_per_sequence"],
                                   max_memory=config.max_memory,
                                   seconds_per_sequence=single.get("time_per_sequence_s"), budget_s=config.budget_s)
-        batched = run("yuzu_batch", converted_path=str(converted), batch=batch, **common)
+        if not single["ok"]:
+            batched = {"ok": False, "status": "skipped", "error": "the single-sequence run failed", "notes": []}
+        elif batch == 1:  # the single-sequence runs already measured it
+            batched = {k: single[k] for k in ("ok", "status", "error", "provider", "peak_rss_mb", "load_average_1min")}
+            batched.update(batch=1, batch_s=single["time_per_sequence_s"], sequences=1,
+                           time_per_sequence_s=single["time_per_sequence_s"],
+                           sequences_per_s=1.0 / single["time_per_sequence_s"], runs_s=single["runs_s"],
+                           wall_s=0.0, notes=["batch of 1: taken from the single-sequence runs"])
+        else:
+            batched = run("yuzu_batch", converted_path=str(converted), batch=batch, **common)
         batched["batch_limited_by"] = why
         records.append(_record(model.name, "yuzu_onnx_batch", "yuzu", batched))
     else:
@@ -1039,6 +1055,9 @@ def markdown_report(results: dict) -> str:
               "error: max |yuzu − naive| over all outputs ÷ max(|model output|, |naive ISM|). seq/s at the batch "
               "in parentheses (smaller than requested when the plan's memory estimate or the time budget says so, "
               "see `batch_limited_by` in the JSON)."]
+    providers = sorted({r["provider"] for r in records if r.get("provider")})
+    if providers:
+        lines += ["", f"Execution provider of the converted runs: {', '.join(providers)}."]
     notes = [f"* {i['model']}: {i['note']}" for i in results["models"] if i.get("note")]
     if notes:
         lines += ["", *notes]

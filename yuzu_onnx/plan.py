@@ -128,7 +128,8 @@ def plan_rewrite(
     a = spec.alphabet_size
     graph = spec.model.graph
     nodes = [] if naive else list(region.region_nodes)
-    flops = [node_flops(graph.node[i], spec) for i in nodes]
+    raw_flops = [node_flops(graph.node[i], spec) for i in nodes]
+    flops = [f * _changed_fraction(graph.node[i], region, start, end) for f, i in zip(raw_flops, nodes)]
     produced_at: dict[str, int] = {}
     for pos, i in enumerate(nodes, start=1):
         for out in graph.node[i].output:
@@ -163,7 +164,7 @@ def plan_rewrite(
             continue
         m = region.maps[out]
         changed = min(m.length, -(-m.receptive_field // m.stride) + 1)
-        bound += lw * (a - 1) * flops[pos] * changed / max(m.length, 1)
+        bound += lw * (a - 1) * raw_flops[pos] * changed / max(m.length, 1)
     tail_bytes = _tail_bytes_per_mutant(spec, region, tail_nodes, naive)
     chunk = max(1, min(lw, int(TAIL_CHUNK_BYTES // max(1, a * tail_bytes))))
     peak = _peak_bytes(spec, region, stages, lw, a, chunk, tail_bytes)
@@ -178,6 +179,17 @@ def plan_rewrite(
         peak_bytes_per_sequence=peak,
         fallback_reason=fallback_reason,
     )
+
+
+def _changed_fraction(node: onnx.NodeProto, region: LocalRegion, start: int, end: int) -> float:
+    """Share of a node's output positions that a narrow window can change (stages are
+    cropped to it, see emit/crop.py); 1 for the whole sequence."""
+    out = next((o for o in node.output if o in region.maps), None)
+    if out is None:
+        return 1.0
+    m = region.maps[out]
+    lo, hi = m.changed_span(start, end)
+    return (hi - lo + 1) / m.length
 
 
 def _is_data(node: onnx.NodeProto, region: LocalRegion) -> bool:

@@ -30,6 +30,15 @@ class PositionalMap:
         """The unclipped window ``[lo, hi]`` of position ``p`` in input coordinates."""
         return self.stride * p + self.lo, self.stride * p + self.hi
 
+    def changed_span(self, start: int, end: int) -> tuple[int, int]:
+        """Positions ``(lo, hi)`` whose window meets the mutated positions ``[start, end)``.
+
+        Never empty: when no position is reached, one unchanged position is returned.
+        """
+        lo = min(max(0, -(-(start - self.hi) // self.stride)), self.length - 1)
+        hi = min(self.length - 1, (end - 1 - self.lo) // self.stride)
+        return lo, max(lo, hi)
+
     def moved(self, axis: int, length: int | None = None) -> PositionalMap:
         """The same windows on another axis (Transpose, Reshape, Squeeze...)."""
         return replace(self, axis=axis, length=self.length if length is None else length)

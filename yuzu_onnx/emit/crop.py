@@ -54,9 +54,7 @@ class Span:
 
 def changed_span(m: PositionalMap, start: int, end: int) -> Span:
     """Positions whose window meets the mutated positions ``[start, end)``."""
-    lo = min(max(0, -(-(start - m.hi) // m.stride)), m.length - 1)
-    hi = min(m.length - 1, (end - 1 - m.lo) // m.stride)
-    return Span(lo, max(lo, hi))  # never empty: one unchanged position keeps shapes non-zero
+    return Span(*m.changed_span(start, end))
 
 
 def _attrs(node: onnx.NodeProto) -> dict:

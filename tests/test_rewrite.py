@@ -172,3 +172,18 @@ def test_narrow_window_crops_stages_and_stays_exact(name: str) -> None:
         result = ISMSession(conversion.model).run(X)
         oracle = naive_ism(spec, X, window=window)
         assert_matches_oracle(result, oracle, conversion.reductions, conversion, reference_outputs(spec, X))
+
+
+def test_stages_over_the_memory_limit_join_the_materialised_tail(monkeypatch) -> None:
+    import yuzu_onnx.plan as plan_module
+
+    spec = _spec("bpnet", "ncl")
+    full = convert_model(spec)
+    monkeypatch.setattr(plan_module, "STAGE_MEMORY_LIMIT", 1)  # every big stage is "too big"
+    small = convert_model(spec)
+    assert len(small.plan.stages) < len(full.plan.stages)
+    assert any("materialised mutants" in stop.reason for stop in small.region.stops)
+    assert "profile" not in small.region.maps  # now computed by the tail
+    X = random_onehot(2, spec.seq_len, seed=6, n_positions=1)
+    result = ISMSession(small.model).run(X)
+    assert_matches_oracle(result, naive_ism(spec, X), small.reductions, small, reference_outputs(spec, X))

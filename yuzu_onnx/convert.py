@@ -134,8 +134,8 @@ def convert_model(
     if reason is None:
         plan = plan_rewrite(spec, region, window=window)
         try:
-            ism_model = emit_model(spec, region, plan, outputs=list(names), reductions=reductions)
-            return Conversion(ism_model, spec, region, plan, names, reductions)
+            ism_model = emit_model(spec, plan.region, plan, outputs=list(names), reductions=reductions)
+            return Conversion(ism_model, spec, plan.region, plan, names, reductions)
         except UnsupportedError as exc:
             reason = str(exc)
     if probes != "naive":

@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from .analysis.region import CONST, DATA, LocalRegion, node_inputs
+from .analysis.region import CONST, DATA, LocalRegion, node_inputs, truncated_region
 from .errors import InputError
 from .importer import ModelSpec
 
-REPACK_WEIGHT = 6.0  # cost of one re-packed element, in FLOP-equivalents (memory-bound)
+REPACK_WEIGHT = 50.0  # cost of one re-packed element, in FLOP-equivalents (memory-bound; measured)
+STAGE_MEMORY_LIMIT = 2 * 2**30  # bytes per sequence of one stage's live probe tensors
 TAIL_CHUNK_BYTES = 64 * 2**20  # per sequence, for the materialised tail
 
 
@@ -38,8 +39,9 @@ class Stage:
 
 @dataclass(frozen=True)
 class RewritePlan:
-    """Everything ``emit`` needs besides the model and the region."""
+    """Everything ``emit`` needs besides the model: the region it plans for, the stages..."""
 
+    region: LocalRegion
     window: tuple[int, int]
     stages: tuple[Stage, ...]
     producer_stage: dict[str, int] = field(repr=False)
@@ -122,8 +124,44 @@ def plan_rewrite(
     naive: bool = False,
     fallback_reason: str | None = None,
 ) -> RewritePlan:
-    """Choose stages and spacings for ``region`` (no stages at all when ``naive``)."""
+    """Choose stages and spacings for ``region`` (no stages at all when ``naive``).
+
+    Stages that would need more than ``STAGE_MEMORY_LIMIT`` bytes per sequence while
+    saving little (at least half as many probes as mutants) join the materialised tail,
+    which runs in memory-bounded chunks of mutants; the plan records the region it used.
+    """
     start, end = parse_window(window, spec.seq_len)
+    for _ in range(len(region.region_nodes) + 1):
+        plan = _plan_for_region(spec, region, start, end, naive, fallback_reason)
+        keep = _stages_within_memory(spec, plan)
+        if keep is None:
+            return plan
+        region = truncated_region(
+            spec, region, keep,
+            "later stages would need more memory than probes save; they run on materialised mutants",
+        )
+    return plan
+
+
+def _stages_within_memory(spec: ModelSpec, plan: RewritePlan) -> list[int] | None:
+    """Nodes of the stages before the first one that is too big for little gain (else None)."""
+    a = spec.alphabet_size
+    for s, stage in enumerate(plan.stages):
+        if stage.n_probes * 2 >= plan.window_length and _stage_bytes(spec, plan.region, stage, a) > STAGE_MEMORY_LIMIT:
+            return [i for st in plan.stages[:s] for i in st.nodes]
+    return None
+
+
+def _stage_bytes(spec: ModelSpec, region: LocalRegion, stage: Stage, a: int) -> float:
+    graph = spec.model.graph
+    largest = max(
+        (4 * _numel(spec.shapes.get(o, ())) for i in stage.nodes for o in graph.node[i].output if o in region.maps),
+        default=0,
+    )
+    return float(a * stage.n_probes * largest * LIVE_TENSORS)
+
+
+def _plan_for_region(spec, region, start, end, naive, fallback_reason) -> RewritePlan:
     lw = end - start
     a = spec.alphabet_size
     graph = spec.model.graph
@@ -169,6 +207,7 @@ def plan_rewrite(
     chunk = max(1, min(lw, int(TAIL_CHUNK_BYTES // max(1, a * tail_bytes))))
     peak = _peak_bytes(spec, region, stages, lw, a, chunk, tail_bytes)
     return RewritePlan(
+        region=region,
         window=(start, end),
         stages=tuple(stages),
         producer_stage=producer_stage,
@@ -209,14 +248,7 @@ LIVE_TENSORS = 4  # tensors of a stage alive at once (input, output, a skip conn
 def _peak_bytes(spec, region, stages, lw, a, chunk, tail_bytes) -> float:
     """Peak memory of one sequence: the largest stage's live probe tensors, the tail chunk,
     and the ISM outputs (values, deltas and the laid-out result)."""
-    graph = spec.model.graph
-    biggest = 0
-    for st in stages:
-        largest = max(
-            (4 * _numel(spec.shapes.get(o, ())) for i in st.nodes for o in graph.node[i].output if o in region.maps),
-            default=0,
-        )
-        biggest = max(biggest, a * st.n_probes * largest * LIVE_TENSORS)
+    biggest = max((_stage_bytes(spec, region, st, a) for st in stages), default=0.0)
     outputs = sum(4 * _numel(o.shape) for o in spec.outputs) * lw * a * 3
     return float(biggest + chunk * a * tail_bytes * 2 + outputs + 4 * a * spec.seq_len * 8)
 

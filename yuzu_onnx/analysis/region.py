@@ -146,7 +146,7 @@ def analyse_region(spec: ModelSpec) -> LocalRegion:
             if out:
                 maps[out] = m
         region.append(index)
-    frontier = _frontier(spec, region, tail, maps, kinds)
+    frontier = frontier_of(spec, region, tail, maps, kinds)
     return LocalRegion(
         maps=maps,
         kinds=kinds,
@@ -185,7 +185,30 @@ def _apply_rule(node, spec: ModelSpec, maps, kinds, constants) -> list[Positiona
     return out_maps
 
 
-def _frontier(spec: ModelSpec, region: list[int], tail: list[int], maps, kinds) -> tuple[str, ...]:
+def truncated_region(spec: ModelSpec, region: LocalRegion, keep: list[int], reason: str) -> LocalRegion:
+    """``region`` with only the nodes ``keep``; the rest of it joins the tail."""
+    graph = spec.model.graph
+    kept = set(keep)
+    moved = [i for i in region.region_nodes if i not in kept]
+    produced = {o for i in keep for o in graph.node[i].output if o}
+    maps = {t: m for t, m in region.maps.items() if t == spec.input_name or t in produced}
+    tail = sorted(set(region.tail_nodes) | set(moved))
+    node = graph.node[moved[0]] if moved else None
+    stops = region.stops
+    if node is not None:
+        stops = (RegionStop(node.op_type, node.name or node.output[0], reason), *stops)
+    return LocalRegion(
+        maps=maps,
+        kinds=region.kinds,
+        region_nodes=tuple(i for i in region.region_nodes if i in kept),
+        tail_nodes=tuple(tail),
+        frontier=frontier_of(spec, list(keep), tail, maps, region.kinds),
+        stops=stops,
+    )
+
+
+def frontier_of(spec: ModelSpec, region: list[int], tail: list[int], maps, kinds) -> tuple[str, ...]:
+    """Local tensors read by the tail (or the shape computations it needs), and local model outputs."""
     graph = spec.model.graph
     producers = {out: i for i, node in enumerate(graph.node) for out in node.output if out}
     needed_meta: set[int] = set()

@@ -15,6 +15,7 @@ from onnx import TensorProto, helper
 from .builder import PREFIX, GraphBuilder, copy_nodes
 from .decode import emit_mutants, probe_indices
 from .probes import EmitContext
+from .wide_conv import emit_wide_conv, is_wide_conv
 from .window_sums import emit_head_mutants, find_linear_heads
 
 
@@ -63,15 +64,21 @@ def emit_tail(ctx: EmitContext, outputs: list[str]) -> dict[str, str]:
             rename[tensor] = body.reshape(mutants, [-1, *ctx.dims(tensor)], hint="frontier_mutants")
     finally:
         ctx.builder = saved_builder
-    body.nodes.extend(
-        copy_nodes(
-            tail_nodes,
-            rename,
-            prefix=f"{PREFIX}{outer.scope}tail/",
-            available=ctx.is_available_outside,
-            producers=ctx.producers,
-            is_meta=ctx.is_meta,
-        )
+    def faster_form(original: onnx.NodeProto, renamed: onnx.NodeProto) -> bool:
+        if not is_wide_conv(original, spec.shapes, ctx.constants):
+            return False
+        emit_wide_conv(body, original, renamed.input[0], renamed.output[0], spec.shapes, ctx.constants)
+        return True
+
+    copy_nodes(
+        tail_nodes,
+        rename,
+        prefix=f"{PREFIX}{outer.scope}tail/",
+        available=ctx.is_available_outside,
+        producers=ctx.producers,
+        is_meta=ctx.is_meta,
+        sink=body.nodes,
+        replace=faster_form,
     )
     scans = []
     for out in remaining:

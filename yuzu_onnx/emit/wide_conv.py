@@ -68,8 +68,8 @@ def emit_wide_conv(b: GraphBuilder, node: onnx.NodeProto, x: str, out: str, shap
     flat = b.op("Pad", [flat, b.ints([0, 0, 0, 0, 0, tail], "pads")], hint="wide_conv_skew")
     skewed = b.reshape(flat, [-1, cout, k, row], hint="wide_conv_rows")
     span = (p_out - 1) * stride + 1
-    taken = b.slice(skewed, [0], [span], [3], hint="wide_conv_window")
-    summed = b.reduce("ReduceSum", taken, [2], keepdims=0, hint="wide_conv_sum")
+    summed = b.reduce("ReduceSum", skewed, [2], keepdims=0, hint="wide_conv_sum")  # (N, Cout, row)
+    summed = b.slice(summed, [0], [span], [2], hint="wide_conv_window")
     if stride > 1:
         summed = b.op("Slice", [summed, b.ints([0], "s"), b.ints([span], "e"), b.ints([2], "a"), b.ints([stride], "st")],
                       hint="wide_conv_stride")

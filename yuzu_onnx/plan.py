@@ -22,7 +22,7 @@ from .importer import ModelSpec
 
 REPACK_WEIGHT = 50.0  # cost of one re-packed element, in FLOP-equivalents (memory-bound; measured)
 STAGE_MEMORY_LIMIT = 2 * 2**30  # bytes per sequence of one stage's live probe tensors
-TAIL_CHUNK_BYTES = 64 * 2**20  # per sequence, for the materialised tail
+TAIL_CHUNK_BYTES = 256 * 2**20  # per sequence: live tensors of one chunk of the materialised tail
 
 
 @dataclass(frozen=True)
@@ -236,10 +236,13 @@ def _is_data(node: onnx.NodeProto, region: LocalRegion) -> bool:
 
 
 def _tail_bytes_per_mutant(spec: ModelSpec, region: LocalRegion, tail_nodes, naive: bool) -> int:
+    """Live bytes of one mutant in the tail: its frontier tensors plus a few tail tensors."""
     graph = spec.model.graph
-    names = {o for i in tail_nodes for o in graph.node[i].output if o}
-    names |= {spec.input_name} if naive else set(region.frontier)
-    return 4 * sum(_numel(spec.shapes.get(n, ())) for n in names if region.kinds.get(n, CONST) != CONST)
+    frontier = {spec.input_name} if naive else set(region.frontier)
+    sizes = [4 * _numel(spec.shapes.get(o, ())) for i in tail_nodes for o in graph.node[i].output
+             if o and region.kinds.get(o, CONST) != CONST]
+    frontier_bytes = sum(4 * _numel(spec.shapes.get(n, ())) for n in frontier)
+    return frontier_bytes + LIVE_TENSORS * max(sizes, default=0)
 
 
 LIVE_TENSORS = 4  # tensors of a stage alive at once (input, output, a skip connection, a temporary)

@@ -30,16 +30,13 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
 
-from .. import __version__
-from ..analysis.region import DATA, LocalRegion, constant_values
+from ..analysis.region import DATA, LocalRegion
 from ..errors import InputError, YuzuError, YuzuWarning
 from ..importer import ModelSpec
 from ..oracle import naive_ism
 from ..plan import RewritePlan, Stage, node_flops, plan_rewrite
-from .builder import PREFIX, GraphBuilder, copy_nodes
-from .decode import emit_mutants, emit_output, ism_dims, probe_indices, reference_base_mask
+from .builder import PREFIX, copy_nodes
 from .gaussian_design import (
     ConvSolve,
     GaussianDesign,
@@ -50,9 +47,8 @@ from .gaussian_design import (
     design_layers,
     solve_design,
 )
-from .model import _emit_reference, _ism_axes, _set_metadata, _window_is_one_hot
+from .model import emit_decoded_outputs, emit_ism_model
 from .probes import EmitContext, emit_input_probes
-from .tail import emit_tail
 
 __all__ = [
     "ALPHA_GRID",
@@ -233,50 +229,12 @@ def _emit_model(
     reductions: dict[str, str],
 ) -> onnx.ModelProto:
     """The self-contained ISM model: reference pass, then an ``If`` over the class branches."""
-    graph = spec.model.graph
-    builder = GraphBuilder(spec.opset)
-    ref_names = _emit_reference(spec, builder)
-    producers = {o: node for node in graph.node for o in node.output if o}
-    constants = constant_values(spec.model)
-    outer = EmitContext(spec, region, plan, builder, ref_names, producers, constants)
-    is_reference = reference_base_mask(outer)
-    branches = {}
-    for shift in (False, True):
-        branch = GraphBuilder(spec.opset, scope="shift/" if shift else "bases/", initializers=builder.initializers)
-        ctx = EmitContext(spec, region, plan, branch, ref_names, producers, constants, shift=shift)
-        finals = _Branch(ctx, design, solves[ctx.n_classes]).emit(outputs, reductions, is_reference)
-        branches[shift] = helper.make_graph(
-            branch.nodes,
-            "ism_shift_classes" if shift else "ism_all_bases",
-            [],
-            [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in finals],
-        )
-    builder.nodes.append(
-        helper.make_node(
-            "If",
-            [_window_is_one_hot(outer)],
-            list(outputs),
-            name=f"{PREFIX}classes",
-            then_branch=branches[True],
-            else_branch=branches[False],
-        )
-    )
-    final_outputs = [
-        helper.make_tensor_value_info(
-            out, TensorProto.FLOAT, ["batch", *_ism_axes(spec, plan)] + ism_dims(outer, out, reductions[out])
-        )
-        for out in outputs
-    ]
-    seq_input = next(i for i in graph.input if i.name == spec.input_name)
-    new_graph = helper.make_graph(
-        builder.nodes, f"{graph.name or 'model'}_ism", [seq_input], final_outputs,
-        list(graph.initializer) + builder.initializers,
-    )
-    model = helper.make_model(new_graph, opset_imports=list(spec.model.opset_import), producer_name="yuzu-onnx",
-                              producer_version=__version__)
-    model.ir_version = min(spec.model.ir_version, helper.find_min_ir_version_for(list(model.opset_import)))
-    _set_metadata(model, spec, region, plan, outputs, reductions, "gaussian")
-    return model
+
+    def branch(ctx: EmitContext, is_reference: str) -> list[str]:
+        return _Branch(ctx, design, solves[ctx.n_classes]).emit(outputs, reductions, is_reference)
+
+    return emit_ism_model(spec, region, plan, outputs=outputs, reductions=reductions, probes="gaussian",
+                          branch=branch)
 
 
 class _Branch:
@@ -335,19 +293,7 @@ class _Branch:
         for tensor in dict.fromkeys([*ctx.region.frontier, *local_outputs]):
             if tensor != ctx.x:
                 ctx.stage_names[design.segment_of[tensor]][tensor] = self.value(tensor)
-        b = ctx.builder
-        start, end = ctx.plan.window
-        values: dict[str, str] = {}
-        if local_outputs:
-            positions = np.arange(start, end, dtype=np.int64)
-            position_name = b.const(positions, "positions")
-            index = {d: b.const(v, "probe_index") for d, v in probe_indices(ctx, positions).items()}
-            for out in local_outputs:
-                values[out] = emit_mutants(ctx, out, position_name, index)
-        tail_outputs = [o for o in outputs if o not in ctx.region.maps]
-        if tail_outputs:
-            values.update(emit_tail(ctx, tail_outputs))
-        return [emit_output(ctx, out, values[out], reductions[out], is_reference) for out in outputs]
+        return emit_decoded_outputs(ctx, outputs, reductions, is_reference)
 
     def _copy(self, node: onnx.NodeProto, rename: dict[str, str]) -> None:
         ctx = self.ctx

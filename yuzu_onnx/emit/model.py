@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import numpy as np
 import onnx
@@ -46,23 +47,48 @@ def emit_model(
     for name, how in reductions.items():
         if how not in REDUCTIONS:
             raise ValueError(f"unknown reduction {how!r} for {name!r}")
+    for out in outputs:
+        if region.kinds.get(out) != "data":
+            raise UnsupportedError(f"output {out!r} does not depend on the sequence")
+
+    def branch(ctx: EmitContext, is_reference: str) -> list[str]:
+        for s in range(len(plan.stages)):
+            emit_stage(ctx, s)
+        return emit_decoded_outputs(ctx, outputs, reductions, is_reference)
+
+    return emit_ism_model(spec, region, plan, outputs=outputs, reductions=reductions, probes=probes, branch=branch)
+
+
+def emit_ism_model(
+    spec: ModelSpec,
+    region: LocalRegion,
+    plan: RewritePlan,
+    *,
+    outputs: list[str],
+    reductions: dict[str, str],
+    probes: str,
+    branch: Callable[[EmitContext, str], list[str]],
+) -> onnx.ModelProto:
+    """The model around a probe method: the reference pass, then an ``If`` choosing between
+    ``branch`` emitted with shift classes (every mutated column one-hot) and with all bases.
+
+    ``branch(ctx, is_reference)`` emits the probes and decode into ``ctx.builder`` and
+    returns the ISM tensor of each output.
+    """
     graph = spec.model.graph
     builder = GraphBuilder(spec.opset)
     ref_names = _emit_reference(spec, builder)
     producers = {o: node for node in graph.node for o in node.output if o}
     constants = constant_values(spec.model)
-    for out in outputs:
-        if region.kinds.get(out) != "data":
-            raise UnsupportedError(f"output {out!r} does not depend on the sequence")
     outer = EmitContext(spec, region, plan, builder, ref_names, producers, constants)
     is_reference = reference_base_mask(outer)
     branches = {}
     for shift in (False, True):
-        branch = GraphBuilder(spec.opset, scope="shift/" if shift else "bases/", initializers=builder.initializers)
-        ctx = EmitContext(spec, region, plan, branch, ref_names, producers, constants, shift=shift)
-        finals = _emit_ism(ctx, outputs, reductions, is_reference)
+        scope = GraphBuilder(spec.opset, scope="shift/" if shift else "bases/", initializers=builder.initializers)
+        ctx = EmitContext(spec, region, plan, scope, ref_names, producers, constants, shift=shift)
+        finals = branch(ctx, is_reference)
         branches[shift] = helper.make_graph(
-            branch.nodes,
+            scope.nodes,
             "ism_shift_classes" if shift else "ism_all_bases",
             [],
             [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in finals],
@@ -97,11 +123,9 @@ def emit_model(
     return model
 
 
-def _emit_ism(ctx: EmitContext, outputs: list[str], reductions: dict[str, str], is_reference: str) -> list[str]:
-    """Stages, decode and tail in ``ctx.builder``; returns the ISM tensor of each output."""
+def emit_decoded_outputs(ctx: EmitContext, outputs: list[str], reductions: dict[str, str], is_reference: str) -> list[str]:
+    """After the probes: decode local outputs, run the tail, lay out the ISM tensors."""
     builder, plan = ctx.builder, ctx.plan
-    for s in range(len(plan.stages)):
-        emit_stage(ctx, s)
     start, end = plan.window
     positions = np.arange(start, end, dtype=np.int64)
     local_outputs = [o for o in outputs if o in ctx.region.maps]

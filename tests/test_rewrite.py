@@ -189,3 +189,14 @@ def test_stages_over_the_memory_limit_join_the_materialised_tail(monkeypatch) ->
     result = ISMSession(small.model).run(X)
     oracle = naive_ism(spec, X, window=window)
     assert_matches_oracle(result, oracle, small.reductions, small, reference_outputs(spec, X))
+
+
+def test_io_binding_path_gives_the_same_numbers() -> None:
+    spec = _spec("bpnet", "ncl")
+    session = ISMSession(convert_model(spec).model)
+    X = random_onehot(2, spec.seq_len, seed=12, n_positions=1)
+    plain = session.run(X)
+    session.use_io_binding = True  # the CUDA path, exercised on the CPU provider
+    bound = session.run(X)
+    for name in plain:
+        np.testing.assert_array_equal(plain[name], bound[name])

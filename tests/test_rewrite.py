@@ -200,3 +200,16 @@ def test_io_binding_path_gives_the_same_numbers() -> None:
     bound = session.run(X)
     for name in plain:
         np.testing.assert_array_equal(plain[name], bound[name])
+
+
+def test_soft_columns_get_all_substitutions_like_the_oracle() -> None:
+    spec = _spec("bpnet", "ncl")
+    X = random_onehot(2, spec.seq_len, seed=3)
+    X[0, :, 10] = 0.25
+    X[1, :, 50] = [0.5, 0.0, 0.5, 0.0]
+    X[1, :, 90] = [0.0, 0.0, 0.3, 0.0]
+    for window in (None, (5, 60)):
+        conversion = convert_model(spec, window=window)
+        result = ISMSession(conversion.model).run(X)
+        oracle = naive_ism(spec, X, window=window)
+        assert_matches_oracle(result, oracle, conversion.reductions, conversion, reference_outputs(spec, X))

@@ -459,20 +459,35 @@ def worker_yuzu(job: dict) -> dict:
 
 
 def worker_yuzu_batch(job: dict) -> dict:
-    """The converted model on a batch of ``job["batch"]`` sequences: sequences per second."""
+    """The converted model on a batch of ``job["batch"]`` sequences: sequences per second.
+
+    A batch that runs out of memory is halved until it fits (recorded in the notes).
+    """
+    from .errors import InputError
     from .session import ISMSession
 
     rss_before = rss_mb()
     session = ISMSession(job["converted_path"], device=job["device"], threads=job["threads"])
     batch = job["batch"]
     x = _load_x(job, batch)
-    phase(f"warm-up on one sequence, then runs on {batch} ({session.provider})")
+    phase(f"warm-up on one sequence ({session.provider})")
     session.run(x[:1], batch_size=1)  # warm-up on one sequence (a warm-up batch may take minutes)
-    timing = timed_runs(lambda: session.run(x, batch_size=batch), repeats=job["repeats"],
-                        budget_s=job["budget_s"], warmup=False)
+    notes = []
+    while True:
+        phase(f"runs on a batch of {batch}")
+        try:
+            timing = timed_runs(lambda b=batch: session.run(x[:b], batch_size=b), repeats=job["repeats"],
+                                budget_s=job["budget_s"], warmup=False)
+            break
+        except (InputError, MemoryError) as exc:
+            if (isinstance(exc, InputError) and "out of memory" not in str(exc)) or batch == 1:
+                raise
+            notes.append(f"a batch of {batch} ran out of memory (limit {int(job.get('max_memory') or 0) / 2**30:.1f} "
+                         f"GiB of address space); halved")
+            batch //= 2
     return {"batch_s": timing["median_s"], "runs_s": timing["runs_s"], "batch": batch,
             "sequences_per_s": batch / timing["median_s"], "time_per_sequence_s": timing["median_s"] / batch,
-            "rss_before_mb": rss_before, "provider": session.provider, "sequences": batch}
+            "rss_before_mb": rss_before, "provider": session.provider, "sequences": batch, "notes": notes}
 
 
 # --- peers ---------------------------------------------------------------------
@@ -803,7 +818,8 @@ def _base_job(config: BenchConfig, model: BenchModel, method: str, work: Path) -
 def _record(model: str, method: str, kind: str, result: dict) -> dict:
     keep = ("status", "ok", "error", "time_per_sequence_s", "runs_s", "warmup_s", "convert_s", "batch",
             "batch_s", "sequences_per_s", "sequences", "peak_rss_mb", "rss_before_mb", "provider", "compared_as",
-            "package", "peer_batch_size", "alpha", "notes", "wall_s", "load_average_1min", "batch_limited_by")
+            "package", "peer_batch_size", "alpha", "notes", "wall_s", "load_average_1min", "batch_limited_by",
+            "rss_growth_per_sequence_mb")
     rec = {"model": model, "method": method, "kind": kind}
     rec.update({k: result[k] for k in keep if k in result})
     return rec
@@ -863,6 +879,8 @@ def bench_model(config: BenchConfig, model: BenchModel, work: Path, peers: Mappi
         else:
             batched = run("yuzu_batch", converted_path=str(converted), batch=batch, **common)
         batched["batch_limited_by"] = why
+        if batched.get("ok") and batched.get("rss_before_mb") is not None and batched.get("peak_rss_mb"):
+            batched["rss_growth_per_sequence_mb"] = (batched["peak_rss_mb"] - batched["rss_before_mb"]) / batched["batch"]
         records.append(_record(model.name, "yuzu_onnx_batch", "yuzu", batched))
     else:
         info["convert_error"] = conv["error"]

@@ -144,20 +144,45 @@ def plan_rewrite(
 
 
 def _stages_within_memory(spec: ModelSpec, plan: RewritePlan) -> list[int] | None:
-    """Nodes of the stages before the first one that is too big for little gain (else None)."""
+    """Nodes of the stages before the first one that is too big for little gain (else None).
+
+    Little gain: at least half as many probes as mutants, and not cropped to a narrow
+    window (the materialised tail computes every position of every mutant).
+    """
     a = spec.alphabet_size
+    start, end = plan.window
     for s, stage in enumerate(plan.stages):
-        if stage.n_probes * 2 >= plan.window_length and _stage_bytes(spec, plan.region, stage, a) > STAGE_MEMORY_LIMIT:
+        too_big = _stage_bytes(spec, plan.region, stage, a, plan.window) > STAGE_MEMORY_LIMIT
+        little_gain = stage.n_probes * 2 >= plan.window_length and _stage_changed_share(
+            spec, plan.region, stage, start, end) > 0.9
+        if too_big and little_gain:
             return [i for st in plan.stages[:s] for i in st.nodes]
     return None
 
 
-def _stage_bytes(spec: ModelSpec, region: LocalRegion, stage: Stage, a: int) -> float:
+def _stage_outputs(spec: ModelSpec, region: LocalRegion, stage: Stage) -> list[str]:
     graph = spec.model.graph
-    largest = max(
-        (4 * _numel(spec.shapes.get(o, ())) for i in stage.nodes for o in graph.node[i].output if o in region.maps),
-        default=0,
-    )
+    return [o for i in stage.nodes for o in graph.node[i].output if o in region.maps]
+
+
+def _stage_changed_share(spec: ModelSpec, region: LocalRegion, stage: Stage, start: int, end: int) -> float:
+    """Share of the stage's tensor positions that the window can change (cropping keeps only those)."""
+    total = changed = 0
+    for name in _stage_outputs(spec, region, stage):
+        m = region.maps[name]
+        lo, hi = m.changed_span(start, end)
+        total += m.length
+        changed += hi - lo + 1
+    return changed / total if total else 1.0
+
+
+def _stage_bytes(spec: ModelSpec, region: LocalRegion, stage: Stage, a: int, window: tuple[int, int]) -> float:
+    """Live bytes of one stage's probe tensors for one sequence (cropped to the changed spans)."""
+    largest = 0.0
+    for name in _stage_outputs(spec, region, stage):
+        m = region.maps[name]
+        lo, hi = m.changed_span(*window)
+        largest = max(largest, 4 * _numel(spec.shapes.get(name, ())) * (hi - lo + 1) / m.length)
     return float(a * stage.n_probes * largest * LIVE_TENSORS)
 
 
@@ -179,7 +204,7 @@ def _plan_for_region(spec, region, start, end, naive, fallback_reason) -> Rewrit
             if name in produced_at or name == spec.input_name:
                 last_use[name] = max(last_use.get(name, 0), pos)
     frontier = set(region.frontier)
-    stages = _choose_stages(nodes, flops, produced_at, last_use, frontier, region, spec, lw)
+    stages = _choose_stages(nodes, flops, produced_at, last_use, frontier, region, spec, (start, end))
     producer_stage: dict[str, int] = {}
     for s, stage in enumerate(stages):
         for i in stage.nodes:
@@ -205,7 +230,7 @@ def _plan_for_region(spec, region, start, end, naive, fallback_reason) -> Rewrit
         bound += lw * (a - 1) * raw_flops[pos] * changed / max(m.length, 1)
     tail_bytes = _tail_bytes_per_mutant(spec, region, tail_nodes, naive)
     chunk = max(1, min(lw, int(TAIL_CHUNK_BYTES // max(1, a * tail_bytes))))
-    peak = _peak_bytes(spec, region, stages, lw, a, chunk, tail_bytes)
+    peak = _peak_bytes(spec, region, stages, (start, end), a, chunk, tail_bytes)
     return RewritePlan(
         region=region,
         window=(start, end),
@@ -248,22 +273,28 @@ def _tail_bytes_per_mutant(spec: ModelSpec, region: LocalRegion, tail_nodes, nai
 LIVE_TENSORS = 4  # tensors of a stage alive at once (input, output, a skip connection, a temporary)
 
 
-def _peak_bytes(spec, region, stages, lw, a, chunk, tail_bytes) -> float:
+def _peak_bytes(spec, region, stages, window, a, chunk, tail_bytes) -> float:
     """Peak memory of one sequence: the largest stage's live probe tensors, the tail chunk,
     and the ISM outputs (values, deltas and the laid-out result)."""
-    biggest = max((_stage_bytes(spec, region, st, a) for st in stages), default=0.0)
+    biggest = max((_stage_bytes(spec, region, st, a, window) for st in stages), default=0.0)
+    lw = window[1] - window[0]
     outputs = sum(4 * _numel(o.shape) for o in spec.outputs) * lw * a * 3
     return float(biggest + chunk * a * tail_bytes * 2 + outputs + 4 * a * spec.seq_len * 8)
 
 
-def _choose_stages(nodes, flops, produced_at, last_use, frontier, region, spec, lw) -> list[Stage]:
+def _choose_stages(nodes, flops, produced_at, last_use, frontier, region, spec, window) -> list[Stage]:
     """Dynamic programming over cut points and spacings (a divisibility chain)."""
     m = len(nodes)
     if m == 0:
         return []
     graph = spec.model.graph
     maps = region.maps
-    numel = {name: _numel(spec.shapes.get(name, ())) for name in maps}
+    lw = window[1] - window[0]
+    # re-packed elements: only the changed span travels when a narrow window crops stages
+    numel = {}
+    for name, pmap in maps.items():
+        lo, hi = pmap.changed_span(*window)
+        numel[name] = _numel(spec.shapes.get(name, ())) * (hi - lo + 1) / pmap.length
     outs_at = [[o for o in graph.node[i].output if o in maps] for i in nodes]
     ins_at = [[n for n in node_inputs(graph.node[i]) if n in maps] for i in nodes]
     prefix = np.concatenate([[0.0], np.cumsum(flops)])

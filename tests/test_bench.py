@@ -187,6 +187,9 @@ def test_choose_batch():
     assert b == 4 and why.startswith("memory")
     b, why = bench.choose_batch(32, peak_bytes_per_sequence=0, max_memory=0, seconds_per_sequence=10, budget_s=45)
     assert b == 4 and why.startswith("time")
+    b, why = bench.choose_batch(32, peak_bytes_per_sequence=2**20, max_memory=4 * 2**30, seconds_per_sequence=0.1,
+                                budget_s=100, single_peak_bytes=3 * 2**30)
+    assert b == 1 and "one sequence peaked at 3.00 GiB" in why
 
 
 def test_relative_error_and_l2():
@@ -245,3 +248,32 @@ def test_profile_worker(tmp_path):
     assert "stage 0" in names or any(n.startswith("other") and "stage 0" in n for n in names)
     assert out["profile"]["kernel_ms"] > 0 and out["sequences"] == 1
     assert not list(tmp_path.glob("ort_profile*.json"))
+
+
+def test_yuzu_sequential_matches_module():
+    """The original Yuzu's flat copy of a model (position-major Flatten) gives the same outputs."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("yuzu")
+    tm = bench.find_torch_models()
+    for arch, length in (("toynet", 64), ("basset", 96)):
+        module = tm.build(arch, seq_len=length)
+        seq = bench.yuzu_sequential(module, length, torch)
+        x = torch.from_numpy(tm.random_onehot(3, length, seed=4))
+        with torch.no_grad():
+            torch.testing.assert_close(seq(x), module(x), rtol=1e-5, atol=1e-6)
+    with pytest.raises(bench.BenchError, match="sequential"):
+        bench.yuzu_sequential(tm.build("bpnet4", seq_len=64), 64, torch)
+
+
+def test_tangermeme_peer_in_process(tmp_path):
+    """tangermeme on a small torch model, through the benchmark, agrees with the oracle."""
+    pytest.importorskip("torch")
+    pytest.importorskip("tangermeme")
+    model = bench.BenchModel("toynet64", "toynet", 64, cache_name="toynet_L64.onnx")
+    config = bench.BenchConfig(models=[model], repeats=1, batch=1, budget_s=1, out=tmp_path, cache_dir=tmp_path,
+                               isolate=False, peers=True, peer_names=("tangermeme",))
+    results = bench.run_benchmark(config, log=lambda s: None)
+    (peer,) = [r for r in results["records"] if r["method"] == "tangermeme"]
+    assert peer["ok"], peer["error"]
+    assert peer["relative_error"] < 1e-5 and peer["package"].startswith("tangermeme")
+    assert results["models"][0]["verified_against_torch"] is True

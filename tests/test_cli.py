@@ -321,3 +321,10 @@ def test_converted_model_is_valid_onnx(cli, bpnet_model, tmp_path):
     onnx.checker.check_model(model)
     assert [o.name for o in model.graph.output] == ["counts"]
     assert json.loads((tmp_path / "m.onnx.json").read_text())["outputs"].keys() == {"counts"}
+
+
+def test_bench_subcommand_forwards_to_the_benchmark(cli):
+    result = cli("bench", "--help")
+    assert result.rc == 0
+    assert "--models" in result.out and "--gaussian" in result.out
+    assert cli("bench", "--no-such-option").rc == 2

@@ -71,8 +71,23 @@ def test_cuda_matches_naive_oracle(converted):
         assert err <= TOLERANCE * _scale(refs[name], want[name]), f"{name}: {err:.3g}"
 
 
+def test_session_io_binding_matches_plain_run(converted):
+    """ISMSession binds input and outputs on CUDA; the plain ``session.run`` path agrees."""
+    conv, x, cpu = converted
+    session = ISMSession(conv.model, device="cuda")
+    assert session.use_io_binding, "ISMSession should use IO binding on CUDA"
+    bound = session.run(x)
+    session.use_io_binding = False
+    plain = session.run(x)
+    for name, want in cpu.items():
+        for label, got in (("io binding", bound[name]), ("plain run", plain[name])):
+            err = float(np.max(np.abs(got.astype(np.float64) - want)))
+            assert err <= TOLERANCE * _scale(want, got), f"{name} ({label}): {err:.3g}"
+
+
 def test_io_binding_on_device(converted):
-    """The converted model through ONNX Runtime's IO binding: input and outputs on the GPU."""
+    """The converted model through ONNX Runtime's IO binding with input and outputs on the GPU
+    (what a host that keeps data on the device does)."""
     conv, x, cpu = converted
     session = ISMSession(conv.model, device="cuda").session
     binding = session.io_binding()

@@ -417,7 +417,8 @@ def worker_convert(job: dict) -> dict:
         warnings.simplefilter("always")
         phase("converting")
         t0 = time.perf_counter()
-        conv = convert_model(job["model_path"], seq_len=job.get("seq_len"), window=_window(job))
+        conv = convert_model(job["model_path"], seq_len=job.get("seq_len"), window=_window(job),
+                             probes=job.get("probes", "spaced"))
         convert_s = time.perf_counter() - t0
     save_model(conv.model, job["converted_path"])
     plan = conv.plan
@@ -461,30 +462,34 @@ def worker_yuzu(job: dict) -> dict:
 def worker_yuzu_batch(job: dict) -> dict:
     """The converted model on a batch of ``job["batch"]`` sequences: sequences per second.
 
-    A batch that runs out of memory is halved until it fits (recorded in the notes).
+    A batch that runs out of memory is halved, with a fresh session, until it fits
+    (recorded in the notes).
     """
+    import gc
+
     from .errors import InputError
     from .session import ISMSession
 
     rss_before = rss_mb()
-    session = ISMSession(job["converted_path"], device=job["device"], threads=job["threads"])
     batch = job["batch"]
     x = _load_x(job, batch)
-    phase(f"warm-up on one sequence ({session.provider})")
-    session.run(x[:1], batch_size=1)  # warm-up on one sequence (a warm-up batch may take minutes)
     notes = []
     while True:
-        phase(f"runs on a batch of {batch}")
+        session = ISMSession(job["converted_path"], device=job["device"], threads=job["threads"])
         try:
-            timing = timed_runs(lambda b=batch: session.run(x[:b], batch_size=b), repeats=job["repeats"],
+            phase(f"warm-up on one sequence, then runs on a batch of {batch} ({session.provider})")
+            session.run(x[:1], batch_size=1)  # a warm-up batch could take minutes
+            timing = timed_runs(lambda s=session, b=batch: s.run(x[:b], batch_size=b), repeats=job["repeats"],
                                 budget_s=job["budget_s"], warmup=False)
             break
         except (InputError, MemoryError) as exc:
             if (isinstance(exc, InputError) and "out of memory" not in str(exc)) or batch == 1:
                 raise
-            notes.append(f"a batch of {batch} ran out of memory (limit {int(job.get('max_memory') or 0) / 2**30:.1f} "
-                         f"GiB of address space); halved")
+            notes.append(f"a batch of {batch} ran out of memory (limit {_address_limit(job) / 2**30:.1f} GiB of "
+                         "address space); halved")
             batch //= 2
+            del session
+            gc.collect()
     return {"batch_s": timing["median_s"], "runs_s": timing["runs_s"], "batch": batch,
             "sequences_per_s": batch / timing["median_s"], "time_per_sequence_s": timing["median_s"] / batch,
             "rss_before_mb": rss_before, "provider": session.provider, "sequences": batch, "notes": notes}
@@ -514,10 +519,27 @@ def _torch_setup(job: dict):
 
 def _tangermeme(job: dict, *, fast: bool) -> dict:
     try:
-        from tangermeme.saturation_mutagenesis import saturation_mutagenesis
+        from tangermeme import saturation_mutagenesis as sm
     except ImportError:
         raise BenchError("tangermeme is not installed (pip install tangermeme)") from None
     torch, module, device = _torch_setup(job)
+    saturation_mutagenesis = sm.saturation_mutagenesis
+    used_fast: list[bool] = []
+    notes = []
+    if fast and hasattr(sm, "_fast_path") and hasattr(sm, "_FAST_MIN_SECONDS"):
+        # tangermeme only tries fastISM on jobs that would take over 30 s with fast=False;
+        # the benchmark always tries it, and records whether it was used
+        sm._FAST_MIN_SECONDS = 0.0
+        decide = sm._fast_path
+
+        def recording_fast_path(*args, **kwargs):
+            out = decide(*args, **kwargs)
+            used_fast.append(out[0] is not None)
+            return out
+
+        sm._fast_path = recording_fast_path
+        notes.append("fastISM attempted on every job (tangermeme's 30 s minimum lowered to 0); each call "
+                     "captures and verifies the model again, and that time is included")
     x = torch.from_numpy(_load_x(job, 1))
     start, end = _window(job) or (0, x.shape[-1])
     batch_size = job.get("peer_batch_size", 32)
@@ -542,9 +564,12 @@ def _tangermeme(job: dict, *, fast: bool) -> dict:
     _save_arrays(job, arrays)
     from importlib.metadata import version
 
+    if used_fast:
+        notes.append("fastISM path used" if all(used_fast) else "fastISM path NOT used: fell back to fast=False")
     return {"time_per_sequence_s": timing["median_s"], "runs_s": timing["runs_s"], "warmup_s": timing["warmup_s"],
-            "compared_as": "none", "sequences": 1, "peer_batch_size": batch_size,
-            "package": f"tangermeme {version('tangermeme')}", "notes": sorted(set(messages))}
+            "compared_as": "none", "sequences": 1, "peer_batch_size": batch_size, "fast_path_used": all(used_fast)
+            if used_fast else None, "package": f"tangermeme {version('tangermeme')}",
+            "notes": notes + sorted(set(messages))}
 
 
 def peer_tangermeme(job: dict) -> dict:
@@ -652,9 +677,9 @@ WORKERS: dict[str, Callable[[dict], dict]] = {
 def run_worker(job: dict) -> dict:
     """Run one job in this process: ``{"ok": ..., "error": ..., "peak_rss_mb": ..., ...}``."""
     method = job["method"]
-    if job.get("max_memory") and job.get("device") != "cuda":
+    limit = _address_limit(job)
+    if limit and job.get("device") != "cuda":  # CUDA reserves far more address space than it uses
         with contextlib.suppress(ValueError, OSError):
-            limit = int(job["max_memory"])
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     caught: list = []
     try:
@@ -668,8 +693,8 @@ def run_worker(job: dict) -> dict:
         if isinstance(exc, KeyboardInterrupt):
             raise
         text = " ".join(str(exc).split()) or type(exc).__name__
-        if isinstance(exc, MemoryError) or "alloc" in text.lower() or "memory" in text.lower():
-            text += f" (memory limit {int(job.get('max_memory') or 0) / 2**30:.1f} GiB, --max-memory)"
+        if limit and (isinstance(exc, MemoryError) or "alloc" in text.lower() or "memory" in text.lower()):
+            text += f" (address-space limit {limit / 2**30:.1f} GiB, from --max-memory)"
         out = {"ok": False, "error": f"{type(exc).__name__}: {text}"[:2000],
                "traceback": traceback.format_exc()[-4000:], "notes": []}
     for w in caught or ():  # e.g. "CUDA was requested but ...": part of the result
@@ -678,6 +703,19 @@ def run_worker(job: dict) -> dict:
             out["notes"].append(text[:500])
     out["peak_rss_mb"] = peak_rss_mb()
     return out
+
+
+def _address_limit(job: dict) -> int:
+    """The child's address-space limit: 1.5 × ``max_memory`` (address space exceeds the
+    resident memory), at most 85% of the RAM; 0 for no limit."""
+    budget = int(job.get("max_memory") or 0)
+    if not budget:
+        return 0
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return int(budget * 1.5)
+    return int(min(budget * 1.5, total * 0.85))
 
 
 def _resolve_function(spec: str) -> Callable[[dict], dict]:
@@ -752,6 +790,7 @@ class BenchConfig:
     batch: int = 32
     device: str = "cpu"
     peers: bool = False
+    gaussian: bool = False
     peer_names: tuple[str, ...] = tuple(PEERS)
     out: Path = Path("bench_results")
     seed: int = 0
@@ -783,9 +822,16 @@ def default_max_memory() -> int:
 
 
 def choose_batch(batch: int, *, peak_bytes_per_sequence: float, max_memory: int, seconds_per_sequence: float | None,
-                 budget_s: float) -> tuple[int, str]:
-    """Sequences per batch run: ``batch``, fewer if memory or the time budget says so."""
+                 budget_s: float, single_peak_bytes: float | None = None) -> tuple[int, str]:
+    """Sequences per batch run: ``batch``, fewer if memory or the time budget says so.
+
+    ``peak_bytes_per_sequence`` is the plan's estimate; ``single_peak_bytes`` the measured
+    peak RSS of a one-sequence run: when two of those do not fit, the batch is 1.
+    """
     b, why = batch, "requested"
+    if single_peak_bytes and max_memory and 2 * single_peak_bytes > max_memory:
+        return 1, (f"memory: one sequence peaked at {single_peak_bytes / 2**30:.2f} GiB, more than half the "
+                   f"budget {max_memory / 2**30:.1f} GiB")
     if peak_bytes_per_sequence > 0 and max_memory > 0:
         fit = int(max_memory // peak_bytes_per_sequence)
         if fit < b:
@@ -819,7 +865,7 @@ def _record(model: str, method: str, kind: str, result: dict) -> dict:
     keep = ("status", "ok", "error", "time_per_sequence_s", "runs_s", "warmup_s", "convert_s", "batch",
             "batch_s", "sequences_per_s", "sequences", "peak_rss_mb", "rss_before_mb", "provider", "compared_as",
             "package", "peer_batch_size", "alpha", "notes", "wall_s", "load_average_1min", "batch_limited_by",
-            "rss_growth_per_sequence_mb")
+            "rss_growth_per_sequence_mb", "fast_path_used")
     rec = {"model": model, "method": method, "kind": kind}
     rec.update({k: result[k] for k in keep if k in result})
     return rec
@@ -867,7 +913,8 @@ def bench_model(config: BenchConfig, model: BenchModel, work: Path, peers: Mappi
         records.append(rec)
         batch, why = choose_batch(config.batch, peak_bytes_per_sequence=conv["plan"]["peak_bytes_per_sequence"],
                                   max_memory=config.max_memory,
-                                  seconds_per_sequence=single.get("time_per_sequence_s"), budget_s=config.budget_s)
+                                  seconds_per_sequence=single.get("time_per_sequence_s"), budget_s=config.budget_s,
+                                  single_peak_bytes=(single.get("peak_rss_mb") or 0) * 2**20)
         if not single["ok"]:
             batched = {"ok": False, "status": "skipped", "error": "the single-sequence run failed", "notes": []}
         elif batch == 1:  # the single-sequence runs already measured it
@@ -886,6 +933,9 @@ def bench_model(config: BenchConfig, model: BenchModel, work: Path, peers: Mappi
         info["convert_error"] = conv["error"]
         records.append(_record(model.name, "yuzu_onnx", "yuzu", conv))
 
+    if config.gaussian:
+        records.append(_gaussian_record(config, model, work, run, common, oracle, prep["layout"]))
+
     for name, fn in peers.items():
         result = run(name, arrays_out=str(work / f"{name}.npz"), function=_function_spec(fn),
                      timeout_s=config.peer_timeout_s, **common)
@@ -901,6 +951,25 @@ def bench_model(config: BenchConfig, model: BenchModel, work: Path, peers: Mappi
         records.append(rec)
     _add_speedups(info, records)
     return info, records
+
+
+def _gaussian_record(config, model, work: Path, run, common: dict, oracle, layout: str) -> dict:
+    """The published method (``--probes gaussian``) on the same sequences: time, error, Pearson r."""
+    converted = work / "model.gaussian.onnx"
+    conv = run("convert", converted_path=str(converted), probes="gaussian", **common)
+    if not conv["ok"]:
+        return _record(model.name, "yuzu_gaussian", "gaussian", conv)
+    single = run("yuzu", converted_path=str(converted), arrays_out=str(work / "gaussian.npz"), **common)
+    single["convert_s"] = conv["convert_s"]
+    rec = _record(model.name, "yuzu_gaussian", "gaussian", single)
+    if single["ok"] and oracle is not None:
+        rec.update(_compare(work / "gaussian.npz", oracle, layout, "none"))
+        got, _ = load_arrays(work / "gaussian.npz")
+        want = oracle[0]
+        flat_got = np.concatenate([np.asarray(got[k], np.float64).ravel() for k in want])
+        flat_want = np.concatenate([np.asarray(want[k], np.float64).ravel() for k in want])
+        rec["pearson_r"] = float(np.corrcoef(flat_got, flat_want)[0, 1])
+    return rec
 
 
 def _compare(path: Path, oracle, layout: str, compared_as: str) -> dict:
@@ -1034,12 +1103,14 @@ def markdown_report(results: dict) -> str:
             f"{la0[0]:.2f} at start, {_fmt(la1[0], '.2f')} at end; models: {', '.join(run['models'])}."
         )
     lines += ["", "The machine was shared with other busy processes (see the load averages): timings are noisy, "
-              "and a speedup is a ratio of two noisy times. Naive ISM is timed on one sequence; yuzu-onnx on one "
-              "sequence (median of the repeats after a warm-up run) for the speedup, and on a batch for sequences "
+              "and a speedup is a ratio of two noisy times. Naive ISM (the oracle, `naive_ism`, which creates its "
+              "ONNX Runtime session in each call) and yuzu-onnx are both timed on one sequence: the median of up to "
+              "`--repeats` runs after a warm-up run, or a single run when one run takes longer than the time "
+              "budget of a measurement (`runs_s` in the JSON). yuzu-onnx is also timed on a batch for sequences "
               "per second. Peak RSS is each method's own child process (Python, ONNX Runtime and the model "
               "included).", ""]
     header = ("| model | L | naive s/seq | yuzu s/seq | speedup | expected | bound | of bound | GFLOP naive → rewritten "
-              "| convert s | seq/s (batch) | peak RSS MB naive / yuzu / batch | max rel. error | spacings |")
+              "| GFLOP/s naive / yuzu | convert s | seq/s (batch) | peak RSS MB naive / yuzu / batch | max rel. error | spacings |")
     lines += [header, "|" + "---|" * (header.count("|") - 1)]
     failures = []
     for info in results["models"]:
@@ -1053,12 +1124,15 @@ def markdown_report(results: dict) -> str:
         seqs = f"{_fmt(batch['sequences_per_s'])} ({batch['batch']})" if ok(batch) else "–"
         rss = " / ".join(_fmt(r.get("peak_rss_mb"), ".0f") if r else "–" for r in (naive, yuzu, batch))
         gflop = f"{_fmt(plan.get('naive_gflop'), '.0f')} → {_fmt(plan.get('rewritten_gflop'), '.0f')}" if plan else "–"
+        rates = " / ".join(
+            _fmt(plan[key] / r["time_per_sequence_s"], ".0f") if plan and ok(r) and r.get("time_per_sequence_s") else "–"
+            for key, r in (("naive_gflop", naive), ("rewritten_gflop", yuzu)))
         lines.append(
             f"| {name} | {length} | {_seconds(naive['time_per_sequence_s']) if ok(naive) else 'failed'} "
             f"| {_seconds(yuzu['time_per_sequence_s']) if ok(yuzu) else 'failed'} "
             f"| {_fmt(yuzu.get('speedup_vs_naive'), '.1f') + '×' if ok(yuzu) and yuzu.get('speedup_vs_naive') else '–'} "
             f"| {_fmt(plan.get('expected_speedup'), '.1f')}× | {_fmt(plan.get('bound_speedup'), '.1f')}× "
-            f"| {_fmt(yuzu.get('fraction_of_bound'), '.0%') if ok(yuzu) else '–'} | {gflop} "
+            f"| {_fmt(yuzu.get('fraction_of_bound'), '.0%') if ok(yuzu) else '–'} | {gflop} | {rates} "
             f"| {_fmt(info.get('convert_s'), '.1f')} | {seqs} | {rss} "
             f"| {_fmt(yuzu.get('relative_error'), '.1e') if ok(yuzu) else '–'} "
             f"| {', '.join(map(str, plan.get('spacings', []))) or '–'} |"
@@ -1069,7 +1143,9 @@ def markdown_report(results: dict) -> str:
             if r is not None and not r.get("ok"):
                 failures.append(f"* **{name}** {r['method']}: {r['status']}: {r['error']}")
     lines += ["", "Speedup = naive s/seq ÷ yuzu s/seq; expected and bound are FLOP ratios from the plan "
-              "(naive ÷ rewritten, naive ÷ sparse-recompute lower bound); of bound = speedup ÷ bound. Max rel. "
+              "(naive ÷ rewritten, naive ÷ sparse-recompute lower bound); of bound = speedup ÷ bound, above 100% "
+              "when the rewritten graph runs at more GFLOP/s than naive ISM does (GFLOP/s = the plan's FLOPs ÷ "
+              "the measured time). Max rel. "
               "error: max |yuzu − naive| over all outputs ÷ max(|model output|, |naive ISM|). seq/s at the batch "
               "in parentheses (smaller than requested when the plan's memory estimate or the time budget says so, "
               "see `batch_limited_by` in the JSON)."]
@@ -1079,6 +1155,21 @@ def markdown_report(results: dict) -> str:
     notes = [f"* {i['model']}: {i['note']}" for i in results["models"] if i.get("note")]
     if notes:
         lines += ["", *notes]
+    gaussian_recs = [r for r in records if r["kind"] == "gaussian"]
+    if gaussian_recs:
+        lines += ["", "## Gaussian probes (the published method)", "",
+                  "`convert --probes gaussian` (alpha auto) beside the exact spaced probes, same sequences.", "",
+                  "| model | s/seq | speedup vs naive ORT | spaced probes s/seq | convert s | Pearson r | max rel. error "
+                  "| status |", "|---|---|---|---|---|---|---|---|"]
+        for r in gaussian_recs:
+            yuzu = rec(r["model"], "yuzu_onnx")
+            status = "ok" if r.get("ok") else f"{r['status']}: {_short(r.get('error'))}"
+            lines.append(
+                f"| {r['model']} | {_seconds(r.get('time_per_sequence_s')) if r.get('ok') else '–'} "
+                f"| {_fmt(r.get('speedup_vs_naive'), '.2f')} "
+                f"| {_seconds(yuzu.get('time_per_sequence_s')) if yuzu and yuzu.get('ok') else '–'} "
+                f"| {_fmt(r.get('convert_s'), '.1f')} | {_fmt(r.get('pearson_r'), '.8f')} "
+                f"| {_fmt(r.get('relative_error'), '.1e')} | {status} |")
     peer_recs = [r for r in records if r["kind"] == "peer"]
     if peer_recs:
         lines += ["", "## Peers", "", "Same sequences, same thread count; PyTorch modules built by "
@@ -1276,6 +1367,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch", type=int, default=None, help="sequences for the throughput run (default 32; 4 with --quick)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--peers", action="store_true", help="also run tangermeme and the original Yuzu when installed")
+    parser.add_argument("--gaussian", action="store_true",
+                        help="also run --probes gaussian (the published approximate method; sequential models only)")
     parser.add_argument("--peer", action="append", choices=sorted(PEERS), help="run only these peers (repeatable)")
     parser.add_argument("--out", default="bench_results", help="results folder (default ./bench_results)")
     parser.add_argument("--quick", action="store_true", help=f"smoke test: {', '.join(QUICK_MODELS)} at L={QUICK_LENGTH}")
@@ -1286,7 +1379,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds of timed runs per measurement (default 120; 20 with --quick); at least one run")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds before a measurement is killed")
     parser.add_argument("--peer-timeout", type=float, default=900.0, help="the same for a peer (default 900)")
-    parser.add_argument("--max-memory", help="memory limit of each measurement, like 12G (default half the RAM)")
+    parser.add_argument("--max-memory", help="memory budget of a batch run, like 12G (default half the RAM); each "
+                        "measurement's address space is limited to 1.5 times this (CPU only)")
     parser.add_argument("--cache-dir", help=f"where exports are cached (default ${BENCH_CACHE_ENV} or "
                         "~/.cache/yuzu-onnx/bench)")
     parser.add_argument("--reuse-exports", action="append", default=[],
@@ -1298,6 +1392,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--update", action="store_true",
                         help="merge into the existing results in --out (replace only the models run now)")
     parser.add_argument("--profile", metavar="MODEL", help="profile one converted model instead of benchmarking")
+    parser.add_argument("--render", action="store_true",
+                        help="only write the Markdown again from the JSON in --out (no measurements)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     return parser
@@ -1324,6 +1420,7 @@ def config_from_args(args) -> BenchConfig:
         batch=args.batch if args.batch is not None else (4 if args.quick else 32),
         device=args.device,
         peers=bool(args.peers or args.peer),
+        gaussian=args.gaussian,
         peer_names=tuple(args.peer) if args.peer else tuple(PEERS),
         out=Path(args.out),
         seed=args.seed,
@@ -1358,6 +1455,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     if args.worker:
         return _worker_main(args.worker, args.result)
+    if args.render:
+        path = Path(args.out) / RESULTS_JSON
+        if not path.is_file():
+            print(f"yuzu-onnx bench: error: no {path} to render", file=sys.stderr)
+            return 2
+        _, md_path = write_results(json.loads(path.read_text()), Path(args.out))
+        print(f"wrote {md_path}", file=sys.stderr)
+        return 0
     try:
         config = config_from_args(args)
         if args.profile:

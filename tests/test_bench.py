@@ -157,17 +157,25 @@ def test_unknown_model_is_an_error(capsys):
     assert "unknown model 'nosuchnet'" in capsys.readouterr().err
 
 
-def test_merge_results_replaces_models():
-    def results(models, tag):
-        return {"schema": bench.SCHEMA, "runs": [{"tag": tag}],
-                "models": [{"model": m, "run": 0} for m in models],
-                "records": [{"model": m, "method": "naive_ort", "tag": tag} for m in models]}
+def test_merge_results_replaces_what_was_run_again():
+    def results(tag, models, records):
+        return {"schema": bench.SCHEMA, "runs": [{"tag": tag}], "models": [{"model": m, "run": 0} for m in models],
+                "records": [{"model": m, "method": meth, "kind": kind, "tag": tag, "run": 0}
+                            for m, meth, kind in records]}
 
-    merged = bench.merge_results(results(["toynet", "deepsea"], "old"), results(["deepsea"], "new"))
-    assert [m["model"] for m in merged["models"]] == ["toynet", "deepsea"]
+    old = results("old", ["toynet", "deepsea"], [("toynet", "naive_ort", "baseline"), ("toynet", "tangermeme", "peer"),
+                                                  ("deepsea", "naive_ort", "baseline"), ("deepsea", "yuzu_onnx", "yuzu")])
+    new = results("new", ["deepsea"], [("deepsea", "naive_ort", "baseline")])
+    merged = bench.merge_results(old, new)
     assert [r["tag"] for r in merged["runs"]] == ["old", "new"]
     assert [(m["model"], m["run"]) for m in merged["models"]] == [("toynet", 0), ("deepsea", 1)]
-    assert {r["model"]: r["tag"] for r in merged["records"]} == {"toynet": "old", "deepsea": "new"}
+    # the model's main records are all replaced; only peers and Gaussian records survive a rerun
+    assert [(r["model"], r["method"], r["tag"], r["run"]) for r in merged["records"]] == [
+        ("toynet", "naive_ort", "old", 0), ("toynet", "tangermeme", "old", 0), ("deepsea", "naive_ort", "new", 1)]
+    again = bench.merge_results(merged, results("newer", ["toynet"], [("toynet", "naive_ort", "baseline")]))
+    assert [r["tag"] for r in again["runs"]] == ["old", "new", "newer"]
+    assert [(r["model"], r["method"], r["tag"], r["run"]) for r in again["records"]] == [
+        ("toynet", "naive_ort", "newer", 2), ("toynet", "tangermeme", "old", 0), ("deepsea", "naive_ort", "new", 1)]
 
 
 def test_timed_runs_budget():
@@ -277,3 +285,12 @@ def test_tangermeme_peer_in_process(tmp_path):
     assert peer["ok"], peer["error"]
     assert peer["relative_error"] < 1e-5 and peer["package"].startswith("tangermeme")
     assert results["models"][0]["verified_against_torch"] is True
+
+
+def test_in_process_run_leaves_the_address_space_limit_alone(tmp_path):
+    """An in-process run must not lower the caller's (and its later children's) limit."""
+    import resource
+
+    before = resource.getrlimit(resource.RLIMIT_AS)
+    bench.run_worker({"method": "prepare", "max_memory": 2**30, "model": "nonexistent", "n_sequences": 1})
+    assert resource.getrlimit(resource.RLIMIT_AS) == before

@@ -267,17 +267,7 @@ def browser():
     opts.binary_location = chromium
     for f in CHROME_FLAGS:
         opts.add_argument(f)
-    from selenium.common.exceptions import WebDriverException
-
-    # chromedriver occasionally dies at start-up on a busy machine ("unexpectedly exited",
-    # status -5); a fresh start succeeds. Three tries, then the error stands.
-    for attempt in range(3):
-        try:
-            return webdriver.Chrome(options=opts, service=Service(executable_path=driver))
-        except WebDriverException as exc:
-            if "unexpectedly exited" not in str(exc) or attempt == 2:
-                raise
-            time.sleep(2)
+    return webdriver.Chrome(options=opts, service=Service(executable_path=driver))
 
 
 def load_in_page(drv, url, files):

@@ -678,9 +678,13 @@ def run_worker(job: dict) -> dict:
     """Run one job in this process: ``{"ok": ..., "error": ..., "peak_rss_mb": ..., ...}``."""
     method = job["method"]
     limit = _address_limit(job)
+    previous = resource.getrlimit(resource.RLIMIT_AS)
     if limit and job.get("device") != "cuda":  # CUDA reserves far more address space than it uses
+        # only the soft limit, restored below: an in-process run must not leave the caller
+        # (and every process it starts later, e.g. a browser) with a lowered address space
         with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+            resource.setrlimit(resource.RLIMIT_AS, (min(limit, previous[1]) if previous[1] > 0 else limit,
+                                                    previous[1]))
     caught: list = []
     try:
         fn = _resolve_function(job["function"]) if job.get("function") else WORKERS[method]
@@ -701,6 +705,8 @@ def run_worker(job: dict) -> dict:
         text = f"{w.category.__name__}: {str(w.message).splitlines()[0] if str(w.message) else ''}"
         if text not in out["notes"] and not issubclass(w.category, (DeprecationWarning, FutureWarning)):
             out["notes"].append(text[:500])
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_AS, previous)
     out["peak_rss_mb"] = peak_rss_mb()
     return out
 
@@ -1038,8 +1044,8 @@ def run_benchmark(config: BenchConfig, *, peers: Mapping[str, Peer] | None = Non
                 "wall_s": time.time() - started, "models": [m.name for m in config.models],
                 "peers": list(peers)}
     results = {"schema": SCHEMA, "runs": [run_info], "models": models, "records": records}
-    for m in models:
-        m["run"] = 0
+    for item in models + records:
+        item["run"] = 0
     return results
 
 
@@ -1050,20 +1056,38 @@ def _version() -> str:
 
 
 def merge_results(old: dict, new: dict) -> dict:
-    """``new`` with the models of ``old`` that ``new`` did not benchmark (``--update``)."""
+    """``new`` merged into ``old`` (``--update``).
+
+    A model benchmarked again takes its new model record; each of its methods measured
+    again replaces the old record, and methods not run this time (peers, Gaussian probes)
+    keep their old record. Every model and record names its run (``run``: an index into
+    ``runs``); runs no longer referenced are dropped.
+    """
     if old.get("schema") != SCHEMA:
         return new
-    fresh = {m["model"] for m in new["models"]}
-    runs = list(old["runs"])
-    kept_models = [m for m in old["models"] if m["model"] not in fresh]
-    used = sorted({m["run"] for m in kept_models})
+    model_run = {m["model"]: m.get("run", 0) for m in old["models"]}
+    old_records = [dict(r, run=r.get("run", model_run.get(r["model"], 0))) for r in old["records"]]
+    fresh_models = {m["model"] for m in new["models"]}
+    fresh_records = {(r["model"], r["method"]) for r in new["records"]}
+    kept_models = [m for m in old["models"] if m["model"] not in fresh_models]
+    kept_records = [r for r in old_records if (r["model"], r["method"]) not in fresh_records
+                    and (r["model"] not in fresh_models or r["kind"] in ("peer", "gaussian"))]
+    used = sorted({x.get("run", 0) for x in kept_models + kept_records})
     remap = {r: i for i, r in enumerate(used)}
-    runs = [runs[r] for r in used] + new["runs"]
     offset = len(used)
-    models = [dict(m, run=remap[m["run"]]) for m in kept_models] + [dict(m, run=m["run"] + offset) for m in new["models"]]
-    records = [r for r in old["records"] if r["model"] not in fresh] + new["records"]
+    runs = [old["runs"][r] for r in used] + new["runs"]
+
+    def moved(items, shift):
+        return [dict(x, run=remap[x.get("run", 0)] if shift is None else x.get("run", 0) + shift) for x in items]
+
+    models = moved(kept_models, None) + moved(new["models"], offset)
     order = {m: i for i, m in enumerate(MODELS)}
     models.sort(key=lambda m: order.get(m["model"], len(order)))
+    rank = {m["model"]: i for i, m in enumerate(models)}
+    records = moved(kept_records, None) + moved(new["records"], offset)
+    methods = ["naive_ort", "yuzu_onnx", "yuzu_onnx_batch", "yuzu_gaussian", *PEERS]
+    records.sort(key=lambda r: (rank.get(r["model"], len(rank)),
+                                methods.index(r["method"]) if r["method"] in methods else len(methods)))
     return {"schema": SCHEMA, "runs": runs, "models": models, "records": records}
 
 
@@ -1084,7 +1108,8 @@ def _seconds(value) -> str:
 
 def markdown_report(results: dict) -> str:
     """The tables of ``bench_results.md``."""
-    records = results["records"]
+    model_run = {m["model"]: m.get("run", 0) for m in results["models"]}
+    records = [dict(r, run=r.get("run", model_run.get(r["model"], 0))) for r in results["records"]]
 
     def rec(model: str, method: str) -> dict | None:
         return next((r for r in records if r["model"] == model and r["method"] == method), None)
@@ -1111,6 +1136,16 @@ def markdown_report(results: dict) -> str:
               "included).", ""]
     header = ("| model | L | naive s/seq | yuzu s/seq | speedup | expected | bound | of bound | GFLOP naive → rewritten "
               "| GFLOP/s naive / yuzu | convert s | seq/s (batch) | peak RSS MB naive / yuzu / batch | max rel. error | spacings |")
+    several = len(results["runs"]) > 1
+
+    def run_of(item: dict | None) -> str:
+        return f"{item.get('run', 0) + 1} | " if several and item is not None else ("– | " if several else "")
+
+    def same_run(a: dict | None, b: dict) -> bool:
+        return a is not None and bool(a.get("ok")) and a.get("run", 0) == b.get("run", 0)
+
+    if several:
+        header = "| run " + header
     lines += [header, "|" + "---|" * (header.count("|") - 1)]
     failures = []
     for info in results["models"]:
@@ -1128,7 +1163,7 @@ def markdown_report(results: dict) -> str:
             _fmt(plan[key] / r["time_per_sequence_s"], ".0f") if plan and ok(r) and r.get("time_per_sequence_s") else "–"
             for key, r in (("naive_gflop", naive), ("rewritten_gflop", yuzu)))
         lines.append(
-            f"| {name} | {length} | {_seconds(naive['time_per_sequence_s']) if ok(naive) else 'failed'} "
+            f"| {run_of(info)}{name} | {length} | {_seconds(naive['time_per_sequence_s']) if ok(naive) else 'failed'} "
             f"| {_seconds(yuzu['time_per_sequence_s']) if ok(yuzu) else 'failed'} "
             f"| {_fmt(yuzu.get('speedup_vs_naive'), '.1f') + '×' if ok(yuzu) and yuzu.get('speedup_vs_naive') else '–'} "
             f"| {_fmt(plan.get('expected_speedup'), '.1f')}× | {_fmt(plan.get('bound_speedup'), '.1f')}× "
@@ -1159,34 +1194,37 @@ def markdown_report(results: dict) -> str:
     if gaussian_recs:
         lines += ["", "## Gaussian probes (the published method)", "",
                   "`convert --probes gaussian` (alpha auto) beside the exact spaced probes, same sequences.", "",
-                  "| model | s/seq | speedup vs naive ORT | spaced probes s/seq | convert s | Pearson r | max rel. error "
-                  "| status |", "|---|---|---|---|---|---|---|---|"]
+                  ("| run " if several else "") + "| model | s/seq | speedup vs naive ORT | spaced probes s/seq "
+                  "| convert s | Pearson r | max rel. error | status |",
+                  "|---" * (8 + several) + "|"]
         for r in gaussian_recs:
             yuzu = rec(r["model"], "yuzu_onnx")
             status = "ok" if r.get("ok") else f"{r['status']}: {_short(r.get('error'))}"
             lines.append(
-                f"| {r['model']} | {_seconds(r.get('time_per_sequence_s')) if r.get('ok') else '–'} "
+                f"| {run_of(r)}{r['model']} | {_seconds(r.get('time_per_sequence_s')) if r.get('ok') else '–'} "
                 f"| {_fmt(r.get('speedup_vs_naive'), '.2f')} "
-                f"| {_seconds(yuzu.get('time_per_sequence_s')) if yuzu and yuzu.get('ok') else '–'} "
+                f"| {_seconds(yuzu.get('time_per_sequence_s')) if same_run(yuzu, r) else '–'} "
                 f"| {_fmt(r.get('convert_s'), '.1f')} | {_fmt(r.get('pearson_r'), '.8f')} "
                 f"| {_fmt(r.get('relative_error'), '.1e')} | {status} |")
     peer_recs = [r for r in records if r["kind"] == "peer"]
     if peer_recs:
         lines += ["", "## Peers", "", "Same sequences, same thread count; PyTorch modules built by "
                   "`tools/torch_models.py` with the seed of the ONNX export.", "",
-                  "| model | method | s/seq | speedup vs naive ORT | yuzu-onnx faster by | setup s | peak RSS MB "
-                  "| max rel. error | status |", "|---|---|---|---|---|---|---|---|---|"]
+                  ("| run " if several else "") + "| model | method | s/seq | speedup vs naive ORT "
+                  "| yuzu-onnx faster by | setup s | peak RSS MB | max rel. error | status |",
+                  "|---" * (9 + several) + "|"]
         for r in peer_recs:
             yuzu = rec(r["model"], "yuzu_onnx")
             faster = None
-            if r.get("ok") and yuzu and yuzu.get("ok") and r.get("time_per_sequence_s"):
+            if r.get("ok") and same_run(yuzu, r) and r.get("time_per_sequence_s"):
                 faster = r["time_per_sequence_s"] / yuzu["time_per_sequence_s"]
             err = _fmt(r.get("relative_error"), ".1e")
             if r.get("compared_as") == "l2" and r.get("relative_error") is not None:
                 err += " (l2)"
             status = "ok" if r.get("ok") else f"{r['status']}: {_short(r.get('error'))}"
             lines.append(
-                f"| {r['model']} | {r['method']} | {_seconds(r.get('time_per_sequence_s')) if r.get('ok') else '–'} "
+                f"| {run_of(r)}{r['model']} | {r['method']} "
+                f"| {_seconds(r.get('time_per_sequence_s')) if r.get('ok') else '–'} "
                 f"| {_fmt(r.get('speedup_vs_naive'), '.2f')} | {_fmt(faster, '.1f')}"
                 f"{'×' if faster else ''} | {_fmt(r.get('convert_s'), '.1f')} "
                 f"| {_fmt(r.get('peak_rss_mb'), '.0f')} | {err} | {status} |")
@@ -1390,7 +1428,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--work-dir", help="keep intermediate files here (default: a temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep intermediate files")
     parser.add_argument("--update", action="store_true",
-                        help="merge into the existing results in --out (replace only the models run now)")
+                        help="merge into the existing results in --out: the models run now are replaced, except "
+                        "their peer and Gaussian records when those were not run again")
     parser.add_argument("--profile", metavar="MODEL", help="profile one converted model instead of benchmarking")
     parser.add_argument("--render", action="store_true",
                         help="only write the Markdown again from the JSON in --out (no measurements)")

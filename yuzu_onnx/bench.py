@@ -736,7 +736,8 @@ def _function_spec(fn: Callable) -> str:
     return f"{fn.__module__}:{fn.__qualname__}"
 
 
-def run_job(job: dict, *, work_dir: Path, timeout_s: float, isolate: bool = True, log=None) -> dict:
+def run_job(job: dict, *, work_dir: Path, timeout_s: float, isolate: bool = True, log=None,
+            timeout_option: str = "--timeout") -> dict:
     """Run ``job`` in a child process (or in this one with ``isolate=False``)."""
     start = time.time()
     load = os.getloadavg()[0]
@@ -767,7 +768,7 @@ def run_job(job: dict, *, work_dir: Path, timeout_s: float, isolate: bool = True
         else:
             tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
             if rc is None:
-                why = f"timed out after {timeout_s:.0f} s (--timeout)"
+                why = f"timed out after {timeout_s:.0f} s ({timeout_option})"
             elif rc < 0:
                 why = f"child process killed by signal {-rc}" + (" (out of memory?)" if -rc == 9 else "")
             else:
@@ -887,7 +888,8 @@ def bench_model(config: BenchConfig, model: BenchModel, work: Path, peers: Mappi
     def run(method: str, *, timeout_s: float | None = None, **extra) -> dict:
         job = _base_job(config, model, method, work)
         job.update(extra)
-        return run_job(job, work_dir=work, timeout_s=timeout_s or config.timeout_s, isolate=config.isolate, log=log)
+        return run_job(job, work_dir=work, timeout_s=timeout_s or config.timeout_s, isolate=config.isolate, log=log,
+                       timeout_option="--peer-timeout" if timeout_s else "--timeout")
 
     n_sequences = max(config.batch, 1)
     prep = run("prepare", n_sequences=n_sequences, cache_dir=str(config.cache_dir), reuse_dirs=list(config.reuse_dirs))

@@ -3,7 +3,8 @@
 Each example draws a random architecture (:func:`yuzu_onnx.testing.random_models.random_model`),
 a window (``None`` or ``(s, e)``), a reduction per output (``none``/``l2``/``raw``, and
 ``sum`` for outputs inside the local region) and a batch of 2–3 one-hot sequences, one of
-them with a few all-zero (N) columns. The converted model must pass the full ONNX checker
+them with a few all-zero (N) columns, and whether convolutions of the input take the
+first-convolution shortcut (``auto`` or forced). The converted model must pass the full ONNX checker
 and match the naive oracle within ``1e-5 × scale`` per output, with
 ``scale = max(max|f(X)|, max|ism|)``; an output above tolerance passes only when a float64
 oracle shows the float32 oracle was the one off.
@@ -54,13 +55,14 @@ def test_random_architecture_matches_oracle(seed, data):
         name: data.draw(st.sampled_from(["none", "l2", "raw"] + (["sum"] if name in local else [])), label=name)
         for name in info.outputs
     }
+    first_conv = data.draw(st.sampled_from(["auto", "shortcut"]), label="first_conv")
     n = data.draw(st.integers(2, 3), label="n_sequences")
     X = random_batch(n, spec.seq_len, layout=spec.layout, rng=np.random.default_rng(seed),
                      n_unknown=3, alphabet_size=spec.alphabet_size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a deliberate naive fallback must be exact too
-        report = check_exactness(model, X, window=window, reduce=reduce)
-    context = f"seed {seed}: {info.description}; window={window}, reduce={reduce}"
+        report = check_exactness(model, X, window=window, reduce=reduce, first_conv=first_conv)
+    context = f"seed {seed}: {info.description}; window={window}, reduce={reduce}, first_conv={first_conv}"
     assert report.error is None, f"{context}\n{report.stage} failed: {report.error}"
     assert [c.output for c in report.checks] == list(info.outputs)
     for check in report.checks:

@@ -4,7 +4,7 @@
     python tools/fuzz_exactness.py --replay tools/fuzz_failures/seed_123.json
 
 Example ``i`` uses seed ``S + i``: the model is ``random_model(seed)``; the window,
-reductions and sequences are drawn from ``numpy.random.default_rng([seed, 1])``. Every
+reductions, sequences and first-convolution mode are drawn from ``numpy.random.default_rng([seed, 1])``. Every
 failure is saved as ``<out>/seed_<seed>.onnx`` and ``.json`` (seed, options, errors) with a
 one-line reproduction command. Outputs above tolerance are re-checked against a float64
 oracle (``onnx.reference``) to tell engine bugs from float32 oracle noise; noise-only
@@ -53,11 +53,12 @@ def example_inputs(model: onnx.ModelProto, seed: int):
                      alphabet_size=alphabet_size)
     chunk_bytes = int(rng.integers(1, 40000)) if rng.random() < 0.3 else None
     batch_size = 1 if rng.random() < 0.2 else None
-    return window, reduce, X, chunk_bytes, batch_size
+    first_conv = "shortcut" if rng.random() < 0.5 else "auto"
+    return window, reduce, X, chunk_bytes, batch_size, first_conv
 
 
 def run_one(seed: int, out_dir: Path | None, *, model=None, window="draw", reduce=None, X=None,
-            chunk_bytes=None, batch_size=None) -> dict:
+            chunk_bytes=None, batch_size=None, first_conv="auto") -> dict:
     """Check one example; returns a JSON-able record (``status`` ok / fail / noise / generator)."""
     started = time.perf_counter()
     record: dict = {"seed": seed}
@@ -72,16 +73,17 @@ def run_one(seed: int, out_dir: Path | None, *, model=None, window="draw", reduc
     else:
         record["description"] = model.doc_string
     if window == "draw":
-        window, reduce, X, chunk_bytes, batch_size = example_inputs(model, seed)
+        window, reduce, X, chunk_bytes, batch_size, first_conv = example_inputs(model, seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         report = check_exactness(model, X, window=window, reduce=reduce, tail_chunk_bytes=chunk_bytes,
-                                 batch_size=batch_size)
+                                 batch_size=batch_size, first_conv=first_conv)
     record.update(
         window=list(window) if window else None,
         reduce=report.reduce or reduce,
         tail_chunk_bytes=chunk_bytes,
         batch_size=batch_size,
+        first_conv=first_conv,
         x_shape=list(X.shape),
         report=report.as_dict(),
         summary=report.summary(),
@@ -106,7 +108,8 @@ def replay(path: Path) -> int:
     X = np.load(saved["x"])
     window = tuple(saved["window"]) if saved["window"] else None
     record = run_one(saved["seed"], None, model=model, window=window, reduce=saved["reduce"], X=X,
-                     chunk_bytes=saved.get("tail_chunk_bytes"), batch_size=saved.get("batch_size"))
+                     chunk_bytes=saved.get("tail_chunk_bytes"), batch_size=saved.get("batch_size"),
+                     first_conv=saved.get("first_conv", "auto"))
     print(json.dumps({k: record[k] for k in ("seed", "description", "window", "reduce", "status", "summary")},
                      indent=1, default=str))
     for check in record["report"]["checks"]:

@@ -65,6 +65,10 @@ def _add_model_options(p: argparse.ArgumentParser, *, window: bool = True, outpu
                        help="gaussian probes: oversampling factor 1.0-1.5, or auto (default)")
         g.add_argument("--probe-seed", type=int, default=0, metavar="S",
                        help="gaussian probes: seed of the random probes (default 0)")
+        g.add_argument("--first-conv", choices=("auto", "shortcut", "probes"), default="auto",
+                       help="spaced probes: convolutions of the sequence input as gathered kernel-column "
+                            "differences (shortcut), convolved on the probes (probes), or whichever the "
+                            "cost model finds cheaper (auto, default)")
 
 
 def _add_run_options(p: argparse.ArgumentParser, *, naive: bool = False) -> None:
@@ -192,6 +196,8 @@ def _model_kwargs(args) -> dict:
             kw[key] = value
     if getattr(args, "probes", None):
         kw["probes"] = args.probes
+        if args.probes == "spaced":
+            kw["first_conv"] = args.first_conv
         if args.probes == "gaussian":
             alpha = args.alpha
             if alpha != "auto":
@@ -345,6 +351,7 @@ def describe_conversion(conv, model_path: str | None = None) -> dict:
             for st in plan.stages
         ],
         "tails": tails,
+        "first_conv_shortcut": [graph.node[c.node].name or c.output for c in plan.input_convs],
         "reductions": dict(conv.reductions),
         "fallback_reason": plan.fallback_reason,
         "naive_flops": plan.naive_flops,
@@ -354,6 +361,11 @@ def describe_conversion(conv, model_path: str | None = None) -> dict:
         "bound_speedup": plan.bound_speedup,
         "peak_bytes_per_sequence": int(plan.peak_bytes_per_sequence),
     }
+
+
+def _first_conv_names(conv) -> str:
+    graph = conv.spec.model.graph
+    return ", ".join(repr(graph.node[c.node].name or c.output) for c in conv.plan.input_convs)
 
 
 def describe_converted(path: str) -> dict:
@@ -428,6 +440,9 @@ def _print_original(d: dict) -> None:
                  f"{st['probes']} probes")
     else:
         _say("stages: none")
+    if d.get("first_conv_shortcut"):
+        _say("first convolution: kernel-column differences gathered onto the reference output ("
+             + ", ".join(repr(n) for n in d["first_conv_shortcut"]) + "), not convolved on the probes")
     _say("tail per output:")
     for name, how in d["tails"].items():
         _say(f"  {name} [{d['reductions'][name]}]: {how}")
@@ -530,6 +545,8 @@ def cmd_convert(args) -> int:
         spacings = ", ".join(str(st.spacing) for st in plan.stages)
         probes = sum(st.n_probes * a for st in plan.stages)
         _say(f"  {len(plan.stages)} stages (spacing {spacings}; {probes} probes in all)")
+        if plan.input_convs:
+            _say(f"  first convolution from kernel-column differences: {_first_conv_names(conv)}")
     _say(f"  expected speedup {plan.expected_speedup:.1f}x over naive ISM (bound {plan.bound_speedup:.1f}x)")
     for name, shape in _graph_output_shapes(conv.model).items():
         _say(f"  output {name} {_shape_text(shape)} reduce={conv.reductions[name]}")

@@ -110,6 +110,7 @@ def convert_model(
     probes: str = "spaced",
     alpha: str | float = "auto",
     seed: int = 0,
+    first_conv: str = "auto",
 ) -> Conversion:
     """Like :func:`convert`, but also returns the spec, region and plan behind the model."""
     spec = model if isinstance(model, ModelSpec) else load_model(
@@ -132,7 +133,7 @@ def convert_model(
         stop = f" (the first op after the input is {region.stops[0]})" if region.stops else ""
         reason = f"the model has no local region{stop}"
     if reason is None:
-        plan = plan_rewrite(spec, region, window=window)
+        plan = plan_rewrite(spec, region, window=window, first_conv=first_conv)
         try:
             ism_model = emit_model(spec, plan.region, plan, outputs=list(names), reductions=reductions)
             return Conversion(ism_model, spec, plan.region, plan, names, reductions)
@@ -159,6 +160,7 @@ def convert(
     probes: str = "spaced",
     alpha: str | float = "auto",
     seed: int = 0,
+    first_conv: str = "auto",
 ) -> onnx.ModelProto:
     """Rewrite a sequence model into a self-contained ISM model.
 
@@ -175,6 +177,10 @@ def convert(
         ``gaussian`` (the published approximate Yuzu method, sequential stacks only).
     alpha, seed: gaussian only: the oversampling factor (``"auto"`` or 1.0-1.5) and the
         seed of the random probes (a fixed seed gives a bit-identical model).
+    first_conv: spaced probes only: convolutions of the sequence input run as ``shortcut``
+        (reference output plus gathered kernel-column differences, no convolution on the
+        probes), as ``probes`` (convolved like every other layer), or ``auto`` (default:
+        the cheaper one by the planner's cost model).
 
     Returns
     -------
@@ -185,6 +191,7 @@ def convert(
     return convert_model(
         model, seq_len=seq_len, input_name=input_name, layout=layout, alphabet=alphabet,
         window=window, reduce=reduce, outputs=outputs, probes=probes, alpha=alpha, seed=seed,
+        first_conv=first_conv,
     ).model
 
 

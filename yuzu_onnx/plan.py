@@ -16,13 +16,28 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from .analysis.region import CONST, DATA, LocalRegion, node_inputs, truncated_region
+from .analysis.input_convs import InputConv, find_input_convs
+from .analysis.region import (
+    CONST,
+    DATA,
+    LocalRegion,
+    constant_values,
+    node_inputs,
+    truncated_region,
+)
 from .errors import InputError
 from .importer import ModelSpec
 
 REPACK_WEIGHT = 50.0  # cost of one re-packed element, in FLOP-equivalents (memory-bound; measured)
 STAGE_MEMORY_LIMIT = 2 * 2**30  # bytes per sequence of one stage's live probe tensors
 TAIL_CHUNK_BYTES = 256 * 2**20  # per sequence: live tensors of one chunk of the materialised tail
+# cost of one output element of the first-convolution shortcut in FLOP-equivalents, against
+# the convolution's 2·A·K (measured on CPU, 2 threads: the block Gather, the Transpose that
+# puts positions last and the table build take ~2.7 ns per element; the convolution
+# runs at ~100-130 GFLOP/s, fused with its ReLU): the shortcut pays for protein-size
+# alphabets or very wide kernels, not for a DNA layer of width 8-25
+SHORTCUT_WEIGHT = 300.0
+FIRST_CONV_MODES = ("auto", "shortcut", "probes")
 
 
 @dataclass(frozen=True)
@@ -45,6 +60,7 @@ class RewritePlan:
     window: tuple[int, int]
     stages: tuple[Stage, ...]
     producer_stage: dict[str, int] = field(repr=False)
+    input_convs: tuple[InputConv, ...] = ()
     tail_chunk: int = 1
     naive_flops: float = 0.0
     rewritten_flops: float = 0.0
@@ -123,16 +139,26 @@ def plan_rewrite(
     window=None,
     naive: bool = False,
     fallback_reason: str | None = None,
+    first_conv: str = "auto",
 ) -> RewritePlan:
     """Choose stages and spacings for ``region`` (no stages at all when ``naive``).
+
+    ``first_conv``: how convolutions of the sequence input run on the probes: ``shortcut``
+    (kernel-column differences gathered onto the reference output, no convolution),
+    ``probes`` (the convolution runs on every probe) or ``auto`` (the cheaper by the
+    cost model).
 
     Stages that would need more than ``STAGE_MEMORY_LIMIT`` bytes per sequence while
     saving little (at least half as many probes as mutants) join the materialised tail,
     which runs in memory-bounded chunks of mutants; the plan records the region it used.
     """
+    if first_conv not in FIRST_CONV_MODES:
+        raise InputError(f"--first-conv must be one of {', '.join(FIRST_CONV_MODES)}, got {first_conv!r}")
     start, end = parse_window(window, spec.seq_len)
+    constants = constant_values(spec.model) if first_conv != "probes" and not naive else {}
     for _ in range(len(region.region_nodes) + 1):
-        plan = _plan_for_region(spec, region, start, end, naive, fallback_reason)
+        convs = find_input_convs(spec, region, constants) if constants else []
+        plan = _plan_for_region(spec, region, start, end, naive, fallback_reason, convs, first_conv)
         keep = _stages_within_memory(spec, plan)
         if keep is None:
             return plan
@@ -186,13 +212,20 @@ def _stage_bytes(spec: ModelSpec, region: LocalRegion, stage: Stage, a: int, win
     return float(a * stage.n_probes * largest * LIVE_TENSORS)
 
 
-def _plan_for_region(spec, region, start, end, naive, fallback_reason) -> RewritePlan:
+def _plan_for_region(spec, region, start, end, naive, fallback_reason, convs=(), first_conv="auto") -> RewritePlan:
     lw = end - start
     a = spec.alphabet_size
     graph = spec.model.graph
     nodes = [] if naive else list(region.region_nodes)
     raw_flops = [node_flops(graph.node[i], spec) for i in nodes]
     flops = [f * _changed_fraction(graph.node[i], region, start, end) for f, i in zip(raw_flops, nodes)]
+    shortcuts = []
+    for conv in convs:
+        pos = nodes.index(conv.node)
+        cheaper = SHORTCUT_WEIGHT < conv.flops_per_output()
+        if first_conv == "shortcut" or cheaper:
+            shortcuts.append(conv)
+            flops[pos] *= SHORTCUT_WEIGHT / conv.flops_per_output()
     produced_at: dict[str, int] = {}
     for pos, i in enumerate(nodes, start=1):
         for out in graph.node[i].output:
@@ -211,6 +244,8 @@ def _plan_for_region(spec, region, start, end, naive, fallback_reason) -> Rewrit
             for out in graph.node[i].output:
                 if out:
                     producer_stage[out] = s
+    # the shortcut reads one mutation per output window: the stage's spacing must cover it
+    shortcuts = [conv for conv in shortcuts if stages[producer_stage[conv.output]].spacing >= conv.span]
     all_nodes = range(len(graph.node))
     total = sum(node_flops(graph.node[i], spec) for i in all_nodes if _is_data(graph.node[i], region))
     tail_nodes = list(all_nodes) if naive else list(region.tail_nodes)
@@ -236,6 +271,7 @@ def _plan_for_region(spec, region, start, end, naive, fallback_reason) -> Rewrit
         window=(start, end),
         stages=tuple(stages),
         producer_stage=producer_stage,
+        input_convs=tuple(shortcuts),
         tail_chunk=chunk,
         naive_flops=naive_flops,
         rewritten_flops=rewritten,

@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ..analysis.region import outer_scope_names, subgraphs
+from ..analysis.region import node_inputs, outer_scope_names, subgraphs
 from ..errors import UnsupportedError
 
 PREFIX = "yuzu/"
@@ -151,3 +151,21 @@ def copy_nodes(
     for node in nodes:
         emit(node)
     return copied
+
+
+def prune_dead_nodes(nodes: list[onnx.NodeProto], roots: Iterable[str]) -> list[onnx.NodeProto]:
+    """The nodes that ``roots`` depend on, in their order (e.g. input probes that a
+    first-convolution shortcut made unnecessary are dropped)."""
+    live = set(roots)
+    kept: list[onnx.NodeProto] = []
+    for node in reversed(nodes):
+        if any(o in live for o in node.output if o):
+            kept.append(node)
+            live.update(node_inputs(node))
+    kept.reverse()
+    return kept
+
+
+def referenced_names(nodes: Iterable[onnx.NodeProto]) -> set[str]:
+    """Every tensor name the nodes (and, from the outer scope, their subgraphs) read."""
+    return {name for node in nodes for name in node_inputs(node)}

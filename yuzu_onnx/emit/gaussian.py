@@ -143,7 +143,7 @@ def emit_gaussian(
     for out in outputs:
         if region.kinds.get(out) != DATA:
             raise GaussianUnsupportedError(f"output {out!r} does not depend on the sequence")
-    base = plan_rewrite(spec, region, window=window)
+    base = plan_rewrite(spec, region, window=window, first_conv="probes")
     region = base.region  # stages too big for memory may have joined the tail
     a = spec.alphabet_size
     design = design_layers(spec, region, base.window, n_classes=a, alpha_max=fixed or ALPHA_RANGE[1])

@@ -14,7 +14,7 @@ from ..analysis.region import LocalRegion, constant_values
 from ..errors import UnsupportedError
 from ..importer import ModelSpec
 from ..plan import RewritePlan
-from .builder import PREFIX, GraphBuilder
+from .builder import PREFIX, GraphBuilder, prune_dead_nodes, referenced_names
 from .decode import (
     REDUCTIONS,
     emit_mutants,
@@ -88,7 +88,7 @@ def emit_ism_model(
         ctx = EmitContext(spec, region, plan, scope, ref_names, producers, constants, shift=shift)
         finals = branch(ctx, is_reference)
         branches[shift] = helper.make_graph(
-            scope.nodes,
+            prune_dead_nodes(scope.nodes, finals),
             "ism_shift_classes" if shift else "ism_all_bases",
             [],
             [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in finals],
@@ -108,12 +108,14 @@ def emit_ism_model(
         shape = ["batch", *_ism_axes(spec, plan)] + ism_dims(outer, out, reductions[out])
         final_outputs.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, shape))
     seq_input = next(i for i in graph.input if i.name == spec.input_name)
+    nodes = prune_dead_nodes(builder.nodes, outputs)
+    used = referenced_names(nodes)
     new_graph = helper.make_graph(
-        builder.nodes,
+        nodes,
         f"{graph.name or 'model'}_ism",
         [seq_input],
         final_outputs,
-        list(graph.initializer) + builder.initializers,
+        list(graph.initializer) + [t for t in builder.initializers if t.name in used],
     )
     model = helper.make_model(new_graph, opset_imports=list(spec.model.opset_import), producer_name="yuzu-onnx",
                               producer_version=__version__)
@@ -193,6 +195,8 @@ def _set_metadata(model, spec, region, plan, outputs, reductions, probes) -> Non
         "yuzu_onnx.probes": probes,
         "yuzu_onnx.outputs": json.dumps({o: {"reduce": reductions[o]} for o in outputs}),
         "yuzu_onnx.stages": json.dumps(stages),
+        "yuzu_onnx.first_conv_shortcut": json.dumps([spec.model.graph.node[c.node].name or c.output
+                                                     for c in plan.input_convs]),
         "yuzu_onnx.tail_chunk": str(plan.tail_chunk),
         "yuzu_onnx.peak_bytes_per_sequence": str(int(plan.peak_bytes_per_sequence)),
         "yuzu_onnx.naive_flops": f"{plan.naive_flops:.6g}",

@@ -8,6 +8,7 @@ import onnx
 
 from .builder import PREFIX, copy_nodes
 from .crop import Span, emit_cropped_node, fit_span, required_spans, stage_spans
+from .input_conv import emit_input_conv
 from .probes import EmitContext, emit_input_probes, valid_positions
 from .wide_conv import emit_wide_conv, is_wide_conv
 
@@ -100,7 +101,13 @@ def _emit_full_stage(ctx: EmitContext, s: int) -> None:
     rename = {name: emit_repack(ctx, name, s) for name in stage.inputs}
     graph = ctx.spec.model.graph
 
+    shortcuts = {conv.output: conv for conv in ctx.plan.input_convs}
+
     def faster_form(original: onnx.NodeProto, renamed: onnx.NodeProto) -> bool:
+        conv = shortcuts.get(original.output[0])
+        if conv is not None:
+            emit_input_conv(ctx, conv, s, full_span(ctx, conv.output), renamed.output[0])
+            return True
         if not is_wide_conv(original, ctx.spec.shapes, ctx.constants):
             return False
         emit_wide_conv(ctx.builder, original, renamed.input[0], renamed.output[0], ctx.spec.shapes, ctx.constants)
@@ -127,12 +134,18 @@ def _emit_cropped_stage(ctx: EmitContext, s: int, spans: dict[str, Span]) -> Non
     prefix = f"{PREFIX}{ctx.builder.scope}s{s}/"
     names = {name: emit_repack(ctx, name, s, spans[name]) for name in stage.inputs}
     have = {name: spans[name] for name in stage.inputs}
+    shortcuts = {conv.output: conv for conv in ctx.plan.input_convs}
     for i in stage.nodes:
         node = graph.node[i]
         needed = [o for o in node.output if o in spans]
         if not needed:
             continue
         out_span = spans[needed[0]]
+        if node.output[0] in shortcuts:
+            out = prefix + node.output[0]
+            emit_input_conv(ctx, shortcuts[node.output[0]], s, out_span, out)
+            names[node.output[0]], have[node.output[0]] = out, out_span
+            continue
         required = required_spans(ctx, node, out_span)
         inputs = [
             fit_span(ctx, names[name], name, have[name], required[name], stage.n_probes) if name in maps else name

@@ -1155,6 +1155,7 @@ def check_exactness(
     tolerance: float = TOLERANCE,
     tail_chunk_bytes: int | None = None,
     batch_size: int | None = None,
+    first_conv: str = "auto",
 ) -> ExactnessReport:
     """Convert ``model``, run it on ``X`` and compare every output with the naive oracle.
 
@@ -1170,6 +1171,8 @@ def check_exactness(
     tail_chunk_bytes: override ``yuzu_onnx.plan.TAIL_CHUNK_BYTES`` during the conversion
         (small values force the tail ``Loop`` through several chunks).
     batch_size: sequences per run of the converted model (default all of ``X``).
+    first_conv: passed to :func:`yuzu_onnx.convert.convert_model` (``shortcut`` forces the
+        first-convolution shortcut wherever it applies).
 
     The oracle runs the imported (cleaned) model; the original model's own outputs on
     ``X`` are compared with the cleaned model's too (stage ``importer`` on a mismatch).
@@ -1194,7 +1197,7 @@ def check_exactness(
             plan_module.TAIL_CHUNK_BYTES = int(tail_chunk_bytes)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", YuzuWarning)
-            conv = convert_model(model, window=window, reduce=reduce)
+            conv = convert_model(model, window=window, reduce=reduce, first_conv=first_conv)
         report.tail_chunk = conv.plan.tail_chunk
         report.fallback = next((str(w.message) for w in caught if issubclass(w.category, YuzuWarning)), None)
         report.reduce = dict(conv.reductions)

@@ -143,6 +143,24 @@ def test_main_quick_in_process(tmp_path, capsys):
     assert "| tiny |" in capsys.readouterr().out
 
 
+def test_first_conv_compare_times_both_modes(tmp_path):
+    path = tmp_path / "tiny.onnx"
+    onnx.save(build_tiny_cnn(seq_len=32), str(path))
+    out = tmp_path / "out"
+    rc = bench.main(["--quick", "--models", str(path), "--out", str(out), "--in-process", "--batch", "1",
+                     "--cache-dir", str(tmp_path / "cache"), "--first-conv-compare"])
+    assert rc == 0
+    data = json.loads((out / bench.RESULTS_JSON).read_text())
+    records = {r["method"]: r for r in data["records"]}
+    short, probes = records["yuzu_first_conv_shortcut"], records["yuzu_first_conv_on_probes"]
+    for rec in (short, probes):
+        assert rec["ok"] and rec["kind"] == "first_conv" and rec["relative_error"] < 1e-5
+        assert rec["time_per_sequence_s"] > 0 and rec["speedup_vs_naive"] > 0
+    assert short["first_conv_shortcut"] and not probes["first_conv_shortcut"]
+    text = (out / bench.RESULTS_MD).read_text()
+    assert "## First-convolution shortcut" in text and "| tiny | shortcut |" in text and "| tiny | on probes |" in text
+
+
 def test_failing_model_is_recorded(tmp_path):
     config = bench.BenchConfig(models=[bench.BenchModel("ghost", path=str(tmp_path / "missing.onnx"))],
                                repeats=1, batch=1, budget_s=1, out=tmp_path, cache_dir=tmp_path, isolate=False)

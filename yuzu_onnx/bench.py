@@ -418,7 +418,7 @@ def worker_convert(job: dict) -> dict:
         phase("converting")
         t0 = time.perf_counter()
         conv = convert_model(job["model_path"], seq_len=job.get("seq_len"), window=_window(job),
-                             probes=job.get("probes", "spaced"))
+                             probes=job.get("probes", "spaced"), first_conv=job.get("first_conv", "auto"))
         convert_s = time.perf_counter() - t0
     save_model(conv.model, job["converted_path"])
     plan = conv.plan
@@ -440,6 +440,7 @@ def worker_convert(job: dict) -> dict:
             "tail_chunk": plan.tail_chunk,
             "window": list(plan.window),
             "fallback_reason": plan.fallback_reason,
+            "first_conv_shortcut": [conv.spec.model.graph.node[c.node].name or c.output for c in plan.input_convs],
         },
         "notes": [str(w.message) for w in caught],
     }
@@ -798,6 +799,7 @@ class BenchConfig:
     device: str = "cpu"
     peers: bool = False
     gaussian: bool = False
+    first_conv_compare: bool = False
     peer_names: tuple[str, ...] = tuple(PEERS)
     out: Path = Path("bench_results")
     seed: int = 0
@@ -943,6 +945,9 @@ def bench_model(config: BenchConfig, model: BenchModel, work: Path, peers: Mappi
 
     if config.gaussian:
         records.append(_gaussian_record(config, model, work, run, common, oracle, prep["layout"]))
+    if config.first_conv_compare:
+        for mode in ("shortcut", "probes"):
+            records.append(_first_conv_record(model, work, run, common, oracle, prep["layout"], mode))
 
     for name, fn in peers.items():
         result = run(name, arrays_out=str(work / f"{name}.npz"), function=_function_spec(fn),
@@ -977,6 +982,26 @@ def _gaussian_record(config, model, work: Path, run, common: dict, oracle, layou
         flat_got = np.concatenate([np.asarray(got[k], np.float64).ravel() for k in want])
         flat_want = np.concatenate([np.asarray(want[k], np.float64).ravel() for k in want])
         rec["pearson_r"] = float(np.corrcoef(flat_got, flat_want)[0, 1])
+    return rec
+
+
+FIRST_CONV_METHODS = {"shortcut": "yuzu_first_conv_shortcut", "probes": "yuzu_first_conv_on_probes"}
+
+
+def _first_conv_record(model, work: Path, run, common: dict, oracle, layout: str, mode: str) -> dict:
+    """The spaced-probe model converted with ``--first-conv mode``, timed on the same sequence."""
+    method = FIRST_CONV_METHODS[mode]
+    converted = work / f"model.first_conv_{mode}.onnx"
+    conv = run("convert", converted_path=str(converted), first_conv=mode, **common)
+    if not conv["ok"]:
+        return _record(model.name, method, "first_conv", conv)
+    single = run("yuzu", converted_path=str(converted), arrays_out=str(work / f"{method}.npz"), **common)
+    single["convert_s"] = conv["convert_s"]
+    rec = _record(model.name, method, "first_conv", single)
+    rec["first_conv_shortcut"] = conv["plan"].get("first_conv_shortcut", [])
+    rec["expected_speedup"] = conv["plan"].get("expected_speedup")
+    if single["ok"] and oracle is not None:
+        rec.update(_compare(work / f"{method}.npz", oracle, layout, "none"))
     return rec
 
 
@@ -1073,7 +1098,7 @@ def merge_results(old: dict, new: dict) -> dict:
     fresh_records = {(r["model"], r["method"]) for r in new["records"]}
     kept_models = [m for m in old["models"] if m["model"] not in fresh_models]
     kept_records = [r for r in old_records if (r["model"], r["method"]) not in fresh_records
-                    and (r["model"] not in fresh_models or r["kind"] in ("peer", "gaussian"))]
+                    and (r["model"] not in fresh_models or r["kind"] in ("peer", "gaussian", "first_conv"))]
     used = sorted({x.get("run", 0) for x in kept_models + kept_records})
     remap = {r: i for i, r in enumerate(used)}
     offset = len(used)
@@ -1087,7 +1112,7 @@ def merge_results(old: dict, new: dict) -> dict:
     models.sort(key=lambda m: order.get(m["model"], len(order)))
     rank = {m["model"]: i for i, m in enumerate(models)}
     records = moved(kept_records, None) + moved(new["records"], offset)
-    methods = ["naive_ort", "yuzu_onnx", "yuzu_onnx_batch", "yuzu_gaussian", *PEERS]
+    methods = ["naive_ort", "yuzu_onnx", "yuzu_onnx_batch", "yuzu_gaussian", *FIRST_CONV_METHODS.values(), *PEERS]
     records.sort(key=lambda r: (rank.get(r["model"], len(rank)),
                                 methods.index(r["method"]) if r["method"] in methods else len(methods)))
     return {"schema": SCHEMA, "runs": runs, "models": models, "records": records}
@@ -1207,6 +1232,23 @@ def markdown_report(results: dict) -> str:
                 f"| {_fmt(r.get('speedup_vs_naive'), '.2f')} "
                 f"| {_seconds(yuzu.get('time_per_sequence_s')) if same_run(yuzu, r) else '–'} "
                 f"| {_fmt(r.get('convert_s'), '.1f')} | {_fmt(r.get('pearson_r'), '.8f')} "
+                f"| {_fmt(r.get('relative_error'), '.1e')} | {status} |")
+    first_conv_recs = [r for r in records if r["kind"] == "first_conv"]
+    if first_conv_recs:
+        lines += ["", "## First-convolution shortcut", "",
+                  "The same model converted with `--first-conv shortcut` (convolutions of the input from "
+                  "gathered kernel-column differences) and `--first-conv probes` (convolved on every probe), "
+                  "timed on the same sequence one after the other.", "",
+                  ("| run " if several else "") + "| model | first conv | s/seq | speedup vs naive ORT "
+                  "| expected (FLOPs) | shortcut on | max rel. error | status |",
+                  "|---" * (8 + several) + "|"]
+        for r in first_conv_recs:
+            status = "ok" if r.get("ok") else f"{r['status']}: {_short(r.get('error'))}"
+            mode = "shortcut" if r["method"] == FIRST_CONV_METHODS["shortcut"] else "on probes"
+            lines.append(
+                f"| {run_of(r)}{r['model']} | {mode} | {_seconds(r.get('time_per_sequence_s')) if r.get('ok') else '–'} "
+                f"| {_fmt(r.get('speedup_vs_naive'), '.2f')} | {_fmt(r.get('expected_speedup'), '.1f')} "
+                f"| {', '.join(r.get('first_conv_shortcut') or []) or '–'} "
                 f"| {_fmt(r.get('relative_error'), '.1e')} | {status} |")
     peer_recs = [r for r in records if r["kind"] == "peer"]
     if peer_recs:
@@ -1409,6 +1451,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--peers", action="store_true", help="also run tangermeme and the original Yuzu when installed")
     parser.add_argument("--gaussian", action="store_true",
                         help="also run --probes gaussian (the published approximate method; sequential models only)")
+    parser.add_argument("--first-conv-compare", action="store_true",
+                        help="also time the model converted with --first-conv shortcut and with --first-conv probes")
     parser.add_argument("--peer", action="append", choices=sorted(PEERS), help="run only these peers (repeatable)")
     parser.add_argument("--out", default="bench_results", help="results folder (default ./bench_results)")
     parser.add_argument("--quick", action="store_true", help=f"smoke test: {', '.join(QUICK_MODELS)} at L={QUICK_LENGTH}")
@@ -1462,6 +1506,7 @@ def config_from_args(args) -> BenchConfig:
         device=args.device,
         peers=bool(args.peers or args.peer),
         gaussian=args.gaussian,
+        first_conv_compare=args.first_conv_compare,
         peer_names=tuple(args.peer) if args.peer else tuple(PEERS),
         out=Path(args.out),
         seed=args.seed,

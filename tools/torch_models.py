@@ -330,6 +330,37 @@ class SpliceAI(nn.Module):
 # --------------------------------------------------------------------------------------
 # Registry, seeded initialisation, export.
 
+class ProteinCNN(nn.Module):
+    """A protein sequence CNN (20-letter alphabet), where the first convolution is wide.
+
+    ``conv(20→128, 15) → ReLU → MaxPool(2) → conv(128→128, 9) → ReLU → MaxPool(2) →
+    conv(128→128, 9) → ReLU → mean over length → Linear(128 → 10)``.
+    """
+
+    output_names = ("y",)
+    alphabet_size = 20
+
+    def __init__(self, *, seq_len: int = 500, n_filters: int = 128, first_kernel: int = 15, kernel_size: int = 9,
+                 n_outputs: int = 10) -> None:
+        super().__init__()
+        f, k = n_filters, kernel_size
+        self.body = nn.Sequential(
+            nn.Conv1d(self.alphabet_size, f, first_kernel, padding=_same(first_kernel)),
+            nn.ReLU(),
+            nn.MaxPool1d(2),
+            nn.Conv1d(f, f, k, padding=_same(k)),
+            nn.ReLU(),
+            nn.MaxPool1d(2),
+            nn.Conv1d(f, f, k, padding=_same(k)),
+            nn.ReLU(),
+        )
+        self.fc = nn.Linear(f, n_outputs)
+        self.head_layers = (self.fc,)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.body(x).mean(-1))
+
+
 ARCHITECTURES: dict[str, tuple[Callable[..., nn.Module], dict]] = {
     "toynet": (ToyNet, {"seq_len": 1000}),
     "basset": (Basset, {"seq_len": 600}),
@@ -338,13 +369,14 @@ ARCHITECTURES: dict[str, tuple[Callable[..., nn.Module], dict]] = {
     "bpnet4": (BPNet, {"seq_len": 1000, "n_dilated": 3}),
     "bpnet9": (BPNet, {"seq_len": 2114, "n_dilated": 9, "out_len": 1000}),
     "spliceai10k": (SpliceAI, {"seq_len": 11000}),
+    "protein_cnn": (ProteinCNN, {"seq_len": 500}),
 }
 
 
-def random_onehot(n: int, seq_len: int, *, seed: int = 0) -> np.ndarray:
-    """Random one-hot DNA, shape ``(n, 4, seq_len)``, float32."""
+def random_onehot(n: int, seq_len: int, *, seed: int = 0, alphabet_size: int = 4) -> np.ndarray:
+    """Random one-hot sequences, shape ``(n, alphabet_size, seq_len)``, float32 (DNA by default)."""
     rng = np.random.default_rng(seed)
-    x = np.eye(4, dtype=np.float32)[rng.integers(0, 4, (n, seq_len))]
+    x = np.eye(alphabet_size, dtype=np.float32)[rng.integers(0, alphabet_size, (n, seq_len))]
     return np.ascontiguousarray(x.transpose(0, 2, 1))
 
 
@@ -354,7 +386,7 @@ def build(name: str, *, seed: int = 0, **kwargs) -> nn.Module:
     Parameters
     ----------
     name: one of :data:`ARCHITECTURES` (``toynet``, ``basset``, ``factorized_basset``,
-        ``deepsea``, ``bpnet4``, ``bpnet9``, ``spliceai10k``).
+        ``deepsea``, ``bpnet4``, ``bpnet9``, ``spliceai10k``, ``protein_cnn``).
     seed: ``torch.manual_seed`` for the weights, and the seed of the calibration batch.
     kwargs: architecture options overriding the published defaults (``seq_len``, channel
         counts, ...); see each class.
@@ -394,12 +426,16 @@ def _calibrate_batch_norm(module: nn.Module, seq_len: int, seed: int) -> None:
         m.momentum = None  # cumulative average
     module.train()
     with torch.no_grad():
-        module(torch.from_numpy(random_onehot(8, seq_len, seed=seed + 1)))
+        module(torch.from_numpy(random_onehot(8, seq_len, seed=seed + 1, alphabet_size=_alphabet_size(module))))
         for m in norms:
             m.weight.copy_(1.0 + 0.1 * torch.randn_like(m.weight))
             m.bias.copy_(0.1 * torch.randn_like(m.bias))
             m.momentum = 0.1
     module.eval()
+
+
+def _alphabet_size(module: nn.Module) -> int:
+    return int(getattr(module, "alphabet_size", 4))
 
 
 def _output_names(module: nn.Module) -> list[str]:
@@ -419,7 +455,7 @@ def export(
 
     Parameters
     ----------
-    module: a model taking ``(N, 4, seq_len)`` one-hot input.
+    module: a model taking ``(N, A, seq_len)`` one-hot input (``A = module.alphabet_size``, 4 by default).
     path: the ``.onnx`` file to write (weights inside the file).
     seq_len: the input length ``L`` (fixed in the exported graph).
     exporter: ``"torchscript"`` (``dynamo=False``, opset 17, ``dynamic_axes``) or
@@ -439,7 +475,7 @@ def export(
     opset = opset or DEFAULT_OPSET[exporter]
     module = module.eval()
     names = _output_names(module)
-    example = (torch.from_numpy(random_onehot(2, seq_len, seed=11)),)
+    example = (torch.from_numpy(random_onehot(2, seq_len, seed=11, alphabet_size=_alphabet_size(module))),)
     with torch.no_grad():
         if exporter == "torchscript":
             axes = {n: {0: "batch"} for n in (INPUT_NAME, *names)}
@@ -487,7 +523,7 @@ def verify_export(module: nn.Module, path: str | Path, *, seq_len: int, rtol: fl
     names = [o.name for o in session.get_outputs()]
     worst = 0.0
     for batch in (1, 3):
-        x = random_onehot(batch, seq_len, seed=100 + batch)
+        x = random_onehot(batch, seq_len, seed=100 + batch, alphabet_size=_alphabet_size(module))
         with torch.no_grad():
             expected = module(torch.from_numpy(x))
         expected = expected if isinstance(expected, tuple) else (expected,)

@@ -98,6 +98,8 @@ MODELS: dict[str, BenchModel] = {
                    note="profile cropped to the central 1000 positions, plus counts"),
         BenchModel("spliceai10k", "spliceai10k", 11000, window=(5400, 5600), cache_name="spliceai10k_torchscript.onnx",
                    note="ISM of the 200 central positions only (--window), naive included"),
+        BenchModel("protein_cnn", "protein_cnn", 500, cache_name="protein_cnn_torchscript.onnx",
+                   note="20-letter protein alphabet; first convolution 20→128, width 15"),
     )
 }
 

@@ -64,6 +64,25 @@ class GraphBuilder:
             return self.op(op_type, [x, self.ints(axes, "axes")], hint=hint, keepdims=keepdims)
         return self.op(op_type, [x], hint=hint, axes=list(axes), keepdims=keepdims)
 
+    def select(self, mask: np.ndarray | str, on_true: str, on_false: str, hint: str = "select") -> str:
+        """``Where(mask, on_true, on_false)`` for a boolean ``mask`` (a constant array or a
+        tensor name), computed as ``on_true·m + on_false·(1 - m)``.
+
+        ONNX Runtime's CPU ``Where`` spends ~3 ns per element where two broadcasting Muls
+        and an Add take under 1 ns (measured on re-packs of 4-34 M elements). For finite
+        values the result is bit-identical (``x·1 = x``, ``y·0 = ±0``, ``x + 0 = x``); an
+        infinite or NaN value on the side not taken would give NaN instead.
+        """
+        if isinstance(mask, str):
+            m = self.op("Cast", [mask], to=onnx.TensorProto.FLOAT, hint=f"{hint}_mask")
+            rest = self.op("Sub", [self.const(np.array(1.0, dtype=np.float32), "one"), m], hint=f"{hint}_rest")
+        else:
+            m = self.const(np.asarray(mask, dtype=np.float32), f"{hint}_mask")
+            rest = self.const(1.0 - np.asarray(mask, dtype=np.float32), f"{hint}_rest")
+        taken = self.op("Mul", [on_true, m], hint=hint)
+        kept = self.op("Mul", [on_false, rest], hint=hint)
+        return self.op("Add", [taken, kept], hint=hint)
+
     def transpose(self, x: str, perm: Sequence[int], hint: str = "transpose") -> str:
         if list(perm) == sorted(perm):
             return x

@@ -231,7 +231,7 @@ def fit_span(ctx: EmitContext, tensor_name: str, original: str, have: Span, want
         inside[inner.lo - want.lo : inner.hi - want.lo + 1] = True
     mask = inside.reshape([1, 1] + [want.size if a == axis else 1 for a in range(1, rank)])
     reference = b.slice(ctx.ref_names[original], [want.lo], [want.hi + 1], [axis], hint="reference_halo")
-    mixed = b.op("Where", [b.const(mask, "computed_positions"), by_sequence, reference], hint="reference_halo")
+    mixed = b.select(mask, by_sequence, reference, hint="reference_halo")
     return b.reshape(mixed, [-1, *dims], hint="reference_halo")
 
 

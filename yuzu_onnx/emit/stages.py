@@ -81,7 +81,7 @@ def emit_repack(ctx: EmitContext, tensor: str, to_stage: int, want: Span | None 
     reference = ctx.ref_names[tensor]
     if want != full_span(ctx, tensor):
         reference = b.slice(reference, [want.lo], [want.hi + 1], [m.axis], hint="crop_reference")
-    mixed = b.op("Where", [b.const(valid.reshape(shape), "repack_valid"), probe_axis, reference], hint="repack")
+    mixed = b.select(valid.reshape(shape), probe_axis, reference, hint="repack")
     dims = ctx.dims(tensor)
     dims[m.axis - 1] = want.size
     return b.reshape(mixed, [-1, *dims], hint=f"repacked_s{to_stage}")

@@ -213,3 +213,23 @@ def test_soft_columns_get_all_substitutions_like_the_oracle() -> None:
         result = ISMSession(conversion.model).run(X)
         oracle = naive_ism(spec, X, window=window)
         assert_matches_oracle(result, oracle, conversion.reductions, conversion, reference_outputs(spec, X))
+
+
+@pytest.mark.parametrize("name,tail", [("transpose_dense", "none"), ("basset_like", "vectors"), ("attention", "materialised")])
+def test_peak_memory_counts_only_the_tail_that_was_built(name: str, tail: str) -> None:
+    from yuzu_onnx.emit.model import emitted_tail
+    from yuzu_onnx.plan import plan_rewrite
+
+    spec = _spec(name, "ncl")
+    conversion = convert_model(spec)
+    assert emitted_tail(conversion.model) == tail
+    planned = plan_rewrite(spec, conversion.region)
+    peak = conversion.plan.peak_bytes_per_sequence
+    props = {p.key: p.value for p in conversion.model.metadata_props}
+    assert int(props["yuzu_onnx.peak_bytes_per_sequence"]) == int(peak)
+    if tail == "materialised":
+        assert peak == planned.peak_bytes_per_sequence
+    else:
+        assert peak < planned.peak_bytes_per_sequence
+        dropped = planned.tail_chunk_bytes if tail == "none" else planned.tail_frontier_bytes
+        assert peak == pytest.approx(planned.peak_bytes_per_sequence - dropped)

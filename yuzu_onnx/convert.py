@@ -14,7 +14,7 @@ import onnx
 from .analysis.positional import input_map
 from .analysis.region import DATA, LocalRegion, analyse_region
 from .emit.decode import REDUCTIONS
-from .emit.model import emit_model
+from .emit.model import emit_model, emitted_tail
 from .errors import InputError, UnsupportedError, YuzuWarning
 from .importer import NCL, ModelSpec, load_model
 from .plan import RewritePlan, plan_rewrite
@@ -136,7 +136,8 @@ def convert_model(
         plan = plan_rewrite(spec, region, window=window, first_conv=first_conv)
         try:
             ism_model = emit_model(spec, plan.region, plan, outputs=list(names), reductions=reductions)
-            return Conversion(ism_model, spec, plan.region, plan, names, reductions)
+            return Conversion(ism_model, spec, plan.region, plan.realised(emitted_tail(ism_model)), names,
+                              reductions)
         except UnsupportedError as exc:
             reason = str(exc)
     if probes != "naive":
@@ -144,7 +145,7 @@ def convert_model(
     fallback = naive_region(spec, region)
     plan = plan_rewrite(spec, fallback, window=window, naive=True, fallback_reason=reason)
     ism_model = emit_model(spec, fallback, plan, outputs=list(names), reductions=reductions, probes="naive")
-    return Conversion(ism_model, spec, fallback, plan, names, reductions)
+    return Conversion(ism_model, spec, fallback, plan.realised(emitted_tail(ism_model)), names, reductions)
 
 
 def convert(

@@ -11,7 +11,7 @@ cost model (FLOPs of the stage's nodes times its probe count, plus re-pack traff
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import onnx
@@ -67,6 +67,19 @@ class RewritePlan:
     bound_flops: float = 0.0
     peak_bytes_per_sequence: float = 0.0
     fallback_reason: str | None = None
+    # the parts of the peak that a materialised tail adds: its chunk of mutant frontier
+    # tensors, and the whole chunk (frontier plus the tail's own tensors)
+    tail_frontier_bytes: float = 0.0
+    tail_chunk_bytes: float = 0.0
+
+    def realised(self, tail: str) -> RewritePlan:
+        """The plan with the peak of the tail the emitter built: ``materialised`` (mutant
+        frontier tensors in chunks, as planned), ``vectors`` (only decoded head outputs run
+        in the chunked tail) or ``none`` (every output decoded without a tail)."""
+        drop = {"materialised": 0.0, "vectors": self.tail_frontier_bytes, "none": self.tail_chunk_bytes}[tail]
+        return replace(self, peak_bytes_per_sequence=self.peak_bytes_per_sequence - drop,
+                       tail_frontier_bytes=0.0 if tail != "materialised" else self.tail_frontier_bytes,
+                       tail_chunk_bytes=self.tail_chunk_bytes - drop)
 
     @property
     def window_length(self) -> int:
@@ -266,6 +279,7 @@ def _plan_for_region(spec, region, start, end, naive, fallback_reason, convs=(),
     tail_bytes = _tail_bytes_per_mutant(spec, region, tail_nodes, naive)
     chunk = max(1, min(lw, int(TAIL_CHUNK_BYTES // max(1, a * tail_bytes))))
     peak = _peak_bytes(spec, region, stages, (start, end), a, chunk, tail_bytes)
+    frontier_bytes = _frontier_bytes_per_mutant(spec, region, naive)
     return RewritePlan(
         region=region,
         window=(start, end),
@@ -278,6 +292,8 @@ def _plan_for_region(spec, region, start, end, naive, fallback_reason, convs=(),
         bound_flops=bound,
         peak_bytes_per_sequence=peak,
         fallback_reason=fallback_reason,
+        tail_frontier_bytes=float(chunk * a * frontier_bytes * 2),
+        tail_chunk_bytes=float(chunk * a * tail_bytes * 2),
     )
 
 
@@ -299,11 +315,14 @@ def _is_data(node: onnx.NodeProto, region: LocalRegion) -> bool:
 def _tail_bytes_per_mutant(spec: ModelSpec, region: LocalRegion, tail_nodes, naive: bool) -> int:
     """Live bytes of one mutant in the tail: its frontier tensors plus a few tail tensors."""
     graph = spec.model.graph
-    frontier = {spec.input_name} if naive else set(region.frontier)
     sizes = [4 * _numel(spec.shapes.get(o, ())) for i in tail_nodes for o in graph.node[i].output
              if o and region.kinds.get(o, CONST) != CONST]
-    frontier_bytes = sum(4 * _numel(spec.shapes.get(n, ())) for n in frontier)
-    return frontier_bytes + LIVE_TENSORS * max(sizes, default=0)
+    return _frontier_bytes_per_mutant(spec, region, naive) + LIVE_TENSORS * max(sizes, default=0)
+
+
+def _frontier_bytes_per_mutant(spec: ModelSpec, region: LocalRegion, naive: bool) -> int:
+    frontier = {spec.input_name} if naive else set(region.frontier)
+    return sum(4 * _numel(spec.shapes.get(n, ())) for n in frontier)
 
 
 LIVE_TENSORS = 4  # tensors of a stage alive at once (input, output, a skip connection, a temporary)

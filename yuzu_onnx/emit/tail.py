@@ -49,6 +49,7 @@ def emit_tail(ctx: EmitContext, outputs: list[str]) -> dict[str, str]:
         for spacing, table in probe_indices(ctx, positions.reshape(-1)).items()
     }
     frontier = [t for t in ctx.region.frontier if any(t in n.input for n in tail_nodes) or _read_by_meta(ctx, t)]
+    ctx.tail = "materialised" if frontier else "vectors"
     rename: dict[str, str] = {}
     if precomputed:
         offsets = body.op("Gather", [outer.const(positions - start, "tail_offsets"), iteration], axis=0,

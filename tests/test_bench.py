@@ -238,6 +238,8 @@ def test_stage_of():
     assert bench.stage_of("yuzu/shift/decode_57") == "decode"
     assert bench.stage_of("yuzu/shift/tail/Gemm_3") == "tail"
     assert bench.stage_of("yuzu/window_input_4") == "window_input"
+    assert bench.stage_of("fused yuzu/shift/tail//head/head.2/Gemm") == "tail"
+    assert bench.stage_of("fused /body/body.0/Conv") == "ref (reference pass)"
 
 
 def test_aggregate_profile():

@@ -1300,7 +1300,11 @@ def write_results(results: dict, out: Path) -> tuple[Path, Path]:
 
 
 def stage_of(node_name: str) -> str:
-    """The category of an emitted node: ``stage k``, ``repack``, ``decode``, ``tail``, ``ref``, ..."""
+    """The category of an emitted node: ``stage k``, ``repack``, ``decode``, ``tail``, ``ref``, ...
+
+    Nodes that ONNX Runtime fused keep the first node's name after ``fused ``.
+    """
+    node_name = node_name.removeprefix("fused ")
     if not node_name.startswith("yuzu/"):
         return "ref (reference pass)"
     rest = node_name[len("yuzu/"):]

@@ -347,7 +347,7 @@ def describe_conversion(conv, model_path: str | None = None) -> dict:
         "window": list(plan.window),
         "stages": [
             {"nodes": len(st.nodes), "spacing": st.spacing, "receptive_field": st.receptive_field,
-             "probes": st.n_probes * a}
+             "probes": st.n_probes * (a - 1), "probes_with_unknown_bases": st.n_probes * a}
             for st in plan.stages
         ],
         "tails": tails,
@@ -437,7 +437,7 @@ def _print_original(d: dict) -> None:
         _say("stages:")
         for i, st in enumerate(d["stages"], 1):
             _say(f"  {i}: {st['nodes']} nodes, spacing {st['spacing']}, receptive field {st['receptive_field']}, "
-                 f"{st['probes']} probes")
+                 f"{st['probes']} probes ({st['probes_with_unknown_bases']} for sequences with N)")
     else:
         _say("stages: none")
     if d.get("first_conv_shortcut"):
@@ -543,8 +543,9 @@ def cmd_convert(args) -> int:
         _say(f"  naive ISM fallback: {plan.fallback_reason}")
     else:
         spacings = ", ".join(str(st.spacing) for st in plan.stages)
-        probes = sum(st.n_probes * a for st in plan.stages)
-        _say(f"  {len(plan.stages)} stages (spacing {spacings}; {probes} probes in all)")
+        probes = sum(st.n_probes * (a - 1) for st in plan.stages)
+        _say(f"  {len(plan.stages)} stages (spacing {spacings}; {probes} probes in all, "
+             f"{probes // (a - 1) * a} for sequences with N)")
         if plan.input_convs:
             _say(f"  first convolution from kernel-column differences: {_first_conv_names(conv)}")
     _say(f"  expected speedup {plan.expected_speedup:.1f}x over naive ISM (bound {plan.bound_speedup:.1f}x)")

@@ -188,7 +188,8 @@ def _emit_reference(spec: ModelSpec, builder: GraphBuilder) -> dict[str, str]:
 
 def _set_metadata(model, spec, region, plan, outputs, reductions, probes) -> None:
     stages = [
-        {"spacing": st.spacing, "probes": st.n_probes * spec.alphabet_size, "receptive_field": st.receptive_field,
+        {"spacing": st.spacing, "probes": st.n_probes * (spec.alphabet_size - 1),
+         "probes_with_unknown_bases": st.n_probes * spec.alphabet_size, "receptive_field": st.receptive_field,
          "nodes": len(st.nodes)}
         for st in plan.stages
     ]

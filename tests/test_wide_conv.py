@@ -48,3 +48,29 @@ def test_narrow_or_grouped_convs_are_left_alone() -> None:
     shapes = {"x": (-1, 4, 100), "y": (-1, 64, 100)}
     assert not is_wide_conv(helper.make_node("Conv", ["x", "w"], ["y"]), shapes, constants)
     assert not is_wide_conv(helper.make_node("Conv", ["x", "v"], ["y"]), shapes, constants)
+
+
+def test_peak_memory_counts_the_matmul_form_of_a_wide_profile_head() -> None:
+    """The MatMul form holds ``Cout·K`` product rows per position: the stage estimate
+    must cover them (BPNet-like heads made the runner's batch run out of memory)."""
+    from yuzu_onnx import load_model
+    from yuzu_onnx.analysis.region import analyse_region, constant_values
+    from yuzu_onnx.analysis.wide_convs import wide_conv_bytes
+    from yuzu_onnx.plan import _stage_bytes, plan_rewrite
+    from yuzu_onnx.testing.model_builders import _Graph
+
+    g = _Graph("wide_head", layout="ncl", seq_len=300, seed=0)
+    h = g.op("Relu", [g.same_conv(g.seq(), 4, 8, 9)])
+    g.profile_output(g.same_conv(h, 8, 2, 41), "profile")  # 8 -> 2 channels, kernel 41: the MatMul form
+    spec = load_model(g.build())
+    constants = constant_values(spec.model)
+    graph = spec.model.graph
+    (head,) = [i for i, n in enumerate(graph.node) if n.op_type == "Conv" and is_wide_conv(n, spec.shapes, constants)]
+    region = analyse_region(spec)
+    plan = plan_rewrite(spec, region)
+    (stage,) = [st for st in plan.stages if head in st.nodes]
+    need = spec.alphabet_size * stage.n_probes * wide_conv_bytes(graph.node[head], spec.shapes, constants)
+    assert _stage_bytes(spec, region, stage, spec.alphabet_size, plan.window, constants) >= need
+    assert plan.peak_bytes_per_sequence >= need
+    # without the wide convolution's products the estimate would have been smaller
+    assert _stage_bytes(spec, region, stage, spec.alphabet_size, plan.window, {}) < need

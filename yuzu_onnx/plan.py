@@ -25,6 +25,7 @@ from .analysis.region import (
     node_inputs,
     truncated_region,
 )
+from .analysis.wide_convs import is_wide_conv, wide_conv_bytes
 from .errors import InputError
 from .importer import ModelSpec
 
@@ -168,11 +169,11 @@ def plan_rewrite(
     if first_conv not in FIRST_CONV_MODES:
         raise InputError(f"--first-conv must be one of {', '.join(FIRST_CONV_MODES)}, got {first_conv!r}")
     start, end = parse_window(window, spec.seq_len)
-    constants = constant_values(spec.model) if first_conv != "probes" and not naive else {}
+    constants = {} if naive else constant_values(spec.model)
     for _ in range(len(region.region_nodes) + 1):
-        convs = find_input_convs(spec, region, constants) if constants else []
-        plan = _plan_for_region(spec, region, start, end, naive, fallback_reason, convs, first_conv)
-        keep = _stages_within_memory(spec, plan)
+        convs = find_input_convs(spec, region, constants) if first_conv != "probes" and not naive else []
+        plan = _plan_for_region(spec, region, start, end, naive, fallback_reason, convs, first_conv, constants)
+        keep = _stages_within_memory(spec, plan, constants)
         if keep is None:
             return plan
         region = truncated_region(
@@ -182,7 +183,7 @@ def plan_rewrite(
     return plan
 
 
-def _stages_within_memory(spec: ModelSpec, plan: RewritePlan) -> list[int] | None:
+def _stages_within_memory(spec: ModelSpec, plan: RewritePlan, constants) -> list[int] | None:
     """Nodes of the stages before the first one that is too big for little gain (else None).
 
     Little gain: at least half as many probes as mutants, and not cropped to a narrow
@@ -191,7 +192,7 @@ def _stages_within_memory(spec: ModelSpec, plan: RewritePlan) -> list[int] | Non
     a = spec.alphabet_size
     start, end = plan.window
     for s, stage in enumerate(plan.stages):
-        too_big = _stage_bytes(spec, plan.region, stage, a, plan.window) > STAGE_MEMORY_LIMIT
+        too_big = _stage_bytes(spec, plan.region, stage, a, plan.window, constants) > STAGE_MEMORY_LIMIT
         little_gain = stage.n_probes * 2 >= plan.window_length and _stage_changed_share(
             spec, plan.region, stage, start, end) > 0.9
         if too_big and little_gain:
@@ -215,17 +216,23 @@ def _stage_changed_share(spec: ModelSpec, region: LocalRegion, stage: Stage, sta
     return changed / total if total else 1.0
 
 
-def _stage_bytes(spec: ModelSpec, region: LocalRegion, stage: Stage, a: int, window: tuple[int, int]) -> float:
-    """Live bytes of one stage's probe tensors for one sequence (cropped to the changed spans)."""
+def _stage_bytes(spec: ModelSpec, region: LocalRegion, stage: Stage, a: int, window: tuple[int, int],
+                 constants=None) -> float:
+    """Live bytes of one stage's probe tensors for one sequence (cropped to the changed spans):
+    ``LIVE_TENSORS`` of its largest tensor, or a wide convolution's MatMul form (its products
+    and their skewed copy, emit/wide_conv.py) beside two of them."""
     largest = 0.0
     for name in _stage_outputs(spec, region, stage):
         m = region.maps[name]
         lo, hi = m.changed_span(*window)
         largest = max(largest, 4 * _numel(spec.shapes.get(name, ())) * (hi - lo + 1) / m.length)
-    return float(a * stage.n_probes * largest * LIVE_TENSORS)
+    wide = max((wide_conv_bytes(node, spec.shapes, constants) for node in (spec.model.graph.node[i] for i in stage.nodes)
+                if constants and is_wide_conv(node, spec.shapes, constants)), default=0)
+    return float(a * stage.n_probes * max(largest * LIVE_TENSORS, wide + 2 * largest))
 
 
-def _plan_for_region(spec, region, start, end, naive, fallback_reason, convs=(), first_conv="auto") -> RewritePlan:
+def _plan_for_region(spec, region, start, end, naive, fallback_reason, convs=(), first_conv="auto",
+                     constants=None) -> RewritePlan:
     lw = end - start
     a = spec.alphabet_size
     graph = spec.model.graph
@@ -276,9 +283,9 @@ def _plan_for_region(spec, region, start, end, naive, fallback_reason, convs=(),
         m = region.maps[out]
         changed = min(m.length, -(-m.receptive_field // m.stride) + 1)
         bound += lw * (a - 1) * raw_flops[pos] * changed / max(m.length, 1)
-    tail_bytes = _tail_bytes_per_mutant(spec, region, tail_nodes, naive)
+    tail_bytes = _tail_bytes_per_mutant(spec, region, tail_nodes, naive, constants)
     chunk = max(1, min(lw, int(TAIL_CHUNK_BYTES // max(1, a * tail_bytes))))
-    peak = _peak_bytes(spec, region, stages, (start, end), a, chunk, tail_bytes)
+    peak = _peak_bytes(spec, region, stages, (start, end), a, chunk, tail_bytes, constants)
     frontier_bytes = _frontier_bytes_per_mutant(spec, region, naive)
     return RewritePlan(
         region=region,
@@ -312,12 +319,16 @@ def _is_data(node: onnx.NodeProto, region: LocalRegion) -> bool:
     return any(region.kinds.get(o) == DATA for o in node.output if o)
 
 
-def _tail_bytes_per_mutant(spec: ModelSpec, region: LocalRegion, tail_nodes, naive: bool) -> int:
-    """Live bytes of one mutant in the tail: its frontier tensors plus a few tail tensors."""
+def _tail_bytes_per_mutant(spec: ModelSpec, region: LocalRegion, tail_nodes, naive: bool, constants=None) -> int:
+    """Live bytes of one mutant in the tail: its frontier tensors plus a few tail tensors
+    (or a wide convolution's MatMul form beside two of them)."""
     graph = spec.model.graph
     sizes = [4 * _numel(spec.shapes.get(o, ())) for i in tail_nodes for o in graph.node[i].output
              if o and region.kinds.get(o, CONST) != CONST]
-    return _frontier_bytes_per_mutant(spec, region, naive) + LIVE_TENSORS * max(sizes, default=0)
+    largest = max(sizes, default=0)
+    wide = max((wide_conv_bytes(graph.node[i], spec.shapes, constants) for i in tail_nodes
+                if constants and is_wide_conv(graph.node[i], spec.shapes, constants)), default=0)
+    return _frontier_bytes_per_mutant(spec, region, naive) + max(LIVE_TENSORS * largest, wide + 2 * largest)
 
 
 def _frontier_bytes_per_mutant(spec: ModelSpec, region: LocalRegion, naive: bool) -> int:
@@ -328,10 +339,10 @@ def _frontier_bytes_per_mutant(spec: ModelSpec, region: LocalRegion, naive: bool
 LIVE_TENSORS = 4  # tensors of a stage alive at once (input, output, a skip connection, a temporary)
 
 
-def _peak_bytes(spec, region, stages, window, a, chunk, tail_bytes) -> float:
+def _peak_bytes(spec, region, stages, window, a, chunk, tail_bytes, constants=None) -> float:
     """Peak memory of one sequence: the largest stage's live probe tensors, the tail chunk,
     and the ISM outputs (values, deltas and the laid-out result)."""
-    biggest = max((_stage_bytes(spec, region, st, a, window) for st in stages), default=0.0)
+    biggest = max((_stage_bytes(spec, region, st, a, window, constants) for st in stages), default=0.0)
     lw = window[1] - window[0]
     outputs = sum(4 * _numel(o.shape) for o in spec.outputs) * lw * a * 3
     return float(biggest + chunk * a * tail_bytes * 2 + outputs + 4 * a * spec.seq_len * 8)

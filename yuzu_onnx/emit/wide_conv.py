@@ -14,40 +14,17 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from ..analysis.wide_convs import MAX_OUT_CHANNELS, MIN_KERNEL, is_wide_conv
 from .builder import GraphBuilder
 
-MAX_OUT_CHANNELS = 8
-MIN_KERNEL = 16
-
-
-def _attrs(node: onnx.NodeProto) -> dict:
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
-
-
-def is_wide_conv(node: onnx.NodeProto, shapes, constants) -> bool:
-    """A 1-D Conv with constant weights, few output channels and a long kernel."""
-    if node.op_type != "Conv" or node.input[1] not in constants:
-        return False
-    weight = constants[node.input[1]]
-    attrs = _attrs(node)
-    auto_pad = attrs.get("auto_pad", b"NOTSET")
-    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
-    return (
-        weight.ndim == 3
-        and weight.shape[0] <= MAX_OUT_CHANNELS
-        and weight.shape[2] >= MIN_KERNEL
-        and attrs.get("group", 1) == 1
-        and auto_pad in ("NOTSET", "VALID")
-        and node.input[0] in shapes
-        and node.output[0] in shapes
-    )
+__all__ = ["MAX_OUT_CHANNELS", "MIN_KERNEL", "emit_wide_conv", "is_wide_conv"]
 
 
 def emit_wide_conv(b: GraphBuilder, node: onnx.NodeProto, x: str, out: str, shapes, constants) -> None:
     """Emit ``node`` (original names in ``shapes``) on input ``x`` as MatMul + skewed sums into ``out``."""
     weight = constants[node.input[1]].astype(np.float32)
     cout, cin, k = weight.shape
-    attrs = _attrs(node)
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     dilation = int((attrs.get("dilations") or [1])[0])
     stride = int((attrs.get("strides") or [1])[0])
     pads = attrs.get("pads") or [0, 0]

@@ -1,0 +1,45 @@
+"""Wide convolutions with few output channels (profile heads), which the emitter runs as
+one MatMul plus skewed sums (``emit/wide_conv.py``); the planner counts their memory."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import onnx
+from onnx import helper
+
+MAX_OUT_CHANNELS = 8
+MIN_KERNEL = 16
+
+
+def _attrs(node: onnx.NodeProto) -> dict:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def is_wide_conv(node: onnx.NodeProto, shapes, constants) -> bool:
+    """A 1-D Conv with constant weights, few output channels and a long kernel."""
+    if node.op_type != "Conv" or node.input[1] not in constants:
+        return False
+    weight = constants[node.input[1]]
+    attrs = _attrs(node)
+    auto_pad = attrs.get("auto_pad", b"NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    return (
+        weight.ndim == 3
+        and weight.shape[0] <= MAX_OUT_CHANNELS
+        and weight.shape[2] >= MIN_KERNEL
+        and attrs.get("group", 1) == 1
+        and auto_pad in ("NOTSET", "VALID")
+        and node.input[0] in shapes
+        and node.output[0] in shapes
+    )
+
+
+def wide_conv_bytes(node: onnx.NodeProto, shapes, constants: Mapping[str, np.ndarray]) -> int:
+    """Bytes per sequence (or probe) of the MatMul form's live tensors: the products
+    ``(Cout·K, P)`` and their skewed copy, plus the input."""
+    weight = constants[node.input[1]]
+    cout, cin, k = weight.shape
+    length = shapes[node.input[0]][2]
+    return 4 * (2 * cout * k * (length + k) + cin * length)

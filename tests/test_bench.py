@@ -218,6 +218,13 @@ def test_choose_batch():
     assert b == 1 and "one sequence peaked at 3.00 GiB" in why
 
 
+def test_batch_reason_says_when_the_worker_halved_the_batch():
+    assert bench.batch_reason("requested", requested=32, ran=32) == "requested"
+    assert bench.batch_reason("requested", requested=32, ran=16) == (
+        "memory: a batch of 32 ran out of memory at run time; halved to 16")
+    assert bench.batch_reason("time: 2.00 s per sequence", requested=8, ran=None).startswith("time")
+
+
 def test_relative_error_and_l2():
     want = {"y": np.array([[[1.0, -2.0]]], dtype=np.float32)}
     got = {"y": want["y"] + np.float32(0.01)}

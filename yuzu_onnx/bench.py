@@ -855,6 +855,14 @@ def choose_batch(batch: int, *, peak_bytes_per_sequence: float, max_memory: int,
     return b, why
 
 
+def batch_reason(why: str, *, requested: int, ran: int | None) -> str:
+    """Why the batch run used the batch it did: ``why`` from :func:`choose_batch`, unless the
+    worker had to halve it after running out of memory."""
+    if ran is not None and ran < requested:
+        return f"memory: a batch of {requested} ran out of memory at run time; halved to {ran}"
+    return why
+
+
 def _base_job(config: BenchConfig, model: BenchModel, method: str, work: Path) -> dict:
     return {
         "method": method,
@@ -937,7 +945,7 @@ def bench_model(config: BenchConfig, model: BenchModel, work: Path, peers: Mappi
                            wall_s=0.0, notes=["batch of 1: taken from the single-sequence runs"])
         else:
             batched = run("yuzu_batch", converted_path=str(converted), batch=batch, **common)
-        batched["batch_limited_by"] = why
+        batched["batch_limited_by"] = batch_reason(why, requested=batch, ran=batched.get("batch"))
         if batched.get("ok") and batched.get("rss_before_mb") is not None and batched.get("peak_rss_mb"):
             batched["rss_growth_per_sequence_mb"] = (batched["peak_rss_mb"] - batched["rss_before_mb"]) / batched["batch"]
         records.append(_record(model.name, "yuzu_onnx_batch", "yuzu", batched))

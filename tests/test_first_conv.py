@@ -107,8 +107,7 @@ def test_unknown_mode_is_a_clear_error() -> None:
 ])
 def test_index_table_matches_brute_force(stride, dilation, offset, kernel, spacing) -> None:
     weight = np.zeros((2, 4, kernel), dtype=np.float32)
-    out_length = 20
-    conv = InputConv(0, "y", weight, stride, dilation, offset, out_length)
+    conv = InputConv(0, "y", weight, stride, dilation, offset)
     for window in [(0, 50), (13, 29)]:
         start, end = window
         lw = end - start
@@ -126,7 +125,7 @@ def test_index_table_matches_brute_force(stride, dilation, offset, kernel, spaci
 def test_spacing_narrower_than_the_kernel_is_refused() -> None:
     from yuzu_onnx.errors import UnsupportedError
 
-    conv = InputConv(0, "y", np.zeros((1, 4, 5), dtype=np.float32), 1, 1, -2, 10)
+    conv = InputConv(0, "y", np.zeros((1, 4, 5), dtype=np.float32), 1, 1, -2)
     with pytest.raises(UnsupportedError, match="one mutation per window"):
         input_conv_index(conv, Span(0, 9), (0, 10), 3, 3)
 

@@ -954,7 +954,7 @@ def bench_model(config: BenchConfig, model: BenchModel, work: Path, peers: Mappi
         records.append(_record(model.name, "yuzu_onnx", "yuzu", conv))
 
     if config.gaussian:
-        records.append(_gaussian_record(config, model, work, run, common, oracle, prep["layout"]))
+        records.append(_gaussian_record(model, work, run, common, oracle, prep["layout"]))
     if config.first_conv_compare:
         for mode in ("shortcut", "probes"):
             records.append(_first_conv_record(model, work, run, common, oracle, prep["layout"], mode))
@@ -976,18 +976,29 @@ def bench_model(config: BenchConfig, model: BenchModel, work: Path, peers: Mappi
     return info, records
 
 
-def _gaussian_record(config, model, work: Path, run, common: dict, oracle, layout: str) -> dict:
-    """The published method (``--probes gaussian``) on the same sequences: time, error, Pearson r."""
-    converted = work / "model.gaussian.onnx"
-    conv = run("convert", converted_path=str(converted), probes="gaussian", **common)
+def _variant_record(model, work: Path, run, common: dict, oracle, layout: str, method: str, kind: str,
+                    **convert_options) -> tuple[dict, dict]:
+    """Convert with ``convert_options``, time one sequence and compare with the oracle.
+
+    Returns the record and the conversion's result (its plan, when it succeeded).
+    """
+    converted = work / f"{method}.onnx"
+    conv = run("convert", converted_path=str(converted), **convert_options, **common)
     if not conv["ok"]:
-        return _record(model.name, "yuzu_gaussian", "gaussian", conv)
-    single = run("yuzu", converted_path=str(converted), arrays_out=str(work / "gaussian.npz"), **common)
+        return _record(model.name, method, kind, conv), conv
+    single = run("yuzu", converted_path=str(converted), arrays_out=str(work / f"{method}.npz"), **common)
     single["convert_s"] = conv["convert_s"]
-    rec = _record(model.name, "yuzu_gaussian", "gaussian", single)
+    rec = _record(model.name, method, kind, single)
     if single["ok"] and oracle is not None:
-        rec.update(_compare(work / "gaussian.npz", oracle, layout, "none"))
-        got, _ = load_arrays(work / "gaussian.npz")
+        rec.update(_compare(work / f"{method}.npz", oracle, layout, "none"))
+    return rec, conv
+
+
+def _gaussian_record(model, work: Path, run, common: dict, oracle, layout: str) -> dict:
+    """The published method (``--probes gaussian``) on the same sequences: time, error, Pearson r."""
+    rec, _ = _variant_record(model, work, run, common, oracle, layout, "yuzu_gaussian", "gaussian", probes="gaussian")
+    if "relative_error" in rec:  # the run succeeded and was compared with the oracle
+        got, _ = load_arrays(work / "yuzu_gaussian.npz")
         want = oracle[0]
         flat_got = np.concatenate([np.asarray(got[k], np.float64).ravel() for k in want])
         flat_want = np.concatenate([np.asarray(want[k], np.float64).ravel() for k in want])
@@ -1000,18 +1011,11 @@ FIRST_CONV_METHODS = {"shortcut": "yuzu_first_conv_shortcut", "probes": "yuzu_fi
 
 def _first_conv_record(model, work: Path, run, common: dict, oracle, layout: str, mode: str) -> dict:
     """The spaced-probe model converted with ``--first-conv mode``, timed on the same sequence."""
-    method = FIRST_CONV_METHODS[mode]
-    converted = work / f"model.first_conv_{mode}.onnx"
-    conv = run("convert", converted_path=str(converted), first_conv=mode, **common)
-    if not conv["ok"]:
-        return _record(model.name, method, "first_conv", conv)
-    single = run("yuzu", converted_path=str(converted), arrays_out=str(work / f"{method}.npz"), **common)
-    single["convert_s"] = conv["convert_s"]
-    rec = _record(model.name, method, "first_conv", single)
-    rec["first_conv_shortcut"] = conv["plan"].get("first_conv_shortcut", [])
-    rec["expected_speedup"] = conv["plan"].get("expected_speedup")
-    if single["ok"] and oracle is not None:
-        rec.update(_compare(work / f"{method}.npz", oracle, layout, "none"))
+    rec, conv = _variant_record(model, work, run, common, oracle, layout, FIRST_CONV_METHODS[mode], "first_conv",
+                                first_conv=mode)
+    if conv["ok"]:
+        rec["first_conv_shortcut"] = conv["plan"].get("first_conv_shortcut", [])
+        rec["expected_speedup"] = conv["plan"].get("expected_speedup")
     return rec
 
 
@@ -1236,7 +1240,7 @@ def markdown_report(results: dict) -> str:
                   "|---" * (8 + several) + "|"]
         for r in gaussian_recs:
             yuzu = rec(r["model"], "yuzu_onnx")
-            status = "ok" if r.get("ok") else f"{r['status']}: {_short(r.get('error'))}"
+            status = _status(r)
             lines.append(
                 f"| {run_of(r)}{r['model']} | {_seconds(r.get('time_per_sequence_s')) if r.get('ok') else '–'} "
                 f"| {_fmt(r.get('speedup_vs_naive'), '.2f')} "
@@ -1253,7 +1257,7 @@ def markdown_report(results: dict) -> str:
                   "| expected (FLOPs) | shortcut on | max rel. error | status |",
                   "|---" * (8 + several) + "|"]
         for r in first_conv_recs:
-            status = "ok" if r.get("ok") else f"{r['status']}: {_short(r.get('error'))}"
+            status = _status(r)
             mode = "shortcut" if r["method"] == FIRST_CONV_METHODS["shortcut"] else "on probes"
             lines.append(
                 f"| {run_of(r)}{r['model']} | {mode} | {_seconds(r.get('time_per_sequence_s')) if r.get('ok') else '–'} "
@@ -1275,7 +1279,7 @@ def markdown_report(results: dict) -> str:
             err = _fmt(r.get("relative_error"), ".1e")
             if r.get("compared_as") == "l2" and r.get("relative_error") is not None:
                 err += " (l2)"
-            status = "ok" if r.get("ok") else f"{r['status']}: {_short(r.get('error'))}"
+            status = _status(r)
             lines.append(
                 f"| {run_of(r)}{r['model']} | {r['method']} "
                 f"| {_seconds(r.get('time_per_sequence_s')) if r.get('ok') else '–'} "
@@ -1285,6 +1289,11 @@ def markdown_report(results: dict) -> str:
     if failures:
         lines += ["", "## Failures", "", *failures]
     return "\n".join(lines) + "\n"
+
+
+def _status(record: dict) -> str:
+    """``ok``, or the failure and the start of its message."""
+    return "ok" if record.get("ok") else f"{record['status']}: {_short(record.get('error'))}"
 
 
 def _short(text: str | None, n: int = 160) -> str:

@@ -433,13 +433,7 @@ def _print_original(d: dict) -> None:
     else:
         _say("  the whole graph is local")
     _say(f"window: positions {d['window'][0]}:{d['window'][1]}")
-    if d["stages"]:
-        _say("stages:")
-        for i, st in enumerate(d["stages"], 1):
-            _say(f"  {i}: {st['nodes']} nodes, spacing {st['spacing']}, receptive field {st['receptive_field']}, "
-                 f"{st['probes']} probes ({st['probes_with_unknown_bases']} for sequences with N)")
-    else:
-        _say("stages: none")
+    _say_stages(d["stages"])
     if d.get("first_conv_shortcut"):
         _say("first convolution: kernel-column differences gathered onto the reference output ("
              + ", ".join(repr(n) for n in d["first_conv_shortcut"]) + "), not convolved on the probes")
@@ -453,6 +447,20 @@ def _print_original(d: dict) -> None:
     _say(f"  peak memory        {format_bytes(d['peak_bytes_per_sequence'])} per sequence")
 
 
+def _say_stages(stages: list[dict]) -> None:
+    """The stage list of ``inspect`` (from a plan, or from a converted model's metadata,
+    where files written before ``probes_with_unknown_bases`` existed lack that key)."""
+    if not stages:
+        _say("stages: none")
+        return
+    _say("stages:")
+    for i, st in enumerate(stages, 1):
+        with_n = st.get("probes_with_unknown_bases")
+        extra = f" ({with_n} for sequences with N)" if with_n is not None else ""
+        _say(f"  {i}: {st.get('nodes')} nodes, spacing {st.get('spacing')}, "
+             f"receptive field {st.get('receptive_field')}, {st.get('probes')} probes{extra}")
+
+
 def _print_converted(d: dict) -> None:
     from .progress import format_bytes
 
@@ -462,13 +470,7 @@ def _print_converted(d: dict) -> None:
     _say("outputs:")
     for name, o in d["outputs"].items():
         _say(f"  {name} {_shape_text(o['shape'] or [])} reduce={o['reduce']}")
-    if d["stages"]:
-        _say("stages:")
-        for i, st in enumerate(d["stages"], 1):
-            _say(f"  {i}: {st.get('nodes')} nodes, spacing {st.get('spacing')}, "
-                 f"receptive field {st.get('receptive_field')}, {st.get('probes')} probes")
-    else:
-        _say("stages: none")
+    _say_stages(d["stages"])
     if d["fallback_reason"]:
         _say(f"naive fallback: {d['fallback_reason']}")
     if d["naive_flops"]:

@@ -22,6 +22,7 @@ from .analysis.region import (
     DATA,
     LocalRegion,
     constant_values,
+    node_attributes,
     node_inputs,
     truncated_region,
 )
@@ -128,22 +129,15 @@ def node_flops(node: onnx.NodeProto, spec: ModelSpec) -> float:
         return 2.0 * out_numel * _numel(w[1:])
     if op in ("MatMul", "Gemm") and node.input[0] in shapes:
         a = shapes[node.input[0]]
-        k = a[-1] if op == "MatMul" or not _attr(node, "transA", 0) else a[-2]
+        k = a[-1] if op == "MatMul" or not node_attributes(node).get("transA", 0) else a[-2]
         return 2.0 * out_numel * max(k, 1)
     if op in ("MaxPool", "AveragePool", "LpPool"):
-        kernel = _attr(node, "kernel_shape", [1])
+        kernel = node_attributes(node).get("kernel_shape", [1])
         return float(out_numel * int(np.prod(kernel)))
     if op in ("GRU", "LSTM", "RNN") and len(node.input) > 1 and node.input[1] in shapes:
         return 2.0 * out_numel * _numel(shapes[node.input[1]][1:]) * 2
     ins = [i for i in node.input if i in shapes]
     return float(max(out_numel, max((_numel(shapes[i]) for i in ins), default=0)))
-
-
-def _attr(node: onnx.NodeProto, name: str, default):
-    for a in node.attribute:
-        if a.name == name:
-            return onnx.helper.get_attribute_value(a)
-    return default
 
 
 def plan_rewrite(

@@ -18,10 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import helper
 
 from ..importer import ModelSpec
-from .region import LocalRegion
+from .region import LocalRegion, node_attributes
 
 LAYOUT_OPS = frozenset({"Transpose", "Unsqueeze", "Squeeze", "Identity", "Reshape"})
 
@@ -41,15 +40,10 @@ class InputConv:
     stride: int
     dilation: int
     offset: int
-    out_length: int
 
     @property
     def kernel(self) -> int:
         return int(self.weight.shape[2])
-
-    @property
-    def out_channels(self) -> int:
-        return int(self.weight.shape[0])
 
     @property
     def span(self) -> int:
@@ -59,13 +53,6 @@ class InputConv:
     def flops_per_output(self) -> float:
         """Multiply-adds (×2) the convolution spends on one output element."""
         return 2.0 * self.weight.shape[1] * self.kernel
-
-
-def _attr(node: onnx.NodeProto, name: str, default=None):
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
 
 
 def _non_unit(shape: tuple[int, ...]) -> list[int]:
@@ -111,7 +98,8 @@ def find_input_convs(spec: ModelSpec, region: LocalRegion, constants: Mapping[st
             continue
         if any(d != 1 for axis, d in enumerate(out_shape) if axis >= 2 and axis != m_out.axis):
             continue
-        if _attr(node, "group", 1) != 1 or not _is_layout_of_input(data, spec, producers):
+        attrs = node_attributes(node)
+        if attrs.get("group", 1) != 1 or not _is_layout_of_input(data, spec, producers):
             continue
         weight = np.asarray(constants[node.input[1]], dtype=np.float32)
         i = m_in.axis - 2
@@ -120,7 +108,7 @@ def find_input_convs(spec: ModelSpec, region: LocalRegion, constants: Mapping[st
         if any(k != 1 for axis, k in enumerate(weight.shape[2:]) if axis != i):
             continue
         kernel = int(weight.shape[2 + i])
-        dilation = int((_attr(node, "dilations") or [1] * (weight.ndim - 2))[i])
+        dilation = int((attrs.get("dilations") or [1] * (weight.ndim - 2))[i])
         if (kernel - 1) * dilation + 1 != m_out.receptive_field:
             continue
         found.append(InputConv(
@@ -130,6 +118,5 @@ def find_input_convs(spec: ModelSpec, region: LocalRegion, constants: Mapping[st
             stride=m_out.stride,
             dilation=dilation,
             offset=m_out.lo,
-            out_length=m_out.length,
         ))
     return found

@@ -62,6 +62,11 @@ class LocalRegion:
         return not self.region_nodes
 
 
+def node_attributes(node: onnx.NodeProto) -> dict:
+    """A node's attributes by name, as Python values."""
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
 def node_inputs(node: onnx.NodeProto) -> list[str]:
     """A node's inputs, including names its subgraphs read from the outer scope."""
     names = [i for i in node.input if i]

@@ -7,14 +7,11 @@ from collections.abc import Mapping
 
 import numpy as np
 import onnx
-from onnx import helper
+
+from .region import node_attributes
 
 MAX_OUT_CHANNELS = 8
 MIN_KERNEL = 16
-
-
-def _attrs(node: onnx.NodeProto) -> dict:
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
 def is_wide_conv(node: onnx.NodeProto, shapes, constants) -> bool:
@@ -22,7 +19,7 @@ def is_wide_conv(node: onnx.NodeProto, shapes, constants) -> bool:
     if node.op_type != "Conv" or node.input[1] not in constants:
         return False
     weight = constants[node.input[1]]
-    attrs = _attrs(node)
+    attrs = node_attributes(node)
     auto_pad = attrs.get("auto_pad", b"NOTSET")
     auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
     return (

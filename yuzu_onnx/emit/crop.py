@@ -20,6 +20,7 @@ import onnx
 from onnx import helper
 
 from ..analysis.positional import PositionalMap
+from ..analysis.region import node_attributes
 from ..analysis.rules import UNARY
 from .probes import EmitContext
 
@@ -57,13 +58,9 @@ def changed_span(m: PositionalMap, start: int, end: int) -> Span:
     return Span(*m.changed_span(start, end))
 
 
-def _attrs(node: onnx.NodeProto) -> dict:
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
-
-
 def _window_params(node: onnx.NodeProto, ctx: EmitContext, in_map: PositionalMap):
     """(spatial index, kernel span, stride, pad_begin) of a Conv/pool along the length."""
-    attrs = _attrs(node)
+    attrs = node_attributes(node)
     i = in_map.axis - 2
     if node.op_type == "Conv":
         kernel = attrs.get("kernel_shape") or list(ctx.constants[node.input[1]].shape[2:])
@@ -98,7 +95,7 @@ def required_spans(ctx: EmitContext, node: onnx.NodeProto, out_span: Span) -> di
         return {name: out_span for name in data}
     if op in WINDOW_OPS:
         m = maps[node.input[0]]
-        attrs = _attrs(node)
+        attrs = node_attributes(node)
         if op != "Conv" and attrs.get("ceil_mode", 0) and attrs.get("count_include_pad", 0):
             return None
         i, rank, span, stride, pad_begin = _window_params(node, ctx, m)
@@ -273,7 +270,7 @@ def emit_cropped_node(ctx: EmitContext, node: onnx.NodeProto, inputs: list[str],
         have = in_spans[node.input[0]]
         first_read = stride * out_span.lo - pad_begin
         last_read = stride * out_span.hi - pad_begin + span - 1
-        attrs = _attrs(node)
+        attrs = node_attributes(node)
         pads = list(attrs.get("pads") or [0] * (2 * rank))
         auto_pad = attrs.get("auto_pad", b"NOTSET")
         auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad

@@ -38,9 +38,9 @@ def input_conv_index(conv: InputConv, span: Span, window: tuple[int, int], spaci
         j = conv.stride * p + conv.offset + t * conv.dilation
         inside = (j >= start) & (j < end)
         c = (j - start) % spacing
-        for q in np.flatnonzero(inside & (c < n_probes)):
-            index[c[q], q] = (j[q] - start) * conv.kernel + t
-            hits[c[q], q] += 1
+        q = np.flatnonzero(inside & (c < n_probes))  # one (probe, position) pair per q for this tap
+        index[c[q], q] = (j[q] - start) * conv.kernel + t
+        hits[c[q], q] += 1
     if hits.max(initial=0) > 1:
         raise UnsupportedError(
             f"spacing {spacing} is narrower than the span of convolution output {conv.output!r}; "

@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from ..analysis.region import node_attributes
 from ..analysis.wide_convs import MAX_OUT_CHANNELS, MIN_KERNEL, is_wide_conv
 from .builder import GraphBuilder
 
@@ -24,7 +25,7 @@ def emit_wide_conv(b: GraphBuilder, node: onnx.NodeProto, x: str, out: str, shap
     """Emit ``node`` (original names in ``shapes``) on input ``x`` as MatMul + skewed sums into ``out``."""
     weight = constants[node.input[1]].astype(np.float32)
     cout, cin, k = weight.shape
-    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    attrs = node_attributes(node)
     dilation = int((attrs.get("dilations") or [1])[0])
     stride = int((attrs.get("strides") or [1])[0])
     pads = attrs.get("pads") or [0, 0]

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import helper
 
 from ..analysis.positional import PositionalMap
+from ..analysis.region import node_attributes
 from .probes import EmitContext
 from .stages import probes_of
 
@@ -37,16 +37,12 @@ class LinearHead:
     output: str
 
 
-def _attrs(node: onnx.NodeProto) -> dict:
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
-
-
 def reduced_axes(node: onnx.NodeProto, ctx: EmitContext) -> list[int] | None:
     """Axes (of the input) a mean/sum node reduces, or ``None`` if not decodable here."""
     rank = len(ctx.spec.shapes[node.input[0]])
     if node.op_type == "GlobalAveragePool":
         return list(range(2, rank))
-    axes = _attrs(node).get("axes")
+    axes = node_attributes(node).get("axes")
     if axes is None and len(node.input) > 1 and node.input[1]:
         value = ctx.constants.get(node.input[1])
         if value is None:
@@ -66,7 +62,7 @@ def dense_weight(node: onnx.NodeProto, ctx: EmitContext) -> np.ndarray | None:
         return None
     if node.op_type == "MatMul":
         return weight
-    attrs = _attrs(node)
+    attrs = node_attributes(node)
     if attrs.get("transA", 0):
         return None
     if len(node.input) > 2 and node.input[2] and node.input[2] not in ctx.constants:

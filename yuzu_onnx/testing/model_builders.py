@@ -85,6 +85,15 @@ def random_onehot(
 # A small graph-building helper.
 
 
+def rename_tensor(nodes: Sequence[onnx.NodeProto], old: str, new: str) -> None:
+    """Rename tensor ``old`` to ``new`` wherever ``nodes`` read or write it."""
+    for node in nodes:
+        for names in (node.input, node.output):
+            for i, t in enumerate(names):
+                if t == old:
+                    names[i] = new
+
+
 class _Graph:
     """Accumulates nodes and initializers of one model; tensors are referred to by name."""
 
@@ -136,13 +145,7 @@ class _Graph:
 
     def output(self, tensor: str, name: str) -> None:
         """Make ``tensor`` a graph output called ``name`` (renames the producing node's output)."""
-        for node in self.nodes:
-            for i, t in enumerate(node.input):
-                if t == tensor:
-                    node.input[i] = name
-            for i, t in enumerate(node.output):
-                if t == tensor:
-                    node.output[i] = name
+        rename_tensor(self.nodes, tensor, name)
         self.outputs.append(name)
 
     # -- layout ---------------------------------------------------------------------------

@@ -25,6 +25,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from .model_builders import rename_tensor
+
 __all__ = [
     "INPUT_NAME",
     "TOLERANCE",
@@ -171,13 +173,7 @@ class _Builder:
 
     def mark_output(self, tensor: str, name: str) -> None:
         """Make ``tensor`` the graph output ``name`` by renaming it everywhere."""
-        for node in self.nodes:
-            for i, t in enumerate(node.input):
-                if t == tensor:
-                    node.input[i] = name
-            for i, t in enumerate(node.output):
-                if t == tensor:
-                    node.output[i] = name
+        rename_tensor(self.nodes, tensor, name)
         self.outputs.append(name)
 
     # -- layout -----------------------------------------------------------------------

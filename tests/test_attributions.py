@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from yuzu_onnx.attributions import modisco_arrays, select_target, write_modisco
+from yuzu_onnx.encoding import random_one_hot
 from yuzu_onnx.errors import InputError
 
 
 def _onehot_ncl(rng, n, a, length):
-    x = np.eye(a, dtype=np.float32)[rng.integers(0, a, (n, length))]  # (N, L, A)
-    return np.ascontiguousarray(x.transpose(0, 2, 1))
+    return random_one_hot(n, length, alphabet_size=a, layout="ncl", rng=rng)
 
 
 def _ism_like(rng, x_window_ncl, *out_dims):

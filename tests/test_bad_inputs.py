@@ -12,6 +12,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from yuzu_onnx.encoding import random_one_hot
 from yuzu_onnx.results import read_npz
 from yuzu_onnx.testing import build_dynamic_length
 
@@ -157,7 +158,7 @@ def _write_npy(path: Path, array) -> Path:
 
 
 def _onehot(n=2, length=L):
-    return np.eye(4, dtype=np.float32)[RNG.integers(0, 4, (n, length))].transpose(0, 2, 1).copy()
+    return random_one_hot(n, length, rng=RNG)
 
 
 def _with_column(column, position=4):

@@ -20,6 +20,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from yuzu_onnx.encoding import random_one_hot
+
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "models" / "demo_motifs.onnx"
 FASTA = ROOT / "examples" / "demo_sequences.fa"
@@ -101,7 +103,7 @@ def test_model_calls_the_examples_positive(demo):
     assert np.all(logits > 0)
     # and random background (which almost never holds a full site) negative, mostly
     rng = np.random.default_rng(0)
-    background = np.eye(4, dtype=np.float32)[rng.integers(0, 4, (64, 200))].transpose(0, 2, 1).copy()
+    background = random_one_hot(64, 200, rng=rng)
     assert np.mean(session.run(None, {"x": background})[0] < 0) > 0.8
 
 

@@ -42,8 +42,8 @@ NAIVE_CLI_MODELS = [p for p in EXPORTS if "bpnet9" not in p.stem] + ["keras_conv
 @pytest.mark.parametrize("source", NAIVE_CLI_MODELS, ids=lambda s: s if isinstance(s, str) else s.stem)
 def test_naive_command_on_exporter_output(source, cli, tmp_path: Path) -> None:
     """`yuzu-onnx naive` on PyTorch (TorchScript and dynamo) and tf2onnx-style (Keras) exports."""
+    from yuzu_onnx.encoding import decode_one_hot
     from yuzu_onnx.results import read_npz
-    from yuzu_onnx.sequences import decode_one_hot
     from yuzu_onnx.testing.model_builders import BUILDERS
 
     if isinstance(source, str):

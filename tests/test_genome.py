@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from yuzu_onnx.encoding import decode_one_hot
 from yuzu_onnx.errors import InputError, SequenceError, YuzuWarning
 from yuzu_onnx.genome import BedRegion, extract_regions, read_bed, resize_region
 from yuzu_onnx.importer import load_model
-from yuzu_onnx.sequences import decode_one_hot, read_sequences
+from yuzu_onnx.sequences import read_sequences
 
 pytest.importorskip("pyfaidx")
 

@@ -12,6 +12,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from yuzu_onnx.encoding import random_one_hot
 from yuzu_onnx.errors import InputError, SequenceError
 from yuzu_onnx.importer import load_model
 from yuzu_onnx.oracle import (
@@ -88,8 +89,7 @@ def nonlinear_model(layout: str, length: int, seed: int = 0) -> onnx.ModelProto:
 
 def random_x(n: int, length: int, layout: str, *, seed: int, n_cols=(), soft_cols=()) -> np.ndarray:
     """One-hot (N, L, A) with some all-zero and some soft columns, in ``layout``."""
-    rng = np.random.default_rng(seed)
-    x = np.eye(A, dtype=np.float32)[rng.integers(0, A, (n, length))]
+    x = random_one_hot(n, length, alphabet_size=A, layout="nlc", seed=seed)
     for i, j in n_cols:
         x[i, j] = 0
     for i, j in soft_cols:

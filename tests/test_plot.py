@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+from yuzu_onnx.encoding import random_one_hot
 from yuzu_onnx.errors import InputError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -22,7 +23,7 @@ def _result_npz(path, layout="ncl"):
     """A result file: a scalar output and a profile output over window [5, 45) of L=50."""
     rng = np.random.default_rng(0)
     n, a, length, start, end = 3, 4, 50, 5, 45
-    x = np.eye(a, dtype=np.float32)[rng.integers(0, a, (n, length))].transpose(0, 2, 1).copy()
+    x = random_one_hot(n, length, alphabet_size=a, rng=rng)
     x[1, :, 20] = 0
     win = x[:, :, start:end]
     logit = rng.standard_normal((n, a, end - start)).astype(np.float32)
@@ -55,7 +56,7 @@ def test_plot_ism_writes_a_png(mpl, tmp_path):
     from yuzu_onnx.plot import plot_ism
 
     rng = np.random.default_rng(1)
-    onehot = np.eye(4, dtype=np.float32)[rng.integers(0, 4, 60)].T.copy()
+    onehot = random_one_hot(1, 60, rng=rng)[0]
     onehot[:, 10] = 0  # an N
     ism = rng.standard_normal((4, 60)) * 0.2
     ism[:, 30:36] -= 3.0
@@ -73,7 +74,7 @@ def test_plot_ism_span_and_long_windows(mpl, tmp_path):
     from yuzu_onnx.plot import plot_ism
 
     rng = np.random.default_rng(2)
-    onehot = np.eye(4, dtype=np.float32)[rng.integers(0, 4, 600)].T.copy()
+    onehot = random_one_hot(1, 600, rng=rng)[0]
     ism = rng.standard_normal((4, 600))
     ism[onehot == 1] = 0
     _check_png(plot_ism(ism, onehot, "ACGT", start=0, span=(100, 160), path=tmp_path / "span.png"))

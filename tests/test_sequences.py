@@ -1,4 +1,4 @@
-"""One-hot encoding, FASTA reading and the input-file dispatch."""
+"""FASTA reading, the input-file dispatch and one-hot validation."""
 
 from __future__ import annotations
 
@@ -8,17 +8,10 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from yuzu_onnx.encoding import one_hot
 from yuzu_onnx.errors import InputError, SequenceError
 from yuzu_onnx.importer import load_model
-from yuzu_onnx.sequences import (
-    SequenceBatch,
-    decode_one_hot,
-    one_hot,
-    read_fasta,
-    read_sequences,
-    reverse_complement,
-    validate_one_hot,
-)
+from yuzu_onnx.sequences import SequenceBatch, read_fasta, read_sequences, validate_one_hot
 
 L = 10
 
@@ -52,80 +45,6 @@ def ncl_spec():
 @pytest.fixture(scope="module")
 def nlc_spec():
     return conv_spec("nlc")
-
-
-# --------------------------------------------------------------------------- one_hot
-
-
-def test_one_hot_ncl_and_nlc():
-    x = one_hot(["ACGT", "TTGA"], "ACGT")
-    assert x.dtype == np.float32 and x.shape == (2, 4, 4)
-    np.testing.assert_array_equal(x[0], np.eye(4))
-    np.testing.assert_array_equal(x[1].argmax(axis=0), [3, 3, 2, 0])
-    y = one_hot(["ACGT", "TTGA"], "ACGT", layout="nlc")
-    assert y.shape == (2, 4, 4)
-    np.testing.assert_array_equal(y, x.transpose(0, 2, 1))
-
-
-def test_one_hot_case_n_iupac_and_u():
-    x = one_hot(["acgtNnRYSWKMBDHVu"], "ACGT", layout="nlc")[0]
-    np.testing.assert_array_equal(x[:4], np.eye(4))
-    assert np.all(x[4:16] == 0)
-    np.testing.assert_array_equal(x[16], [0, 0, 0, 1])  # U read as T
-
-
-def test_one_hot_rna_reads_t_as_u():
-    x = one_hot(["ACGUT"], "ACGU", layout="nlc")[0]
-    np.testing.assert_array_equal(x[3], x[4])
-    np.testing.assert_array_equal(x[4], [0, 0, 0, 1])
-
-
-def test_one_hot_protein():
-    letters = "ACDEFGHIKLMNPQRSTVWY"
-    x = one_hot([letters.lower() + "XBZJUO*"], letters, layout="nlc")[0]
-    np.testing.assert_array_equal(x[:20], np.eye(20))
-    assert np.all(x[20:] == 0)
-    assert decode_one_hot(x[None], letters, "nlc") == [letters + "X" * 7]
-
-
-def test_one_hot_bad_character_names_sequence_position_and_char():
-    with pytest.raises(SequenceError) as info:
-        one_hot(["ACGT", "ACZT"], "ACGT", names=["first", "second"])
-    msg = str(info.value)
-    assert "'second'" in msg and "position 2" in msg and "'Z'" in msg
-    with pytest.raises(SequenceError, match=r"sequence 0 has character '-' at position 1"):
-        one_hot(["A-GT"], "ACGT")
-    with pytest.raises(SequenceError, match=r"character 'é' at position 3"):
-        one_hot(["ACGé"], "ACGT")
-    with pytest.raises(SequenceError, match="'X'"):  # X is protein-only
-        one_hot(["ACGX"], "ACGT")
-
-
-def test_one_hot_mixed_lengths():
-    with pytest.raises(SequenceError) as info:
-        one_hot(["ACGT", "ACGT", "ACG"], "ACGT", names=["a", "b", "c"])
-    msg = str(info.value)
-    assert "'c' has length 3" in msg and "'a' has length 4" in msg
-
-
-def test_one_hot_rejects_single_string_and_bad_layout():
-    with pytest.raises(TypeError, match="list"):
-        one_hot("ACGT", "ACGT")
-    with pytest.raises(InputError, match="layout"):
-        one_hot(["ACGT"], "ACGT", layout="nchw")
-
-
-def test_decode_roundtrip():
-    seqs = ["ACGTNNAC", "TTTTGGGA"]
-    for layout in ("ncl", "nlc"):
-        assert decode_one_hot(one_hot(seqs, "ACGT", layout=layout), "ACGT", layout) == seqs
-    with pytest.raises(SequenceError, match="alphabet"):
-        decode_one_hot(np.zeros((1, 5, 3)), "ACGT", "ncl")
-
-
-def test_reverse_complement():
-    assert reverse_complement("AACGTN") == "NACGTT"
-    assert reverse_complement("acRY") == "RYgt"
 
 
 # --------------------------------------------------------------------------- FASTA

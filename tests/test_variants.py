@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 
+from yuzu_onnx.encoding import random_one_hot
 from yuzu_onnx.errors import InputError
 from yuzu_onnx.variants import (
     _float_field,
@@ -27,7 +28,7 @@ COMPLEMENT = {"A": "T", "C": "G", "G": "C", "T": "A", "N": "N"}
 def _case(n=3, length=40, start=5, lw=30, seed=0):
     """X (ncl), a scalar output and a profile output, exactly 0 at the reference base."""
     rng = np.random.default_rng(seed)
-    x = np.eye(A, dtype=np.float32)[rng.integers(0, A, (n, length))].transpose(0, 2, 1).copy()
+    x = random_one_hot(n, length, alphabet_size=A, rng=rng)
     x[0, :, start + 3] = 0  # an N inside the window
     window = x[:, :, start : start + lw]
     scalar = rng.standard_normal((n, A, lw)).astype(np.float32) * 10.0 ** rng.integers(-6, 3, (n, A, lw))
@@ -176,7 +177,7 @@ def test_float_formatting_matches_percent_g():
 def test_write_speed(tmp_path):
     rng = np.random.default_rng(8)
     n, lw = 200, 1000  # 600k rows
-    x = np.eye(A, dtype=np.float32)[rng.integers(0, A, (n, lw))].transpose(0, 2, 1).copy()
+    x = random_one_hot(n, lw, alphabet_size=A, rng=rng)
     ism = rng.standard_normal((n, A, lw)).astype(np.float32)
     ism[x == 1] = 0
     coords = [("chr1", i * lw, (i + 1) * lw, "+-"[i % 2]) for i in range(n)]

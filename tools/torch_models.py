@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from yuzu_onnx.encoding import random_one_hot
+
 try:
     import torch
     from torch import nn
@@ -375,9 +377,7 @@ ARCHITECTURES: dict[str, tuple[Callable[..., nn.Module], dict]] = {
 
 def random_onehot(n: int, seq_len: int, *, seed: int = 0, alphabet_size: int = 4) -> np.ndarray:
     """Random one-hot sequences, shape ``(n, alphabet_size, seq_len)``, float32 (DNA by default)."""
-    rng = np.random.default_rng(seed)
-    x = np.eye(alphabet_size, dtype=np.float32)[rng.integers(0, alphabet_size, (n, seq_len))]
-    return np.ascontiguousarray(x.transpose(0, 2, 1))
+    return random_one_hot(n, seq_len, alphabet_size=alphabet_size, layout="ncl", seed=seed)
 
 
 def build(name: str, *, seed: int = 0, **kwargs) -> nn.Module:

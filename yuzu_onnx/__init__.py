@@ -7,13 +7,12 @@ Two steps, *convert then run*::
     results = yuzu_onnx.ISMSession(ism_model).run(X)   # {output: (N, A, L, ...)}
 """
 
-__version__ = "0.1.0"
-
-from .convert import convert, convert_model, save_model  # noqa: E402
-from .errors import InputError, ModelError, SequenceError, UnsupportedError, YuzuError, YuzuWarning  # noqa: E402
-from .importer import ModelSpec, load_model  # noqa: E402
-from .oracle import naive_ism  # noqa: E402
-from .session import ISMSession, ism  # noqa: E402
+from .convert import convert, convert_model, save_model
+from .errors import InputError, ModelError, SequenceError, UnsupportedError, YuzuError, YuzuWarning
+from .importer import ModelSpec, load_model
+from .oracle import naive_ism
+from .session import ISMSession, ism
+from .version import __version__ as __version__
 
 __all__ = [
     "ISMSession",

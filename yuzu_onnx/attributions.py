@@ -44,8 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-
-LAYOUTS = ("ncl", "nlc")
+from .layout import LAYOUTS
 
 
 def to_ncl(array: np.ndarray, layout: str) -> np.ndarray:

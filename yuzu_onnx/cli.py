@@ -23,10 +23,10 @@ import numpy as np
 
 from . import __version__
 from .errors import InputError, ModelError, YuzuError, YuzuWarning
+from .format import FORMAT, is_converted, metadata_of, read_converted_info
 
 PROG = "yuzu-onnx"
 TOLERANCE = 1e-5
-META_PREFIX = "yuzu_onnx."
 
 
 # --------------------------------------------------------------------------- argparse
@@ -224,11 +224,7 @@ def _peek_props(path: str) -> dict[str, str]:
     except Exception as exc:
         raise ModelError(f"{path!r} is not an ONNX model (cannot parse it: {type(exc).__name__}); "
                          "is the file truncated?") from None
-    return {e.key: e.value for e in proto.metadata_props}
-
-
-def _is_converted(props: dict[str, str]) -> bool:
-    return META_PREFIX + "format" in props
+    return metadata_of(proto)
 
 
 def _flops(value: float) -> str:
@@ -372,25 +368,15 @@ def describe_converted(path: str) -> dict:
     """What ``inspect`` prints for a converted model, as a JSON-ready dict."""
     import onnx
 
-    from .session import read_converted_info
-
     model = onnx.load(path, load_external_data=False)
     info = read_converted_info(model, source=repr(path))
-    props = info.props
-
-    def prop_json(key, default):
-        try:
-            return json.loads(props.get(META_PREFIX + key, ""))
-        except ValueError:
-            return default
-
     shapes = _graph_output_shapes(model)
     opset = next((int(i.version) for i in model.opset_import if i.domain in ("", "ai.onnx")), None)
     return {
         "model": path,
         "kind": "converted",
-        "format": props.get(META_PREFIX + "format"),
-        "yuzu_onnx_version": props.get(META_PREFIX + "version"),
+        "format": FORMAT,
+        "yuzu_onnx_version": info.version,
         "input": info.input_name,
         "layout": info.layout,
         "alphabet": info.alphabet,
@@ -399,11 +385,11 @@ def describe_converted(path: str) -> dict:
         "probes": info.probes,
         "outputs": {name: {"reduce": spec.get("reduce", "none"), "shape": shapes.get(name)}
                     for name, spec in info.outputs.items()},
-        "stages": prop_json("stages", []),
-        "region_stops": prop_json("region_stops", []),
-        "fallback_reason": props.get(META_PREFIX + "fallback") or None,
-        "naive_flops": float(props.get(META_PREFIX + "naive_flops", "0") or 0),
-        "rewritten_flops": float(props.get(META_PREFIX + "rewritten_flops", "0") or 0),
+        "stages": [dict(stage) for stage in info.stages],
+        "region_stops": list(info.region_stops),
+        "fallback_reason": info.fallback_reason,
+        "naive_flops": info.naive_flops,
+        "rewritten_flops": info.rewritten_flops,
         "peak_bytes_per_sequence": info.peak_bytes_per_sequence,
         "opset": opset,
         "ir_version": int(model.ir_version),
@@ -485,7 +471,7 @@ def cmd_inspect(args) -> int:
     from .convert import convert_model
 
     props = _peek_props(args.model)
-    if _is_converted(props):
+    if is_converted(props):
         d = describe_converted(args.model)
         printer = _print_converted
     else:
@@ -529,7 +515,7 @@ def cmd_convert(args) -> int:
     from .results import check_output_path
 
     out = check_output_path(args.out)
-    if _is_converted(_peek_props(args.model)):
+    if is_converted(_peek_props(args.model)):
         raise ModelError(f"{args.model!r} is already a converted ISM model; convert the original model")
     conv = convert_model(args.model, **_model_kwargs(args))
     sidecar = save_conversion(conv, out)
@@ -621,7 +607,7 @@ def cmd_ism(args) -> int:
     for w in caught:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     session = ISMSession(path, device=args.device, threads=args.threads)
-    reason = session.info.props.get(META_PREFIX + "fallback")
+    reason = session.info.fallback_reason
     if reason and kwargs.get("probes") != "naive" and not any("naive" in str(w.message) for w in caught):
         warnings.warn(f"falling back to exact naive ISM: {reason}", YuzuWarning, stacklevel=1)
     runner = ConvertedRunner(session)
@@ -694,7 +680,7 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _probes_of(model) -> str:
-    return {p.key: p.value for p in model.metadata_props}.get("yuzu_onnx.probes", "spaced")
+    return read_converted_info(model).probes
 
 
 def cmd_verify(args) -> int:

@@ -11,8 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .alphabets import DNA
+from .encoding import SequenceBatch, one_hot, reverse_complement
 from .errors import InputError, SequenceError, YuzuWarning
-from .sequences import NCL, SequenceBatch, one_hot, read_text, reverse_complement
+from .layout import NCL
+from .textfiles import read_text
 
 STRANDS = ("+", "-", ".")
 

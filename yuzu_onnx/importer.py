@@ -22,11 +22,10 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 from .alphabets import DEFAULT_FOR_SIZE, resolve_alphabet
+from .encoding import random_one_hot
 from .errors import ModelError, YuzuWarning
+from .layout import LAYOUTS, NCL, NLC, SequenceSpec
 
-NCL = "ncl"
-NLC = "nlc"
-LAYOUTS = (NCL, NLC)
 BATCH_DIM_NAME = "batch"
 
 
@@ -72,6 +71,11 @@ class ModelSpec:
     source_sha256: str = ""
 
     @property
+    def sequence(self) -> SequenceSpec:
+        """Layout, alphabet and length: what reading sequences for the model needs."""
+        return SequenceSpec(self.layout, self.alphabet, self.seq_len)
+
+    @property
     def alphabet_size(self) -> int:
         """``A``, the size of the one-hot axis."""
         return len(self.alphabet)
@@ -79,8 +83,7 @@ class ModelSpec:
     @property
     def input_shape(self) -> tuple[int, int]:
         """The per-sequence input shape: ``(A, L)`` for ncl, ``(L, A)`` for nlc."""
-        a, n = self.alphabet_size, self.seq_len
-        return (a, n) if self.layout == NCL else (n, a)
+        return self.sequence.input_shape
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -395,12 +398,6 @@ def _fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
     return folded
 
 
-def _random_onehot(batch: int, layout: str, size: int, length: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    x = np.eye(size, dtype=np.float32)[rng.integers(0, size, (batch, length))]  # (N, L, A)
-    return x if layout == NLC else np.ascontiguousarray(x.transpose(0, 2, 1))
-
-
 def measure_shapes(
     model: onnx.ModelProto, input_name: str, layout: str, size: int, length: int
 ) -> tuple[dict[str, tuple[int, ...]], dict[str, int | None], set[str]]:
@@ -437,7 +434,8 @@ def measure_shapes(
         session = ort.InferenceSession(
             probe.SerializeToString(), cpu_session_options(optimize=False), providers=["CPUExecutionProvider"]
         )
-        runs = [session.run(names, {input_name: _random_onehot(b, layout, size, length, b)}) for b in (2, 3)]
+        runs = [session.run(names, {input_name: random_one_hot(b, length, alphabet_size=size, layout=layout, seed=b)})
+                for b in (2, 3)]
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(

@@ -23,6 +23,7 @@ from .errors import InputError, ModelError
 from .importer import NCL, ModelSpec, load_model
 from .runtime import make_session
 from .sequences import check_one_hot
+from .window import parse_window
 
 DEFAULT_MAX_MEMORY = 1 << 30  # 1 GiB
 BYTES_PER_VALUE = 4
@@ -55,22 +56,6 @@ def resolve_outputs(spec: ModelSpec, outputs: str | Sequence[str] | None) -> tup
     return tuple(dict.fromkeys(names))
 
 
-def resolve_window(window: tuple[int, int] | None, seq_len: int) -> tuple[int, int]:
-    """``(start, end)`` of the mutated positions, ``0 <= start < end <= seq_len``."""
-    if window is None:
-        return 0, seq_len
-    try:
-        start, end = window
-        start, end = int(start), int(end)
-    except (TypeError, ValueError):
-        raise InputError(f"window must be a pair (start, end) of integers, got {window!r}") from None
-    if not 0 <= start < end <= seq_len:
-        raise InputError(
-            f"window ({start}, {end}) must satisfy 0 <= start < end <= {seq_len} (the sequence length)"
-        )
-    return start, end
-
-
 def ism_shape(
     spec: ModelSpec, output_name: str, n_sequences: int, *, window: tuple[int, int] | None = None
 ) -> tuple[int, ...]:
@@ -79,7 +64,7 @@ def ism_shape(
     ``(N, A, Lw, *out_dims)`` for ncl models, ``(N, Lw, A, *out_dims)`` for nlc, where
     ``Lw = end - start`` and ``out_dims`` is the output's shape without its batch axis.
     """
-    start, end = resolve_window(window, spec.seq_len)
+    start, end = parse_window(window, spec.seq_len)
     out_dims = tuple(spec.output(output_name).shape[1:])
     a, lw = spec.alphabet_size, end - start
     head = (a, lw) if spec.layout == NCL else (lw, a)
@@ -272,7 +257,7 @@ def naive_ism(
     spec = as_spec(model)
     X = check_one_hot(X, layout=spec.layout, alphabet_size=spec.alphabet_size, seq_len=spec.seq_len)
     names = resolve_outputs(spec, outputs)
-    start, end = resolve_window(window, spec.seq_len)
+    start, end = parse_window(window, spec.seq_len)
     _check_batch_size(batch_size)
     if batch_size is None:
         batch_size = auto_batch_size(spec, max_memory)

@@ -44,6 +44,7 @@ import numpy as np
 from . import __version__
 from .errors import InputError, ModelError, SequenceError, YuzuError, YuzuWarning
 from .importer import NCL, ModelSpec
+from .layout import SequenceSpec
 from .progress import format_bytes
 from .results import NpyStreamWriter, check_output_path, read_npy_dir, write_npz
 from .sequences import SequenceBatch, read_sequences
@@ -59,24 +60,6 @@ CHUNK_MAX_BYTES = 256 * 2**20
 
 
 # --------------------------------------------------------------------------- inputs
-
-
-@dataclass(frozen=True)
-class SequenceSpec:
-    """What reading sequences needs to know about a model (layout, alphabet, length)."""
-
-    layout: str
-    alphabet: str
-    seq_len: int
-
-    @property
-    def alphabet_size(self) -> int:
-        return len(self.alphabet)
-
-    @property
-    def input_shape(self) -> tuple[int, int]:
-        a, n = self.alphabet_size, self.seq_len
-        return (a, n) if self.layout == NCL else (n, a)
 
 
 def load_sequences(path, spec: SequenceSpec | ModelSpec, *, genome=None, strand: bool = False) -> SequenceBatch:

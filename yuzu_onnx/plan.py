@@ -29,6 +29,7 @@ from .analysis.region import (
 from .analysis.wide_convs import is_wide_conv, wide_conv_bytes
 from .errors import InputError
 from .importer import ModelSpec
+from .window import parse_window
 
 REPACK_WEIGHT = 50.0  # cost of one re-packed element, in FLOP-equivalents (memory-bound; measured)
 STAGE_MEMORY_LIMIT = 2 * 2**30  # bytes per sequence of one stage's live probe tensors
@@ -94,24 +95,6 @@ class RewritePlan:
     @property
     def bound_speedup(self) -> float:
         return self.naive_flops / max(self.bound_flops, 1.0)
-
-
-def parse_window(window, seq_len: int) -> tuple[int, int]:
-    """``None`` → the whole sequence; ``(start, end)`` or ``"start:end"`` checked against ``L``."""
-    if window is None:
-        return 0, seq_len
-    if isinstance(window, str):
-        try:
-            start_text, end_text = window.split(":")
-            start = int(start_text) if start_text else 0
-            end = int(end_text) if end_text else seq_len
-        except ValueError:
-            raise InputError(f"window must be START:END (e.g. 100:200), got {window!r}") from None
-    else:
-        start, end = (int(v) for v in window)
-    if not 0 <= start < end <= seq_len:
-        raise InputError(f"window {start}:{end} must satisfy 0 <= start < end <= {seq_len} (the sequence length)")
-    return start, end
 
 
 def _numel(shape: tuple[int, ...]) -> int:

@@ -6,100 +6,30 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 
-from .emit.model import FORMAT
 from .errors import InputError, ModelError
+from .format import FORMAT, ConvertedModelInfo, read_converted_info
 from .sequences import check_one_hot
 
-META_PREFIX = "yuzu_onnx."
 DEFAULT_MEMORY_FRACTION = 0.25
-
-
-@dataclass(frozen=True)
-class ConvertedInfo:
-    """What a converted model's ``metadata_props`` say about it."""
-
-    input_name: str
-    layout: str
-    alphabet: str
-    seq_len: int
-    window: tuple[int, int]
-    outputs: Mapping[str, Mapping[str, str]]
-    peak_bytes_per_sequence: int
-    source_sha256: str
-    probes: str
-    props: Mapping[str, str]
-
-    @property
-    def alphabet_size(self) -> int:
-        return len(self.alphabet)
-
-
-def read_converted_info(model: onnx.ModelProto, *, source: str = "model") -> ConvertedInfo:
-    """Read and check the metadata of a converted model.
-
-    Raises :class:`ModelError` for an original (unconverted) model, or metadata that is
-    missing, edited or inconsistent with the graph.
-    """
-    props = {p.key: p.value for p in model.metadata_props}
-    if props.get(META_PREFIX + "format") is None:
-        raise ModelError(
-            f"{source} is not a converted yuzu-onnx model (no yuzu_onnx metadata); "
-            "convert it first with `yuzu-onnx convert MODEL -o ISM.onnx`"
-        )
-    if props[META_PREFIX + "format"] != FORMAT:
-        raise ModelError(f"{source} has ISM format {props[META_PREFIX + 'format']!r}; this version reads {FORMAT!r}")
-    try:
-        start, end = (int(v) for v in props[META_PREFIX + "window"].split(":"))
-        info = ConvertedInfo(
-            input_name=props[META_PREFIX + "input"],
-            layout=props[META_PREFIX + "layout"],
-            alphabet=props[META_PREFIX + "alphabet"],
-            seq_len=int(props[META_PREFIX + "seq_len"]),
-            window=(start, end),
-            outputs=json.loads(props[META_PREFIX + "outputs"]),
-            peak_bytes_per_sequence=int(props.get(META_PREFIX + "peak_bytes_per_sequence", "0")),
-            source_sha256=props.get(META_PREFIX + "source_sha256", ""),
-            probes=props.get(META_PREFIX + "probes", "spaced"),
-            props=props,
-        )
-    except (KeyError, ValueError) as exc:
-        raise ModelError(f"{source} has missing or malformed yuzu_onnx metadata ({exc}); convert the model again") from None
-    inputs = {i.name: i for i in model.graph.input}
-    if info.input_name not in inputs:
-        raise ModelError(f"{source}: metadata names input {info.input_name!r}, which the graph does not have; "
-                         "the metadata was edited — convert the model again")
-    dims = [d.dim_value if d.HasField("dim_value") else None for d in inputs[info.input_name].type.tensor_type.shape.dim]
-    expected = [None, len(info.alphabet), info.seq_len] if info.layout == "ncl" else [None, info.seq_len, len(info.alphabet)]
-    if info.layout not in ("ncl", "nlc") or dims[1:] != expected[1:]:
-        raise ModelError(f"{source}: metadata (layout {info.layout}, alphabet {info.alphabet!r}, length "
-                         f"{info.seq_len}) disagrees with the graph's input shape; convert the model again")
-    graph_outputs = {o.name for o in model.graph.output}
-    if set(info.outputs) != graph_outputs:
-        raise ModelError(f"{source}: metadata outputs {sorted(info.outputs)} differ from the graph's "
-                         f"{sorted(graph_outputs)}; convert the model again")
-    if not 0 <= info.window[0] < info.window[1] <= info.seq_len:
-        raise ModelError(f"{source}: metadata window {info.window} does not fit length {info.seq_len}")
-    return info
 
 
 def converted_sidecar(model: onnx.ModelProto) -> dict:
     """The JSON sidecar written next to a converted model (read by the browser host)."""
     info = read_converted_info(model)
     return {
-        "format": info.props[META_PREFIX + "format"],
+        "format": FORMAT,
         "input": info.input_name,
         "layout": info.layout,
         "alphabet": info.alphabet,
         "seq_len": info.seq_len,
         "window": list(info.window),
         "outputs": dict(info.outputs),
-        "version": info.props.get(META_PREFIX + "version", ""),
+        "version": info.version if info.version is not None else "",
     }
 
 
@@ -164,7 +94,7 @@ class ISMSession:
             except Exception:
                 raise ModelError(f"{str(path)!r} is not an ONNX model (cannot parse it); is the file truncated?") from None
             source = repr(str(path))
-        self.info = read_converted_info(proto, source=source)
+        self.info: ConvertedModelInfo = read_converted_info(proto, source=source)
         self.session = make_session(proto, providers=providers, device=device, threads=threads)
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.use_io_binding = self.provider == "CUDAExecutionProvider"

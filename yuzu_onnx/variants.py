@@ -44,8 +44,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
+from .layout import LAYOUTS
 
-LAYOUTS = ("ncl", "nlc")
 _COMPLEMENT_PAIRS = {"A": "TU", "T": "A", "U": "A", "C": "G", "G": "C", "N": "N"}
 _BASE_COLUMNS = ("name", "position")
 _COORD_COLUMNS = ("chrom", "pos", "strand", "genome_ref", "genome_alt")

@@ -22,7 +22,6 @@ tail, the decode of global pooling heads and the ISM outputs reuse the spaced en
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -32,7 +31,9 @@ import numpy as np
 import onnx
 
 from ..analysis.region import DATA, LocalRegion
+from ..encoding import random_one_hot
 from ..errors import InputError, YuzuError, YuzuWarning
+from ..format import GaussianInfo, metadata_of, read_converted_info, write_converted_info
 from ..importer import ModelSpec
 from ..oracle import naive_ism
 from ..plan import RewritePlan, Stage, node_flops, plan_rewrite
@@ -64,7 +65,6 @@ __all__ = [
 ALPHA_RANGE = (1.0, 1.5)
 ALPHA_GRID = tuple(round(1.0 + 0.05 * i, 2) for i in range(11))
 MIN_PEARSON = 0.9999
-META = "yuzu_onnx."
 
 
 @dataclass(frozen=True)
@@ -191,9 +191,7 @@ def emit_gaussian(
 
 def _check_sequence(spec: ModelSpec, seed: int) -> np.ndarray:
     """One random one-hot sequence in the model's layout, from ``(seed, 1)``."""
-    rng = np.random.default_rng([seed, 1])
-    x = np.eye(spec.alphabet_size, dtype=np.float32)[rng.integers(0, spec.alphabet_size, (1, spec.seq_len))]
-    return x if spec.layout == "nlc" else np.ascontiguousarray(x.transpose(0, 2, 1))
+    return random_one_hot(1, spec.seq_len, alphabet_size=spec.alphabet_size, layout=spec.layout, seed=[seed, 1])
 
 
 def _run(model: onnx.ModelProto, spec: ModelSpec, X: np.ndarray, outputs: Sequence[str]) -> dict[str, np.ndarray]:
@@ -396,35 +394,23 @@ def _set_gaussian_metadata(model, design: GaussianDesign, region: LocalRegion, s
             "probes_all_bases": bases.n_probes,
             "condition_number": float(f"{max(shift.condition, bases.condition):.4g}"),
         })
-    props = {
-        "probes": "gaussian",
-        "stages": json.dumps(layers),
-        "alpha": f"{alpha:.2f}",
-        "alpha_mode": "auto" if auto else "fixed",
-        "pearson_r": f"{r:.8f}",
-        "seed": str(seed),
-        "condition_number": f"{condition:.4g}",
-    }
-    kept = [p for p in model.metadata_props if p.key.removeprefix(META) not in props]
-    del model.metadata_props[:]
-    model.metadata_props.extend(kept)
-    for key, value in props.items():
-        model.metadata_props.append(onnx.StringStringEntryProto(key=META + key, value=value))
+    info = read_converted_info(metadata_of(model))
+    gaussian = GaussianInfo(alpha=alpha, alpha_mode="auto" if auto else "fixed", pearson_r=r, seed=seed,
+                            condition_number=condition)
+    write_converted_info(model, replace(info, probes="gaussian", stages=tuple(layers), gaussian=gaussian))
 
 
 def gaussian_summary(model: onnx.ModelProto) -> str | None:
     """One line on a Gaussian-probe model's α, r, condition number and seed (else ``None``)."""
-    props = {p.key.removeprefix(META): p.value for p in model.metadata_props}
-    if props.get("probes") != "gaussian":
+    info = read_converted_info(metadata_of(model))
+    g = info.gaussian
+    if info.probes != "gaussian" or g is None:
         return None
-    try:
-        layers = json.loads(props.get("stages", "[]"))
-    except ValueError:
-        layers = []
-    probes = ", ".join(str(layer.get("probes")) for layer in layers)
+    shown = g.to_props()
+    probes = ", ".join(str(layer.get("probes")) for layer in info.stages)
     return (
-        f"gaussian probes: alpha {props.get('alpha')} ({props.get('alpha_mode', 'auto')}), "
-        f"Pearson r {props.get('pearson_r')} vs naive ISM on a random sequence, "
-        f"worst condition number {props.get('condition_number')}, seed {props.get('seed')}; "
-        f"{len(layers)} convs ({probes} probes)"
+        f"gaussian probes: alpha {shown['alpha']} ({g.alpha_mode}), "
+        f"Pearson r {shown['pearson_r']} vs naive ISM on a random sequence, "
+        f"worst condition number {shown['condition_number']}, seed {g.seed}; "
+        f"{len(info.stages)} convs ({probes} probes)"
     )

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from .. import __version__
 from ..analysis.region import LocalRegion, constant_values
 from ..errors import UnsupportedError
+from ..format import ConvertedModelInfo, read_converted_info, write_converted_info
 from ..importer import ModelSpec
 from ..plan import RewritePlan
+from ..version import __version__
 from .builder import PREFIX, GraphBuilder, prune_dead_nodes, referenced_names
 from .decode import (
     REDUCTIONS,
@@ -26,8 +26,6 @@ from .decode import (
 from .probes import EmitContext
 from .stages import emit_stage
 from .tail import emit_tail
-
-FORMAT = "ism/1"
 
 
 def emit_model(
@@ -124,14 +122,13 @@ def emit_ism_model(
     # the lowest IR version the opsets need, never newer than the source's
     model.ir_version = min(spec.model.ir_version, helper.find_min_ir_version_for(list(model.opset_import)))
     tail = next(t for t in ("materialised", "vectors", "none") if t in tails)
-    _set_metadata(model, spec, region, plan.realised(tail), outputs, reductions, probes)
-    model.metadata_props.append(onnx.StringStringEntryProto(key="yuzu_onnx.tail", value=tail))
+    write_converted_info(model, converted_info(spec, region, plan.realised(tail), outputs, reductions, probes, tail))
     return model
 
 
 def emitted_tail(model: onnx.ModelProto) -> str:
     """What the tail of an emitted model runs on: ``none``, ``vectors`` or ``materialised``."""
-    return {p.key: p.value for p in model.metadata_props}.get("yuzu_onnx.tail", "materialised")
+    return read_converted_info(model).tail
 
 
 def emit_decoded_outputs(ctx: EmitContext, outputs: list[str], reductions: dict[str, str], is_reference: str) -> list[str]:
@@ -186,34 +183,37 @@ def _emit_reference(spec: ModelSpec, builder: GraphBuilder) -> dict[str, str]:
     return names
 
 
-def _set_metadata(model, spec, region, plan, outputs, reductions, probes) -> None:
+def converted_info(
+    spec: ModelSpec,
+    region: LocalRegion,
+    plan: RewritePlan,
+    outputs: list[str],
+    reductions: dict[str, str],
+    probes: str,
+    tail: str,
+) -> ConvertedModelInfo:
+    """The metadata record of a model emitted from ``plan`` (the plan the emitter realised)."""
     stages = [
         {"spacing": st.spacing, "probes": st.n_probes * (spec.alphabet_size - 1),
          "probes_with_unknown_bases": st.n_probes * spec.alphabet_size, "receptive_field": st.receptive_field,
          "nodes": len(st.nodes)}
         for st in plan.stages
     ]
-    props = {
-        "yuzu_onnx.format": FORMAT,
-        "yuzu_onnx.version": __version__,
-        "yuzu_onnx.source_sha256": spec.source_sha256,
-        "yuzu_onnx.input": spec.input_name,
-        "yuzu_onnx.layout": spec.layout,
-        "yuzu_onnx.alphabet": spec.alphabet,
-        "yuzu_onnx.seq_len": str(spec.seq_len),
-        "yuzu_onnx.window": f"{plan.window[0]}:{plan.window[1]}",
-        "yuzu_onnx.probes": probes,
-        "yuzu_onnx.outputs": json.dumps({o: {"reduce": reductions[o]} for o in outputs}),
-        "yuzu_onnx.stages": json.dumps(stages),
-        "yuzu_onnx.first_conv_shortcut": json.dumps([spec.model.graph.node[c.node].name or c.output
-                                                     for c in plan.input_convs]),
-        "yuzu_onnx.tail_chunk": str(plan.tail_chunk),
-        "yuzu_onnx.peak_bytes_per_sequence": str(int(plan.peak_bytes_per_sequence)),
-        "yuzu_onnx.naive_flops": f"{plan.naive_flops:.6g}",
-        "yuzu_onnx.rewritten_flops": f"{plan.rewritten_flops:.6g}",
-        "yuzu_onnx.fallback": plan.fallback_reason or "",
-        "yuzu_onnx.region_stops": json.dumps([str(s) for s in region.stops]),
-    }
-    del model.metadata_props[:]
-    for key, value in props.items():
-        model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
+    return ConvertedModelInfo(
+        input_name=spec.input_name,
+        sequence=spec.sequence,
+        window=plan.window,
+        outputs={o: {"reduce": reductions[o]} for o in outputs},
+        probes=probes,
+        version=__version__,
+        source_sha256=spec.source_sha256,
+        stages=tuple(stages),
+        first_conv_shortcut=tuple(spec.model.graph.node[c.node].name or c.output for c in plan.input_convs),
+        tail=tail,
+        tail_chunk=plan.tail_chunk,
+        peak_bytes_per_sequence=int(plan.peak_bytes_per_sequence),
+        naive_flops=plan.naive_flops,
+        rewritten_flops=plan.rewritten_flops,
+        fallback_reason=plan.fallback_reason,
+        region_stops=tuple(str(s) for s in region.stops),
+    )

@@ -30,6 +30,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ..encoding import random_one_hot
+from ..layout import LAYOUTS
+
 __all__ = [
     "ALPHABET_SIZE",
     "BUILDERS",
@@ -38,7 +41,6 @@ __all__ = [
     "random_onehot",
 ]
 
-LAYOUTS = ("ncl", "nlc")
 ALPHABET_SIZE = 4
 INPUT_NAME = "x"
 
@@ -73,12 +75,7 @@ def random_onehot(
         raise ValueError(f"need n >= 0 and seq_len >= 1, got n={n}, seq_len={seq_len}")
     if not 0 <= n_positions <= seq_len:
         raise ValueError(f"n_positions must be in [0, seq_len={seq_len}], got {n_positions}")
-    rng = np.random.default_rng(seed)
-    x = np.eye(alphabet_size, dtype=np.float32)[rng.integers(0, alphabet_size, (n, seq_len))]
-    for i in range(n):
-        if n_positions:
-            x[i, rng.choice(seq_len, size=n_positions, replace=False)] = 0.0
-    return x if layout == "nlc" else np.ascontiguousarray(x.transpose(0, 2, 1))
+    return random_one_hot(n, seq_len, alphabet_size=alphabet_size, layout=layout, seed=seed, n_unknown=n_positions)
 
 
 # --------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ..encoding import random_one_hot
 from .model_builders import rename_tensor
 
 __all__ = [
@@ -895,10 +896,8 @@ def random_batch(
     alphabet_size: int = ALPHABET_SIZE,
 ) -> np.ndarray:
     """``n`` one-hot sequences; the first has ``n_unknown`` all-zero (N) columns."""
-    x = np.eye(alphabet_size, dtype=np.float32)[rng.integers(0, alphabet_size, (n, seq_len))]
-    if n_unknown:
-        x[0, rng.choice(seq_len, size=min(n_unknown, seq_len), replace=False)] = 0.0
-    return x if layout == "nlc" else np.ascontiguousarray(x.transpose(0, 2, 1))
+    return random_one_hot(n, seq_len, alphabet_size=alphabet_size, layout=layout, rng=rng, n_unknown=n_unknown,
+                          unknown_in="first")
 
 
 def check_model_runs(model: onnx.ModelProto, info: ModelInfo) -> None:

@@ -265,7 +265,8 @@ def read_converted_info(
     if model is not None:
         _check_graph(model, info, source)
     if not 0 <= info.window[0] < info.window[1] <= info.seq_len:
-        raise ModelError(f"{source}: metadata window {info.window} does not fit length {info.seq_len}")
+        raise ModelError(f"{source}: metadata window {info.window} does not fit length {info.seq_len}; "
+                         "convert the model again")
     return info
 
 

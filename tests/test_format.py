@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import onnx
 import pytest
@@ -14,7 +15,6 @@ from yuzu_onnx.format import (
     GAUSSIAN_KEYS,
     KEYS,
     PREFIX,
-    ConvertedModelInfo,
     GaussianInfo,
     is_converted,
     metadata_of,
@@ -87,7 +87,7 @@ def test_optional_keys_take_their_defaults():
 def test_gaussian_entries_come_last_and_round_trip():
     gaussian = GaussianInfo(alpha=1.05, alpha_mode="auto", pearson_r=0.999991234, seed=3, condition_number=231.84)
     info = read_converted_info(WRITTEN_BY_0_1_0)
-    props = ConvertedModelInfo(**{**info.__dict__, "probes": "gaussian", "gaussian": gaussian}).to_props()
+    props = replace(info, probes="gaussian", gaussian=gaussian).to_props()
     keys = [k.removeprefix(PREFIX) for k in props]
     assert keys[-7:] == ["probes", "stages", *GAUSSIAN_KEYS]
     assert props[PREFIX + "alpha"] == "1.05" and props[PREFIX + "pearson_r"] == "0.99999123"
@@ -125,10 +125,10 @@ def test_unconverted_model_and_graph_checks(converted):
     edited.CopyFrom(converted)
     info = read_converted_info(converted)
     outputs = json.dumps({"other": {"reduce": "none"}})
-    write_converted_info(edited, ConvertedModelInfo(**{**info.__dict__, "outputs": json.loads(outputs)}))
+    write_converted_info(edited, replace(info, outputs=json.loads(outputs)))
     with pytest.raises(ModelError, match="outputs"):
         read_converted_info(edited)
-    write_converted_info(edited, ConvertedModelInfo(**{**info.__dict__, "input_name": "nope"}))
+    write_converted_info(edited, replace(info, input_name="nope"))
     with pytest.raises(ModelError, match="'nope'"):
         read_converted_info(edited)
     assert read_converted_info(metadata_of(edited)).input_name == "nope"  # props alone: no graph to check

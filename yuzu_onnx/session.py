@@ -14,6 +14,7 @@ import onnx
 
 from .emit.model import FORMAT
 from .errors import InputError, ModelError
+from .progress import format_bytes, memory_option
 from .sequences import check_one_hot
 
 META_PREFIX = "yuzu_onnx."
@@ -115,14 +116,6 @@ def default_memory_budget() -> int:
     return int(total * DEFAULT_MEMORY_FRACTION)
 
 
-def format_bytes(size: float) -> str:
-    """``1536`` → ``"1.5K"``; the form ``parse_memory`` reads back."""
-    for unit, scale in (("T", 2**40), ("G", 2**30), ("M", 2**20), ("K", 2**10)):
-        if size >= scale:
-            return f"{size / scale:.3g}{unit}"
-    return f"{int(size)}"
-
-
 def parse_memory(value: str | int) -> int:
     """``"4G"``, ``"512M"``, ``"1e9"`` or an int → bytes."""
     if isinstance(value, int):
@@ -181,7 +174,7 @@ class ISMSession:
         if per_sequence > budget:
             raise InputError(
                 f"one sequence needs about {format_bytes(per_sequence)} but the memory budget is "
-                f"{format_bytes(budget)}; raise --max-memory to at least {format_bytes(per_sequence)} "
+                f"{format_bytes(budget)}; raise --max-memory to at least {memory_option(per_sequence)} "
                 "or convert with a narrower --window"
             )
         return max(1, min(256, budget // per_sequence))

@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_file
 from .errors import InputError
 from .layout import LAYOUTS
 
@@ -197,21 +198,11 @@ def write_modisco(path_prefix: str | os.PathLike, arrays: dict[str, np.ndarray])
         "contrib": Path(prefix + ".contrib.npz"),
     }
     for key, path in paths.items():
-        _atomic_savez(path, np.asarray(arrays[key], dtype=np.float32))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path) as fh:
+            np.savez_compressed(fh, np.asarray(arrays[key], dtype=np.float32))
     lw = shapes["one_hot"][2]
     return ModiscoFiles(paths["one_hot"], paths["hypothetical"], paths["contrib"], window=lw - lw % 2)
-
-
-def _atomic_savez(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, array)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _check_layout(layout: str) -> None:

@@ -19,14 +19,12 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from . import __version__
 from .errors import InputError, ModelError, YuzuError, YuzuWarning
 from .format import FORMAT, is_converted, metadata_of, read_converted_info
+from .sidecar import graph_output_shapes
 
 PROG = "yuzu-onnx"
-TOLERANCE = 1e-5
 
 
 # --------------------------------------------------------------------------- argparse
@@ -238,23 +236,6 @@ def _shape_text(shape) -> str:
     return "(" + ", ".join("batch" if (d is None or d == -1 or isinstance(d, str)) else str(d) for d in shape) + ")"
 
 
-def _graph_output_shapes(model) -> dict[str, list]:
-    shapes = {}
-    for o in model.graph.output:
-        dims = []
-        for d in o.type.tensor_type.shape.dim:
-            dims.append(d.dim_value if d.HasField("dim_value") else None)
-        shapes[o.name] = dims
-    return shapes
-
-
-def _write_json_atomic(path: Path, doc: dict) -> None:
-    from .pipeline import _atomic_write
-
-    text = (json.dumps(doc, indent=2) + "\n").encode("utf-8")
-    _atomic_write(path, lambda fh: fh.write(text))
-
-
 # --------------------------------------------------------------------------- inspect
 
 
@@ -370,7 +351,7 @@ def describe_converted(path: str) -> dict:
 
     model = onnx.load(path, load_external_data=False)
     info = read_converted_info(model, source=repr(path))
-    shapes = _graph_output_shapes(model)
+    shapes = graph_output_shapes(model)
     opset = next((int(i.version) for i in model.opset_import if i.domain in ("", "ai.onnx")), None)
     return {
         "model": path,
@@ -487,32 +468,10 @@ def cmd_inspect(args) -> int:
 # --------------------------------------------------------------------------- convert
 
 
-def sidecar_document(conv) -> dict:
-    """The JSON sidecar ``ISM.onnx.json`` the browser host reads."""
-    shapes = _graph_output_shapes(conv.model)
-    return {
-        "input": conv.spec.input_name,
-        "layout": conv.spec.layout,
-        "alphabet": conv.spec.alphabet,
-        "seq_len": conv.spec.seq_len,
-        "window": list(conv.plan.window),
-        "outputs": {o: {"reduce": conv.reductions[o], "shape": shapes.get(o)} for o in conv.outputs},
-    }
-
-
-def save_conversion(conv, out: Path) -> Path:
-    """Save the converted model and its JSON sidecar; returns the sidecar path."""
-    from .convert import save_model
-
-    save_model(conv.model, out)
-    sidecar = out.with_name(out.name + ".json")
-    _write_json_atomic(sidecar, sidecar_document(conv))
-    return sidecar
-
-
 def cmd_convert(args) -> int:
     from .convert import convert_model
     from .results import check_output_path
+    from .sidecar import save_conversion
 
     out = check_output_path(args.out)
     if is_converted(_peek_props(args.model)):
@@ -537,7 +496,7 @@ def cmd_convert(args) -> int:
         if plan.input_convs:
             _say(f"  first convolution from kernel-column differences: {_first_conv_names(conv)}")
     _say(f"  expected speedup {plan.expected_speedup:.1f}x over naive ISM (bound {plan.bound_speedup:.1f}x)")
-    for name, shape in _graph_output_shapes(conv.model).items():
+    for name, shape in graph_output_shapes(conv.model).items():
         _say(f"  output {name} {_shape_text(shape)} reduce={conv.reductions[name]}")
     return 0
 
@@ -545,61 +504,47 @@ def cmd_convert(args) -> int:
 # --------------------------------------------------------------------------- run / ism / naive
 
 
-def _prepare_outputs(args) -> tuple[Path, Path | None]:
-    """Check the result path and the --variants path before any work."""
-    from .results import check_output_path
+def _job_options(args):
+    """The ``run``/``ism``/``naive`` options as a :class:`~yuzu_onnx.pipeline.JobOptions`."""
+    from .pipeline import JobOptions
 
-    out = check_output_path(args.out, folder=(args.fmt == "npy"))
-    variants = check_output_path(args.variants) if args.variants else None
-    return out, variants
-
-
-def _run_pipeline(args, runner, model_path: str, model_sha256: str, *, batch_size, threads_note: str = "") -> int:
-    from .pipeline import file_sha256, load_sequences, parse_modisco, run_to_files, write_followups
-    from .progress import Progress, summary_line
-
-    out, variants = _prepare_outputs(args)
-    modisco = parse_modisco(args.modisco, runner.output_names)
-    batch = load_sequences(args.input, runner.sequence_spec, genome=args.genome, strand=args.strand)
-    progress = Progress(len(batch), quiet=args.quiet, label=runner.kind)
-    options = {"genome": args.genome, "strand": bool(args.strand)}
-    metadata = {"command": args.command, "model": model_path, "input": args.input}
-    report = run_to_files(
-        runner, batch, out, fmt=args.fmt, batch_size=batch_size, max_memory=args.max_memory,
-        resume=args.resume, model_sha256=model_sha256, input_sha256=file_sha256(args.input),
-        options=options, metadata=metadata, progress=progress, keep_arrays=True,
+    return JobOptions(
+        input=args.input, out=args.out, command=args.command, fmt=args.fmt, batch_size=args.batch_size,
+        max_memory=args.max_memory, genome=args.genome, strand=args.strand, resume=args.resume,
+        modisco=args.modisco, variants=args.variants, quiet=args.quiet,
     )
-    progress.summary(summary_line(n_sequences=report.n_sequences, seconds=report.seconds, path=report.path,
-                                  provider=report.provider, resumed=report.resumed, what=runner.kind))
-    for line in write_followups(report, batch, fmt=args.fmt, modisco=modisco, variants=variants):
+
+
+def _run_job(args, job, runner, model_sha256: str) -> int:
+    from .pipeline import run_job
+
+    for line in run_job(runner, job, model_path=args.model, model_sha256=model_sha256):
         _note(line, args.quiet)
     return 0
 
 
 def cmd_run(args) -> int:
-    from .pipeline import ConvertedRunner, file_sha256
+    from .partial_store import file_sha256
+    from .pipeline import check_job_outputs, check_source
+    from .runners import ConvertedRunner
     from .session import ISMSession
 
-    _prepare_outputs(args)
+    job = _job_options(args)
+    check_job_outputs(job)
     session = ISMSession(args.model, device=args.device, threads=args.threads)
     if args.check_source:
-        if not Path(args.check_source).is_file():
-            raise InputError(f"--check-source model {args.check_source!r} does not exist")
-        sha = file_sha256(args.check_source)
-        if sha != session.info.source_sha256:
-            raise InputError(
-                f"{args.check_source!r} (sha256 {sha[:12]}...) is not the model {args.model!r} was converted from "
-                f"(sha256 {session.info.source_sha256[:12] or 'unknown'}...); convert it again"
-            )
-    runner = ConvertedRunner(session)
-    return _run_pipeline(args, runner, args.model, file_sha256(args.model), batch_size=args.batch_size)
+        check_source(args.check_source, args.model, session.info.source_sha256)
+    return _run_job(args, job, ConvertedRunner(session), file_sha256(args.model))
 
 
 def cmd_ism(args) -> int:
-    from .pipeline import ConvertedRunner, file_sha256
+    from .partial_store import file_sha256
+    from .pipeline import check_job_outputs
+    from .runners import ConvertedRunner
     from .session import ISMSession, cached_conversion
 
-    _prepare_outputs(args)
+    job = _job_options(args)
+    check_job_outputs(job)
     kwargs = _model_kwargs(args)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -610,73 +555,24 @@ def cmd_ism(args) -> int:
     reason = session.info.fallback_reason
     if reason and kwargs.get("probes") != "naive" and not any("naive" in str(w.message) for w in caught):
         warnings.warn(f"falling back to exact naive ISM: {reason}", YuzuWarning, stacklevel=1)
-    runner = ConvertedRunner(session)
-    return _run_pipeline(args, runner, args.model, file_sha256(path), batch_size=args.batch_size)
+    return _run_job(args, job, ConvertedRunner(session), file_sha256(path))
 
 
 def cmd_naive(args) -> int:
     from .importer import load_model
-    from .pipeline import NaiveRunner
+    from .pipeline import check_job_outputs
+    from .runners import NaiveRunner
 
-    _prepare_outputs(args)
+    job = _job_options(args)
+    check_job_outputs(job)
     spec = load_model(args.model, seq_len=args.seq_len, input_name=args.input_name, layout=args.layout,
                       alphabet=args.alphabet)
     runner = NaiveRunner(spec, outputs=args.outputs, window=args.window, reductions=args.reduce,
                          device=args.device)
-    return _run_pipeline(args, runner, args.model, spec.source_sha256, batch_size=args.batch_size)
+    return _run_job(args, job, runner, spec.source_sha256)
 
 
 # --------------------------------------------------------------------------- verify
-
-
-def random_sequences(n: int, spec, *, seed: int = 0, n_unknown: int = 3) -> np.ndarray:
-    """``n`` random one-hot sequences for ``spec``; the last gets ``n_unknown`` all-zero (N) columns."""
-    rng = np.random.default_rng(seed)
-    a, length = spec.alphabet_size, spec.seq_len
-    x = np.eye(a, dtype=np.float32)[rng.integers(0, a, (n, length))]  # (n, L, A)
-    if n:
-        k = min(n_unknown, length)
-        x[n - 1, rng.choice(length, size=k, replace=False)] = 0.0
-    return x if spec.layout == "nlc" else np.ascontiguousarray(x.transpose(0, 2, 1))
-
-
-def verify_conversion(conv, X: np.ndarray, *, device: str = "auto") -> dict[str, dict]:
-    """Converted vs naive ISM on ``X``: per output max abs error, scale and relative error."""
-    from .oracle import reference_outputs
-    from .pipeline import NaiveRunner
-    from .session import ISMSession
-
-    ism = ISMSession(conv.model, device=device).run(X)
-    naive_runner = NaiveRunner(conv.spec, outputs=list(conv.outputs), window=conv.plan.window,
-                               reductions=dict(conv.reductions), device=device)
-    naive_runner.plan_batches(None, None)
-    naive = naive_runner.run(X)
-    refs = reference_outputs(naive_runner.session, X, spec=conv.spec, outputs=list(conv.outputs))
-    report = {}
-    for name in conv.outputs:
-        got, want = ism[name], naive[name]
-        if got.shape != want.shape:
-            raise YuzuError(f"output {name!r}: converted ISM has shape {got.shape}, naive ISM {want.shape}")
-        err = float(np.max(np.abs(got.astype(np.float64) - want))) if got.size else 0.0
-        scale = max(float(np.max(np.abs(refs[name]))) if refs[name].size else 0.0,
-                    float(np.max(np.abs(got))) if got.size else 0.0)
-        rel = err / scale if scale > 0 else err
-        pearson = _pearson(got, want)
-        ok = bool(np.isfinite(rel) and rel <= TOLERANCE)
-        if _probes_of(conv.model) == "gaussian":  # approximate by design: judged by correlation
-            ok = bool(np.isfinite(pearson) and pearson >= GAUSSIAN_MIN_PEARSON)
-        report[name] = {"max_abs_error": err, "scale": scale, "relative_error": rel, "pearson_r": pearson, "ok": ok}
-    return report
-
-
-GAUSSIAN_MIN_PEARSON = 0.9999
-
-
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
-    if a.size < 2 or a.std() == 0 or b.std() == 0:
-        return 1.0 if np.array_equal(a, b) else float("nan")
-    return float(np.corrcoef(a, b)[0, 1])
 
 
 def _probes_of(model) -> str:
@@ -685,23 +581,23 @@ def _probes_of(model) -> str:
 
 def cmd_verify(args) -> int:
     from .convert import convert_model
+    from .verify import GAUSSIAN_MIN_PEARSON, TOLERANCE, random_sequences, verify_conversion
 
     if args.n < 1:
         raise InputError(f"-n must be at least 1, got {args.n}")
     conv = convert_model(args.model, **_model_kwargs(args))
     X = random_sequences(args.n, conv.spec, seed=args.seed)
-    report = verify_conversion(conv, X, device=args.device)
+    probes = _probes_of(conv.model)
+    report = verify_conversion(conv, X, probes=probes, device=args.device)
+    gaussian = probes == "gaussian"
     method = "naive fallback" if conv.plan.fallback_reason else f"{len(conv.plan.stages)} probe stages"
     _say(f"verify {args.model}: {args.n} random sequences (seed {args.seed}, one with N positions), {method}")
     _say(f"  {'output':<20} {'max abs error':>14} {'scale':>12} {'relative':>12} {'pearson r':>12}")
-    ok = True
     for name, r in report.items():
         flag = "ok" if r["ok"] else "FAIL"
-        ok &= r["ok"]
         _say(f"  {name:<20} {r['max_abs_error']:>14.3e} {r['scale']:>12.4g} {r['relative_error']:>12.3e} "
              f"{r['pearson_r']:>12.8f}  {flag}")
-    gaussian = _probes_of(conv.model) == "gaussian"
-    if not ok:
+    if not all(r["ok"] for r in report.values()):
         limit = f"Pearson r below {GAUSSIAN_MIN_PEARSON}" if gaussian else f"more than {TOLERANCE:g} x scale"
         sys.stderr.write(f"{PROG}: error: converted ISM differs from naive ISM by {limit}\n")
         return 1
@@ -736,98 +632,24 @@ def cmd_plot(args) -> int:
 # --------------------------------------------------------------------------- demo
 
 
-DEMO_MODEL = Path("models") / "demo_motifs.onnx"
-DEMO_SEQUENCES = Path("examples") / "demo_sequences.fa"
-DEMO_SITES = Path("examples") / "demo_motifs.tsv"
-
-
-def find_demo_files() -> tuple[Path, Path, Path | None]:
-    """The demo model and sequences: beside the package (source checkout), else in the working folder."""
-    roots = [Path(__file__).resolve().parent.parent, Path.cwd()]
-    for root in roots:
-        model, seqs = root / DEMO_MODEL, root / DEMO_SEQUENCES
-        if model.is_file() and seqs.is_file():
-            sites = root / DEMO_SITES
-            return model, seqs, sites if sites.is_file() else None
-    raise InputError(
-        f"the demo needs {DEMO_MODEL} and {DEMO_SEQUENCES} from the yuzu-onnx repository; run `yuzu-onnx demo` "
-        "from the repository root (or install it with pip install -e .)"
-    )
-
-
-def _read_sites(path: Path | None) -> dict[str, list[tuple[str, int, int]]]:
-    sites: dict[str, list[tuple[str, int, int]]] = {}
-    if path is None:
-        return sites
-    lines = path.read_text("utf-8").splitlines()
-    for line in lines[1:]:
-        fields = line.split("\t")
-        if len(fields) >= 4:
-            sites.setdefault(fields[0], []).append((fields[1], int(fields[2]), int(fields[3])))
-    return sites
-
-
 def cmd_demo(args) -> int:
-    from .convert import convert_model
-    from .pipeline import ConvertedRunner, file_sha256, load_sequences, run_to_files
-    from .progress import Progress, summary_line
-    from .session import ISMSession
+    from . import demo
 
-    model, seqs, sites_path = find_demo_files()
-    folder = Path(args.out)
-    if folder.exists() and not folder.is_dir():
-        raise InputError(f"demo output {str(folder)!r} exists and is not a folder")
-    if not folder.parent.is_dir() and str(folder.parent):
-        raise InputError(f"folder {str(folder.parent)!r} does not exist (for the demo output {str(folder)!r})")
-    folder.mkdir(exist_ok=True)
-    conv = convert_model(model)
-    ism_path = folder / "demo_motifs.ism.onnx"
-    save_conversion(conv, ism_path)
+    model, seqs, sites_path = demo.find_demo_files()
+    folder = demo.demo_folder(args.out)
+    conv, ism_path = demo.convert_demo(model, folder)
     _note(f"converted {model} -> {ism_path} (expected speedup {conv.plan.expected_speedup:.1f}x over naive ISM)",
           args.quiet)
-    runner = ConvertedRunner(ISMSession(ism_path))
-    batch = load_sequences(seqs, runner.sequence_spec)
-    out = folder / "demo_ism.npz"
-    partial = out.with_name(out.name + ".partial")
-    if partial.exists():  # a demo run is cheap: start over instead of asking for --resume
-        import shutil
-
-        shutil.rmtree(partial)
-    progress = Progress(len(batch), quiet=args.quiet, label=runner.kind)
-    report = run_to_files(runner, batch, out, model_sha256=file_sha256(ism_path), input_sha256=file_sha256(seqs),
-                          metadata={"command": "demo", "model": str(model), "input": str(seqs)},
-                          progress=progress, keep_arrays=True)
-    progress.summary(summary_line(n_sequences=report.n_sequences, seconds=report.seconds, path=report.path,
-                                  provider=report.provider, what=runner.kind))
-    name = runner.output_names[0]
-    ism = report.arrays[name].reshape(len(batch), *report.arrays[name].shape[1:3], -1).sum(axis=3)
-    if runner.layout == "nlc":
-        ism = ism.transpose(0, 2, 1)
-    # importance of a position: how much the output drops, on average, when it is mutated
-    importance = -ism.sum(axis=1) / (ism.shape[1] - 1)  # (N, Lw)
-    sites = _read_sites(sites_path)
-    start = runner.window[0]
-    _say(f"results: {out}")
-    _say(f"ISM of output {name!r}: the most important position of each sequence "
+    run = demo.run_demo(ism_path, model, seqs, folder, quiet=args.quiet)
+    _say(f"results: {run.out}")
+    _say(f"ISM of output {run.output!r}: the most important position of each sequence "
          "(largest mean drop of the output when mutated)")
-    for i, seq_name in enumerate(batch.names):
-        j = int(np.argmax(importance[i]))
-        pos = start + j
-        planted = sites.get(seq_name, [])
-        inside = [f"{m} site {s}-{e}" for m, s, e in planted if s <= pos < e]
-        where = f"inside the planted {inside[0]}" if inside else (
-            "planted: " + ", ".join(f"{m} {s}-{e}" for m, s, e in planted) if planted else "")
-        _say(f"  {seq_name}: position {pos} (mean drop {importance[i, j]:.3f})" + (f"  [{where}]" if where else ""))
-    import importlib.util
-
-    if importlib.util.find_spec("matplotlib") is None:
-        warnings.warn("no plot: matplotlib is missing; pip install 'yuzu-onnx[plot]'", YuzuWarning, stacklevel=1)
-        return 0
-    from .plot import plot_from_npz
-
-    fig = folder / "demo_ism.png"
-    plot_from_npz(out, index=0, path=fig)
-    _say(f"plot of {batch.names[0]}: {fig}")
+    for hit in demo.important_positions(run, demo.read_sites(sites_path)):
+        _say(f"  {hit.name}: position {hit.position} (mean drop {hit.drop:.3f})"
+             + (f"  [{hit.note}]" if hit.note else ""))
+    fig = demo.plot_demo(run, folder)
+    if fig is not None:
+        _say(f"plot of {run.names[0]}: {fig}")
     return 0
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -13,12 +12,12 @@ import onnx
 
 from .analysis.positional import input_map
 from .analysis.region import DATA, LocalRegion, analyse_region
+from .atomic import atomic_file
 from .emit.decode import REDUCTIONS
 from .emit.model import emit_model, emitted_tail
 from .errors import InputError, UnsupportedError, YuzuWarning
 from .importer import NCL, ModelSpec, load_model
 from .plan import RewritePlan, plan_rewrite
-from .results import default_file_mode
 
 PROBE_MODES = ("spaced", "naive", "gaussian")
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
@@ -206,16 +205,6 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> Path:
         onnx.save_model(model, str(target), save_as_external_data=True, location=target.name + ".data")
         return target
     data = model.SerializeToString()
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(target) as fh:
+        fh.write(data)
     return target

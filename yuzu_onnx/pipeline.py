@@ -1,17 +1,16 @@
 """Runs that lose nothing: ISM of a sequence file written to result files.
 
-This is the logic shared by the ``run``, ``ism`` and ``naive`` commands:
+This is the logic shared by the ``run``, ``ism``, ``naive`` and ``demo`` commands:
 
 * the output path is checked before any computation;
 * the memory estimate is checked up front: a run whose single sequence cannot fit the
-  budget is refused with the estimate and the option that fixes it;
+  budget is refused with the estimate and the option that fixes it
+  (:meth:`yuzu_onnx.runners.Runner.plan_batches`);
 * sequences run in batches; finished batches are gathered into *chunks* that go to a
-  partial store next to the output (``OUT.partial/``: one ``chunk-NNNNNN.npz`` per chunk
-  and ``progress.json`` holding the SHA-256 of the input file, of the encoded sequences
-  and of the model, the options and the finished chunks). ``resume=True`` continues
-  from it without recomputing finished sequences and refuses when the input, the model
-  or the options differ. Batch boundaries are the same in both runs, so the result is
-  identical to an uninterrupted run. The store is removed after success;
+  partial store next to the output (:mod:`yuzu_onnx.partial_store`). ``resume=True``
+  continues from it without recomputing finished sequences and refuses when the input,
+  the model or the options differ. Batch boundaries are the same in both runs, so the
+  result is identical to an uninterrupted run. The store is removed after success;
 * every ISM value is checked to be finite: a model that produces NaN or inf is refused
   with a message naming the output and the sequence (the converted model has no
   separate reference output, so the check runs on the ISM values; when nearly all of a
@@ -21,37 +20,52 @@ This is the logic shared by the ``run``, ``ism`` and ``naive`` commands:
   (:mod:`yuzu_onnx.results`), so an interrupted run never leaves a file that looks
   finished.
 
-A runner computes ISM for a batch of sequences: :class:`ConvertedRunner` runs a
-converted model, :class:`NaiveRunner` the naive oracle on the original model.
+A runner (:mod:`yuzu_onnx.runners`) computes ISM for a batch of sequences:
+:class:`ConvertedRunner` runs a converted model, :class:`NaiveRunner` the naive oracle on
+the original model. :func:`run_job` is a whole ``run``/``ism``/``naive`` command: read the
+sequences, run, write the result and its follow-ups (MoDISco inputs, variant table).
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import os
-import shutil
-import tempfile
 import time
-import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
-from .errors import InputError, ModelError, SequenceError, YuzuError, YuzuWarning
+from .atomic import atomic_file, write_json
+from .errors import InputError, ModelError, SequenceError, YuzuError
 from .importer import NCL, ModelSpec
-from .layout import SequenceSpec
-from .progress import format_bytes
+from .partial_store import (
+    PartialStore,
+    file_sha256,
+    partial_path,
+    recorded_batch_size,
+    sequences_sha256,
+)
 from .results import NpyStreamWriter, check_output_path, read_npy_dir, write_npz
+from .runners import ConvertedRunner, NaiveRunner, Runner, SequenceSpec
 from .sequences import SequenceBatch, read_sequences
 
-PARTIAL_FORMAT = "yuzu-onnx-partial/1"
-PARTIAL_SUFFIX = ".partial"
-PROGRESS_FILE = "progress.json"
+__all__ = [
+    "ConvertedRunner",
+    "JobOptions",
+    "NaiveRunner",
+    "RunReport",
+    "check_finite",
+    "check_job_outputs",
+    "check_source",
+    "load_sequences",
+    "read_results",
+    "run_job",
+    "run_to_files",
+    "write_followups",
+]
+
 FORMATS = ("npz", "npy")
 RESERVED_KEYS = ("x", "names")
 #: a chunk goes to the partial store after this many seconds of computing, or when full
@@ -70,211 +84,16 @@ def load_sequences(path, spec: SequenceSpec | ModelSpec, *, genome=None, strand:
     return batch
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a file, read in blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def sequences_sha256(batch: SequenceBatch) -> str:
-    """SHA-256 of the encoded sequences and their names."""
-    digest = hashlib.sha256()
-    x = np.ascontiguousarray(batch.x, dtype=np.float32)
-    digest.update(repr(x.shape).encode())
-    digest.update(memoryview(x).cast("B"))
-    digest.update("\n".join(batch.names).encode())
-    return digest.hexdigest()
-
-
-def memory_option(n_bytes: float) -> str:
-    """A ``--max-memory`` value a little above ``n_bytes``: ``800K``, ``13M``, ``2.5G``."""
-    need = n_bytes * 1.1
-    if need < 2**20:
-        return f"{-(-int(need) // 2**10)}K"
-    if need < 2**30:
-        return f"{-(-int(need) // 2**20)}M"
-    return f"{-(-int(need * 10) // 2**30) / 10:g}G"
-
-
-# --------------------------------------------------------------------------- reductions
-
-
-def reduce_ism(ism: np.ndarray, how: str, *, reference: np.ndarray | None = None,
-               sum_axis: int | None = None) -> np.ndarray:
-    """Apply a reduction to a ``none`` ISM array, as the converted model does.
-
-    Parameters
-    ----------
-    ism: shape=(N, A, Lw, *odims) or (N, Lw, A, *odims), reduction ``none``.
-    how: ``none``, ``l2`` (norm over odims), ``sum`` (over odims axis ``sum_axis``,
-        counted in the output's own axes, batch = 0) or ``raw`` (mutant outputs: the
-        delta plus ``reference`` of shape (N, *odims)).
-    """
-    if how == "none":
-        return ism
-    if how == "l2":
-        if ism.ndim == 3:
-            return np.abs(ism)
-        axes = tuple(range(3, ism.ndim))
-        return np.sqrt(np.square(ism.astype(np.float64)).sum(axis=axes)).astype(np.float32)
-    if how == "sum":
-        if sum_axis is None:
-            raise InputError("--reduce sum needs an output with a positional axis; use none or l2")
-        return ism.sum(axis=3 + sum_axis - 1, dtype=np.float64).astype(np.float32)
-    if how == "raw":
-        if reference is None:
-            raise ValueError("raw needs the reference outputs")
-        ref = reference.astype(np.float32)[:, None, None]
-        return (ism + ref).astype(np.float32)
-    raise InputError(f"unknown reduction {how!r}; use none, l2, sum or raw")
-
-
-# --------------------------------------------------------------------------- runners
-
-
-class ConvertedRunner:
-    """ISM with a converted model (:class:`yuzu_onnx.session.ISMSession`)."""
-
-    kind = "ISM"
-
-    def __init__(self, session) -> None:
-        self.session = session
-        info = session.info
-        self.output_names = list(session.output_names)
-        self.layout = info.layout
-        self.alphabet = info.alphabet
-        self.seq_len = info.seq_len
-        self.window = tuple(info.window)
-        self.reductions = {name: spec.get("reduce", "none") for name, spec in info.outputs.items()}
-        self.source_sha256 = info.source_sha256
-        self.peak_bytes_per_sequence = info.peak_bytes_per_sequence
-
-    @property
-    def provider(self) -> str:
-        return self.session.provider
-
-    @property
-    def sequence_spec(self) -> SequenceSpec:
-        return SequenceSpec(self.layout, self.alphabet, self.seq_len)
-
-    def plan_batches(self, batch_size: int | None, max_memory) -> int:
-        """Sequences per batch; refuses up front when one sequence cannot fit ``max_memory``."""
-        from .session import default_memory_budget, parse_memory
-
-        if batch_size is not None and batch_size < 1:
-            raise InputError(f"--batch-size must be at least 1, got {batch_size}")
-        budget = parse_memory(max_memory) if max_memory is not None else default_memory_budget()
-        need = max(self.peak_bytes_per_sequence, 1)
-        if need > budget:
-            raise InputError(
-                f"one sequence needs about {format_bytes(need)} of memory but the budget is "
-                f"{format_bytes(budget)}; raise --max-memory to at least {memory_option(need)} "
-                "or convert with a narrower --window"
-            )
-        self.rows_per_batch = int(batch_size) if batch_size is not None else self.session.batch_size_for(budget)
-        return self.rows_per_batch
-
-    def batch_options(self) -> dict:
-        return {"batch_size": self.rows_per_batch}
-
-    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        values = self.session.run_batch(x)
-        return {name: np.asarray(v, dtype=np.float32) for name, v in zip(self.output_names, values, strict=True)}
-
-
-class NaiveRunner:
-    """Naive ISM (:func:`yuzu_onnx.oracle.naive_ism`) on the original model.
-
-    Parameters
-    ----------
-    spec: the imported model.
-    outputs: output names (default all).
-    window: ``(start, end)`` of the mutated positions.
-    reductions: output → ``none``/``l2``/``sum``/``raw`` (default ``none``).
-    mutant_batch_size: mutants per forward pass (default from ``max_memory``).
-    """
-
-    kind = "naive ISM"
-
-    def __init__(self, spec: ModelSpec, *, outputs: Sequence[str] | None = None, window=None,
-                 reductions: Mapping[str, str] | None = None, mutant_batch_size: int | None = None,
-                 max_memory=None, device: str = "auto", threads: int | None = None) -> None:
-        from .analysis.region import analyse_region
-        from .convert import resolve_outputs, resolve_reductions
-        from .plan import parse_window
-        from .runtime import make_session
-
-        self.spec = spec
-        self.output_names = list(resolve_outputs(spec, outputs))
-        self.reductions = resolve_reductions(reductions, self.output_names)
-        self.window = parse_window(window, spec.seq_len)
-        self.layout, self.alphabet, self.seq_len = spec.layout, spec.alphabet, spec.seq_len
-        self.source_sha256 = spec.source_sha256
-        self.sum_axes: dict[str, int | None] = {}
-        if "sum" in self.reductions.values():
-            region = analyse_region(spec)
-            for name, how in self.reductions.items():
-                if how == "sum":
-                    m = region.maps.get(name)
-                    if m is None:
-                        raise InputError(
-                            f"--reduce sum needs a positional output axis, but output {name!r} has none "
-                            "(it is computed after the local region); use none or l2"
-                        )
-                    self.sum_axes[name] = m.axis
-        if mutant_batch_size is not None and mutant_batch_size < 1:
-            raise InputError(f"--batch-size must be at least 1, got {mutant_batch_size}")
-        self.mutant_batch_size = mutant_batch_size
-        self.max_memory = max_memory
-        self.session = make_session(spec.model, device=device, threads=threads)
-        self.providers = self.session.get_providers()
-
-    @property
-    def provider(self) -> str:
-        return self.providers[0]
-
-    @property
-    def sequence_spec(self) -> SequenceSpec:
-        return SequenceSpec(self.layout, self.alphabet, self.seq_len)
-
-    def plan_batches(self, batch_size: int | None, max_memory) -> int:
-        """Sequences per call of ``naive_ism`` (``batch_size`` counts mutants here)."""
-        from .oracle import auto_batch_size, bytes_per_sample
-        from .session import parse_memory
-
-        budget = parse_memory(max_memory) if max_memory is not None else None
-        need = bytes_per_sample(self.spec)
-        if budget is not None and need > budget:
-            raise InputError(
-                f"one mutant needs about {format_bytes(need)} of memory but the budget is "
-                f"{format_bytes(budget)}; raise --max-memory to at least {memory_option(need)}"
-            )
-        self.max_memory = budget
-        mutants = batch_size if batch_size is not None else auto_batch_size(self.spec, budget)
-        self.mutant_batch_size = int(mutants)
-        per_sequence = (self.spec.alphabet_size - 1) * (self.window[1] - self.window[0])
-        self.rows_per_batch = max(1, min(64, int(mutants) // max(per_sequence, 1)))
-        return self.rows_per_batch
-
-    def batch_options(self) -> dict:
-        return {"batch_size": self.mutant_batch_size, "sequences_per_call": self.rows_per_batch}
-
-    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        from .oracle import naive_ism, reference_outputs
-
-        result = naive_ism(self.spec, x, outputs=self.output_names, window=self.window,
-                           batch_size=self.mutant_batch_size, providers=self.providers)
-        refs = None
-        if "raw" in self.reductions.values():
-            refs = reference_outputs(self.session, x, spec=self.spec, outputs=self.output_names)
-        return {
-            name: reduce_ism(result[name], self.reductions[name],
-                             reference=None if refs is None else refs[name], sum_axis=self.sum_axes.get(name))
-            for name in self.output_names
-        }
+def check_source(source: str | os.PathLike, ism_model: str | os.PathLike, source_sha256: str) -> None:
+    """Refuse when ``source`` is not the model ``ism_model`` was converted from (``source_sha256``)."""
+    if not Path(source).is_file():
+        raise InputError(f"--check-source model {str(source)!r} does not exist")
+    sha = file_sha256(source)
+    if sha != source_sha256:
+        raise InputError(
+            f"{str(source)!r} (sha256 {sha[:12]}...) is not the model {str(ism_model)!r} was converted from "
+            f"(sha256 {source_sha256[:12] or 'unknown'}...); convert it again"
+        )
 
 
 # --------------------------------------------------------------------------- checks
@@ -317,11 +136,6 @@ def _reference_not_finite(bad: np.ndarray, alphabet_size: int) -> bool:
     return bool(per_value.max() >= mutants)
 
 
-def partial_path(out: Path) -> Path:
-    """The partial store of an output: ``OUT.partial`` beside it."""
-    return out.with_name(out.name + PARTIAL_SUFFIX)
-
-
 # --------------------------------------------------------------------------- the run
 
 
@@ -338,124 +152,8 @@ class RunReport:
     metadata: dict = field(default_factory=dict, repr=False)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _atomic_write(path: Path, write: Callable) -> None:
-    """Write ``path`` through a temporary file in its folder, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-class PartialStore:
-    """``OUT.partial/``: finished chunks and the record that says what they belong to."""
-
-    def __init__(self, folder: Path, record: dict) -> None:
-        self.folder = folder
-        self.record = record
-
-    @property
-    def chunks(self) -> list[dict]:
-        return self.record["chunks"]
-
-    @property
-    def rows_done(self) -> int:
-        return self.chunks[-1]["stop"] if self.chunks else 0
-
-    @classmethod
-    def open(cls, folder: Path, identity: dict, *, resume: bool) -> PartialStore:
-        """Create the store, or continue the one there (``resume``) after checking it matches."""
-        record_path = folder / PROGRESS_FILE
-        if folder.exists():
-            old = None
-            with contextlib.suppress(OSError, ValueError):
-                old = json.loads(record_path.read_text("utf-8"))
-            if not resume:
-                done = ""
-                if isinstance(old, dict) and old.get("chunks"):
-                    done = f" ({old['chunks'][-1]['stop']} of {old.get('n_sequences', '?')} sequences done)"
-                raise InputError(
-                    f"{str(folder)!r} holds the partial results of an interrupted run{done}; rerun with "
-                    "--resume to continue it, or delete that folder to start over"
-                )
-            if not isinstance(old, dict) or old.get("format") != PARTIAL_FORMAT:
-                raise InputError(
-                    f"{str(folder)!r} is not a yuzu-onnx partial store (no readable {PROGRESS_FILE}); "
-                    "delete it to start over"
-                )
-            for key, what in (("model_sha256", "the model"), ("input_sha256", "the input file"),
-                              ("sequences_sha256", "the input sequences"), ("options", "the options")):
-                if old.get(key) != identity[key]:
-                    detail = ""
-                    if key == "options":
-                        diff = sorted(k for k in set(old[key]) | set(identity[key])
-                                      if old[key].get(k) != identity[key].get(k))
-                        detail = " (" + ", ".join(
-                            f"{k}: was {old[key].get(k)!r}, now {identity[key].get(k)!r}" for k in diff) + ")"
-                    raise InputError(
-                        f"cannot resume from {str(folder)!r}: {what} differ from the interrupted run's{detail}; "
-                        "rerun with the same model, input and options, or delete the folder to start over"
-                    )
-            store = cls(folder, old)
-            store._keep_valid_chunks()
-            return store
-        if resume:
-            warnings.warn(f"nothing to resume: {str(folder)!r} does not exist; starting from the first sequence",
-                          YuzuWarning, stacklevel=3)
-        folder.mkdir()
-        store = cls(folder, {"format": PARTIAL_FORMAT, **identity, "chunks": []})
-        store.save_record()
-        return store
-
-    def _keep_valid_chunks(self) -> None:
-        good, expect = [], 0
-        for chunk in self.chunks:
-            if chunk.get("start") != expect or not (self.folder / chunk.get("file", "")).is_file():
-                break
-            good.append(chunk)
-            expect = chunk["stop"]
-        self.record["chunks"] = good
-
-    def save_record(self) -> None:
-        text = json.dumps(self.record, indent=1, sort_keys=True).encode("utf-8")
-        _atomic_write(self.folder / PROGRESS_FILE, lambda fh: fh.write(text))
-
-    def add_chunk(self, start: int, stop: int, arrays: Mapping[str, np.ndarray], order: Sequence[str]) -> None:
-        name = f"chunk-{len(self.chunks):06d}.npz"
-        payload = {f"o{i}": np.ascontiguousarray(arrays[out]) for i, out in enumerate(order)}
-        _atomic_write(self.folder / name, lambda fh: np.savez(fh, **payload))
-        self.chunks.append({"file": name, "start": start, "stop": stop})
-        self.save_record()
-
-    def load_chunk(self, chunk: dict, order: Sequence[str]) -> dict[str, np.ndarray]:
-        try:
-            with np.load(self.folder / chunk["file"], allow_pickle=False) as data:
-                return {out: data[f"o{i}"] for i, out in enumerate(order)}
-        except Exception as exc:
-            raise InputError(
-                f"cannot read {chunk['file']!r} in the partial store {str(self.folder)!r} "
-                f"({type(exc).__name__}); delete the folder to start over"
-            ) from None
-
-    def remove(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-
 def run_to_files(
-    runner,
+    runner: Runner,
     batch: SequenceBatch,
     out: str | os.PathLike,
     *,
@@ -474,7 +172,7 @@ def run_to_files(
 
     Parameters
     ----------
-    runner: a :class:`ConvertedRunner` or :class:`NaiveRunner`.
+    runner: a :class:`~yuzu_onnx.runners.Runner` (:class:`ConvertedRunner`, :class:`NaiveRunner`).
     batch: the sequences (``x`` in the runner's layout, ``names``, ``coords``).
     out: an ``.npz`` file (``fmt="npz"``) or a folder of ``.npy`` files (``fmt="npy"``,
         written in constant memory).
@@ -491,6 +189,36 @@ def run_to_files(
     -------
     RunReport
     """
+    out = _check_run_target(runner, batch, out, fmt)
+    folder = partial_path(out)
+    if resume and batch_size is None:
+        batch_size = recorded_batch_size(folder)
+    rows_per_batch = runner.plan_batches(batch_size, max_memory)
+    identity = _run_identity(runner, batch, model_sha256=model_sha256, input_sha256=input_sha256, options=options)
+    start_time = time.perf_counter()
+    store = PartialStore.open(folder, identity, resume=resume)
+    resumed = store.rows_done
+    if progress is not None:
+        if hasattr(progress, "restart_at"):
+            progress.restart_at(resumed)
+        progress(resumed, len(batch))
+    sink = _ResultSink(out, fmt, batch, list(runner.output_names))
+    try:
+        sink.write_stored(store)
+        _compute_chunks(runner, batch, rows_per_batch, store, sink, progress)
+        meta = _result_metadata(runner, batch, metadata)
+        arrays = sink.finish(store, meta)
+    except BaseException:
+        sink.abort()
+        raise
+    store.remove()
+    seconds = time.perf_counter() - start_time
+    return RunReport(out, len(batch), seconds, runner.provider, resumed=resumed,
+                     arrays=arrays if keep_arrays else None, metadata=meta)
+
+
+def _check_run_target(runner: Runner, batch: SequenceBatch, out: str | os.PathLike, fmt: str) -> Path:
+    """Check the format, the output path and the output names before any work."""
     if fmt not in FORMATS:
         raise InputError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     out = check_output_path(out, folder=(fmt == "npy"))
@@ -500,139 +228,164 @@ def run_to_files(
     if clash:
         raise InputError(f"model output {clash[0]!r} clashes with the stored array of the same name "
                          "(x = input, names); convert with --outputs to leave it out")
-    n = len(batch)
-    if n == 0:
+    if len(batch) == 0:
         raise SequenceError("the input holds no sequences")
-    folder = partial_path(out)
-    if resume and batch_size is None:
-        batch_size = recorded_batch_size(folder)
-    rows_per_batch = runner.plan_batches(batch_size, max_memory)
-    x = batch.x
-    names = list(batch.names)
-    identity = {
+    return out
+
+
+def _run_identity(runner: Runner, batch: SequenceBatch, *, model_sha256: str, input_sha256: str,
+                  options: Mapping | None) -> dict:
+    """What the partial store records to recognise this run on resume."""
+    return {
         "model_sha256": model_sha256,
         "input_sha256": input_sha256,
         "sequences_sha256": sequences_sha256(batch),
         "options": {**dict(options or {}), **runner.batch_options(), "provider": runner.provider,
                     "runner": runner.kind},
-        "n_sequences": n,
+        "n_sequences": len(batch),
         "outputs": list(runner.output_names),
     }
-    start_time = time.perf_counter()
-    store = PartialStore.open(folder, identity, resume=resume)
+
+
+class _PendingChunk:
+    """Finished batches not yet in the partial store."""
+
+    def __init__(self, start: int, order: Sequence[str]) -> None:
+        self.start = start
+        self.parts: dict[str, list[np.ndarray]] = {name: [] for name in order}
+        self.nbytes = 0
+        self.since = time.perf_counter()
+
+    def add(self, values: Mapping[str, np.ndarray]) -> None:
+        for name, parts in self.parts.items():
+            parts.append(values[name])
+            self.nbytes += values[name].nbytes
+
+    def due(self, stop: int, n: int) -> bool:
+        """Whether to store now: the last batch, a full chunk, or ``CHUNK_SECONDS`` of work."""
+        return stop == n or self.nbytes >= CHUNK_MAX_BYTES or time.perf_counter() - self.since >= CHUNK_SECONDS
+
+    def block(self) -> dict[str, np.ndarray]:
+        return {name: np.concatenate(parts) for name, parts in self.parts.items()}
+
+
+def _compute_chunks(runner: Runner, batch: SequenceBatch, rows_per_batch: int, store: PartialStore,
+                    sink: _ResultSink, progress) -> None:
+    """Run the sequences the store lacks, batch by batch, storing chunks as they fill."""
     order = list(runner.output_names)
-    resumed = store.rows_done
-    if progress is not None:
-        if hasattr(progress, "restart_at"):
-            progress.restart_at(resumed)
-        progress(resumed, n)
-    writer: NpyStreamWriter | None = None
-
-    def open_writer(sample: Mapping[str, np.ndarray]) -> NpyStreamWriter:
-        shapes = {name: (n, *sample[name].shape[1:]) for name in order}
-        shapes["x"] = tuple(x.shape)
-        w = NpyStreamWriter(out, shapes, dtype=np.float32)
-        for lo in range(0, n, 4096):
-            w.write("x", lo, x[lo : lo + 4096])
-        return w
-
+    x, names, n = batch.x, list(batch.names), len(batch)
+    begin = store.rows_done
+    pending = _PendingChunk(begin, order)
     try:
-        if fmt == "npy":
-            for chunk in store.chunks:
-                block = store.load_chunk(chunk, order)
-                writer = writer or open_writer(block)
-                for name in order:
-                    writer.write(name, chunk["start"], block[name])
-        try:
-            pending: dict[str, list[np.ndarray]] = {name: [] for name in order}
-            begin = pending_start = resumed
-            pending_bytes = 0
-            last_flush = time.perf_counter()
-            while begin < n:
-                stop = min(n, begin + rows_per_batch)
-                values = runner.run(x[begin:stop])
-                for name in order:
-                    check_finite(name, values[name], first_row=begin, names=names, layout=runner.layout,
-                                 window_start=runner.window[0], alphabet=runner.alphabet)
-                    pending[name].append(values[name])
-                    pending_bytes += values[name].nbytes
-                begin = stop
-                if begin == n or pending_bytes >= CHUNK_MAX_BYTES or time.perf_counter() - last_flush >= CHUNK_SECONDS:
-                    block = {name: np.concatenate(pending[name]) for name in order}
-                    store.add_chunk(pending_start, begin, block, order)
-                    if fmt == "npy":
-                        writer = writer or open_writer(block)
-                        for name in order:
-                            writer.write(name, pending_start, block[name])
-                    pending = {name: [] for name in order}
-                    pending_start, pending_bytes = begin, 0
-                    last_flush = time.perf_counter()
-                if progress is not None:
-                    progress(begin, n)
-        except YuzuError:
-            store.remove()  # deterministic failure: rerunning the same chunk fails the same way
-            raise
-        meta = {
-            **dict(metadata or {}),
-            "yuzu_onnx_version": __version__,
-            "layout": runner.layout,
-            "alphabet": runner.alphabet,
-            "seq_len": runner.seq_len,
-            "window": list(runner.window),
-            "reductions": dict(runner.reductions),
-            "outputs": order,
-            "source_sha256": runner.source_sha256,
-            "provider": runner.provider,
-            "method": runner.kind,
-            "n_sequences": n,
-        }
-        if batch.coords is not None:
-            meta["coords"] = [list(c) for c in batch.coords]
-        arrays = None
-        if fmt == "npy":
-            if writer is None:  # pragma: no cover - n > 0 always writes a chunk
-                raise InputError("no results to write")
-            writer.finish(metadata=meta)
-            writer = None
-            _add_names_to_npy_dir(out, names, meta)
-        else:
-            parts: dict[str, list[np.ndarray]] = {name: [] for name in order}
-            for chunk in store.chunks:
-                block = store.load_chunk(chunk, order)
-                for name in order:
-                    parts[name].append(block[name])
-            arrays = {name: np.concatenate(parts[name]) for name in order}
-            write_npz(out, {**arrays, "x": x, "names": np.asarray(names, dtype=str)}, metadata=meta)
-    except BaseException:
-        if writer is not None:
-            writer.abort()
+        while begin < n:
+            stop = min(n, begin + rows_per_batch)
+            values = runner.run(x[begin:stop])
+            for name in order:
+                check_finite(name, values[name], first_row=begin, names=names, layout=runner.layout,
+                             window_start=runner.window[0], alphabet=runner.alphabet)
+            pending.add(values)
+            begin = stop
+            if pending.due(begin, n):
+                block = pending.block()
+                store.add_chunk(pending.start, begin, block, order)
+                sink.write(pending.start, block)
+                pending = _PendingChunk(begin, order)
+            if progress is not None:
+                progress(begin, n)
+    except YuzuError:
+        store.remove()  # deterministic failure: rerunning the same chunk fails the same way
         raise
-    store.remove()
-    seconds = time.perf_counter() - start_time
-    return RunReport(out, n, seconds, runner.provider, resumed=resumed,
-                     arrays=arrays if keep_arrays else None, metadata=meta)
 
 
-def recorded_batch_size(folder: Path) -> int | None:
-    """The batch size an interrupted run used (``None`` when there is no readable record)."""
-    try:
-        record = json.loads((folder / PROGRESS_FILE).read_text("utf-8"))
-        return int(record["options"]["batch_size"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+def _result_metadata(runner: Runner, batch: SequenceBatch, extra: Mapping | None) -> dict:
+    """The result's ``__metadata__``: ``extra``, then what the run was."""
+    meta = {
+        **dict(extra or {}),
+        "yuzu_onnx_version": __version__,
+        "layout": runner.layout,
+        "alphabet": runner.alphabet,
+        "seq_len": runner.seq_len,
+        "window": list(runner.window),
+        "reductions": dict(runner.reductions),
+        "outputs": list(runner.output_names),
+        "source_sha256": runner.source_sha256,
+        "provider": runner.provider,
+        "method": runner.kind,
+        "n_sequences": len(batch),
+    }
+    if batch.coords is not None:
+        meta["coords"] = [list(c) for c in batch.coords]
+    return meta
+
+
+class _ResultSink:
+    """Where results go: an NPY folder filled chunk by chunk, or one NPZ written at the end."""
+
+    def __init__(self, out: Path, fmt: str, batch: SequenceBatch, order: list[str]) -> None:
+        self.out, self.fmt, self.batch, self.order = out, fmt, batch, order
+        self.writer: NpyStreamWriter | None = None
+
+    def write_stored(self, store: PartialStore) -> None:
+        """Copy the chunks a resumed run finished earlier (NPY only)."""
+        if self.fmt == "npy":
+            for chunk in store.chunks:
+                self.write(chunk["start"], store.load_chunk(chunk, self.order))
+
+    def write(self, start: int, block: Mapping[str, np.ndarray]) -> None:
+        """Write rows ``start:`` of every output (NPY only; NPZ reads the store at the end)."""
+        if self.fmt != "npy":
+            return
+        if self.writer is None:
+            self.writer = self._open_writer(block)
+        for name in self.order:
+            self.writer.write(name, start, block[name])
+
+    def _open_writer(self, sample: Mapping[str, np.ndarray]) -> NpyStreamWriter:
+        x, n = self.batch.x, len(self.batch)
+        shapes = {name: (n, *sample[name].shape[1:]) for name in self.order}
+        shapes["x"] = tuple(x.shape)
+        writer = NpyStreamWriter(self.out, shapes, dtype=np.float32)
+        for lo in range(0, n, 4096):
+            writer.write("x", lo, x[lo : lo + 4096])
+        return writer
+
+    def finish(self, store: PartialStore, meta: dict) -> dict[str, np.ndarray] | None:
+        """Write the result; returns the arrays for NPZ (``None`` for NPY)."""
+        names = list(self.batch.names)
+        if self.fmt == "npy":
+            if self.writer is None:  # pragma: no cover - n > 0 always writes a chunk
+                raise InputError("no results to write")
+            self.writer.finish(metadata=meta)
+            self.writer = None
+            _add_names_to_npy_dir(self.out, names, meta)
+            return None
+        parts: dict[str, list[np.ndarray]] = {name: [] for name in self.order}
+        for chunk in store.chunks:
+            block = store.load_chunk(chunk, self.order)
+            for name in self.order:
+                parts[name].append(block[name])
+        arrays = {name: np.concatenate(parts[name]) for name in self.order}
+        write_npz(self.out, {**arrays, "x": self.batch.x, "names": np.asarray(names, dtype=str)}, metadata=meta)
+        return arrays
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
 
 
 def _add_names_to_npy_dir(folder: Path, names: Sequence[str], metadata: Mapping) -> None:
     """Add ``names.npy`` to a finished NPY folder and list it in ``metadata.json``."""
+    import json
+
     from .results import MANIFEST
 
     arr = np.asarray(list(names), dtype=str)
-    _atomic_write(folder / "names.npy", lambda fh: np.save(fh, arr, allow_pickle=False))
+    with atomic_file(folder / "names.npy") as fh:
+        np.save(fh, arr, allow_pickle=False)
     manifest = folder / MANIFEST
     doc = json.loads(manifest.read_text("utf-8"))
     doc["arrays"]["names"] = {"file": "names.npy", "shape": list(arr.shape), "dtype": str(arr.dtype)}
-    text = json.dumps(doc, indent=2, sort_keys=True).encode("utf-8")
-    _atomic_write(manifest, lambda fh: fh.write(text))
+    write_json(manifest, doc, sort_keys=True)
 
 
 def read_results(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
@@ -703,3 +456,62 @@ def write_followups(report: RunReport, batch: SequenceBatch, *, fmt: str,
         )
         lines.append(f"variant table: {rows} rows -> {variants}")
     return lines
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """What a ``run``, ``ism`` or ``naive`` command asks for, besides the model.
+
+    ``input``: sequences (NPY, NPZ, FASTA, BED with ``genome``); ``out``: the result
+    (``.npz``, or a folder with ``fmt="npy"``); ``command``: recorded in the metadata;
+    ``modisco``: ``OUTPUT[:TARGET]``; ``variants``: a TSV path; ``quiet``: no progress
+    bar and no summary line. The rest as in :func:`run_to_files`.
+    """
+
+    input: str
+    out: str
+    command: str
+    fmt: str = "npz"
+    batch_size: int | None = None
+    max_memory: str | None = None
+    genome: str | None = None
+    strand: bool = False
+    resume: bool = False
+    modisco: str | None = None
+    variants: str | None = None
+    quiet: bool = False
+
+
+def check_job_outputs(job: JobOptions) -> tuple[Path, Path | None]:
+    """Check the result path and the ``variants`` path before any work."""
+    out = check_output_path(job.out, folder=(job.fmt == "npy"))
+    variants = check_output_path(job.variants) if job.variants else None
+    return out, variants
+
+
+def run_job(runner: Runner, job: JobOptions, *, model_path: str, model_sha256: str) -> list[str]:
+    """Run ``job`` with ``runner``: progress bar and summary on stderr, result files written.
+
+    Returns
+    -------
+    The lines that describe the follow-up files (MoDISco inputs, variant table).
+    """
+    from .progress import Progress, summary_line
+
+    out, variants = check_job_outputs(job)
+    modisco = parse_modisco(job.modisco, runner.output_names)
+    batch = load_sequences(job.input, runner.sequence_spec, genome=job.genome, strand=job.strand)
+    progress = Progress(len(batch), quiet=job.quiet, label=runner.kind)
+    options = {"genome": job.genome, "strand": bool(job.strand)}
+    metadata = {"command": job.command, "model": model_path, "input": job.input}
+    report = run_to_files(
+        runner, batch, out, fmt=job.fmt, batch_size=job.batch_size, max_memory=job.max_memory,
+        resume=job.resume, model_sha256=model_sha256, input_sha256=file_sha256(job.input),
+        options=options, metadata=metadata, progress=progress, keep_arrays=True,
+    )
+    progress.summary(summary_line(n_sequences=report.n_sequences, seconds=report.seconds, path=report.path,
+                                  provider=report.provider, resumed=report.resumed, what=runner.kind))
+    return write_followups(report, batch, fmt=job.fmt, modisco=modisco, variants=variants)

@@ -37,6 +37,16 @@ def format_bytes(n: float) -> str:
     return f"{n:.0f} B"
 
 
+def memory_option(n_bytes: float) -> str:
+    """A ``--max-memory`` value a little above ``n_bytes``: ``800K``, ``13M``, ``2.5G``."""
+    need = n_bytes * 1.1
+    if need < 2**20:
+        return f"{-(-int(need) // 2**10)}K"
+    if need < 2**30:
+        return f"{-(-int(need) // 2**20)}M"
+    return f"{-(-int(need * 10) // 2**30) / 10:g}G"
+
+
 def is_terminal(stream: TextIO) -> bool:
     try:
         return bool(stream.isatty())

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_file, write_json
 from .errors import InputError
 
 METADATA_KEY = "__metadata__"
@@ -67,47 +68,6 @@ def _probe_writable(folder: Path, what: str) -> None:
         raise InputError(f"{what} is not writable ({exc.strerror or exc})") from None
     os.close(fd)
     os.unlink(name)
-
-
-# --------------------------------------------------------------------------- atomic files
-
-
-@contextlib.contextmanager
-def _atomic_file(path: Path, suffix: str = ".tmp"):
-    """Yield a binary file object; on success it is fsynced and renamed to ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def default_file_mode() -> int:
-    """``0o666`` less the umask: what ``open()`` would give (``mkstemp`` gives ``0o600``)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _as_saveable(name: str, value) -> np.ndarray:
@@ -174,7 +134,7 @@ def write_npz(
         payload[name] = _as_saveable(name, value)
     payload[METADATA_KEY] = np.array(_metadata_json(metadata))
     save = np.savez_compressed if compress else np.savez
-    with _atomic_file(p) as fh:
+    with atomic_file(p) as fh:
         save(fh, **payload)
     return p
 
@@ -226,8 +186,7 @@ def _file_names(names) -> dict[str, str]:
 
 def _write_manifest(folder: Path, metadata: Mapping | None, entries: Mapping[str, dict]) -> None:
     doc = {"metadata": json.loads(_metadata_json(metadata)), "arrays": dict(entries)}
-    with _atomic_file(folder / MANIFEST) as fh:
-        fh.write(json.dumps(doc, indent=2, sort_keys=True).encode("utf-8"))
+    write_json(folder / MANIFEST, doc, sort_keys=True)
 
 
 def write_npy_dir(
@@ -252,7 +211,7 @@ def write_npy_dir(
     p.mkdir(exist_ok=True)
     entries = {}
     for name, arr in saveable.items():
-        with _atomic_file(p / files[name], suffix=".tmp.npy") as fh:
+        with atomic_file(p / files[name], suffix=".tmp.npy") as fh:
             np.save(fh, arr, allow_pickle=False)
         entries[name] = {"file": files[name], "shape": list(arr.shape), "dtype": str(arr.dtype)}
     _write_manifest(p, metadata, entries)

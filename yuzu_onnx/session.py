@@ -13,6 +13,7 @@ import onnx
 
 from .errors import InputError, ModelError
 from .format import FORMAT, ConvertedModelInfo, read_converted_info
+from .progress import format_bytes, memory_option
 from .sequences import check_one_hot
 
 DEFAULT_MEMORY_FRACTION = 0.25
@@ -43,14 +44,6 @@ def default_memory_budget() -> int:
     except (ValueError, OSError, AttributeError):
         total = 8 * 2**30
     return int(total * DEFAULT_MEMORY_FRACTION)
-
-
-def format_bytes(size: float) -> str:
-    """``1536`` → ``"1.5K"``; the form ``parse_memory`` reads back."""
-    for unit, scale in (("T", 2**40), ("G", 2**30), ("M", 2**20), ("K", 2**10)):
-        if size >= scale:
-            return f"{size / scale:.3g}{unit}"
-    return f"{int(size)}"
 
 
 def parse_memory(value: str | int) -> int:
@@ -111,7 +104,7 @@ class ISMSession:
         if per_sequence > budget:
             raise InputError(
                 f"one sequence needs about {format_bytes(per_sequence)} but the memory budget is "
-                f"{format_bytes(budget)}; raise --max-memory to at least {format_bytes(per_sequence)} "
+                f"{format_bytes(budget)}; raise --max-memory to at least {memory_option(per_sequence)} "
                 "or convert with a narrower --window"
             )
         return max(1, min(256, budget // per_sequence))

@@ -39,12 +39,15 @@ from __future__ import annotations
 import gzip
 import os
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_file
 from .errors import InputError
 from .layout import LAYOUTS
+from .reductions import l2_norm
 
 _COMPLEMENT_PAIRS = {"A": "TU", "T": "A", "U": "A", "C": "G", "G": "C", "N": "N"}
 _BASE_COLUMNS = ("name", "position")
@@ -97,9 +100,8 @@ class _Source:
                 self.columns_out.append(str(out_name))
                 self.scores.append(nla)
             else:
-                flat = nla.reshape(*nla.shape[:3], -1).astype(np.float64)
                 self.columns_out.append(f"{out_name}_l2")
-                self.scores.append(np.sqrt(np.einsum("nlaf,nlaf->nla", flat, flat)))
+                self.scores.append(l2_norm(nla))
         clash = set(self.columns_out) & {*_BASE_COLUMNS, *_COORD_COLUMNS, *_ALLELE_COLUMNS}
         if clash or len(set(self.columns_out)) != len(self.columns_out):
             raise InputError(f"output names give clashing column names: {sorted(clash) or self.columns_out}")
@@ -314,20 +316,13 @@ def write_variants_tsv(
     src = _Source(ism_arrays, X, layout, alphabet, names, window_start, coords)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     rows = 0
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(tmp, "wb") as fh:
-            fh.write(("\t".join(src.column_names) + "\n").encode())
-            for lo, hi in src.chunks():
-                text, count = src.text(lo, hi, digits)
-                fh.write(text)
-                rows += count
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_file(path) as raw, (gzip.open(raw, "wb") if path.suffix == ".gz" else nullcontext(raw)) as fh:
+        fh.write(("\t".join(src.column_names) + "\n").encode())
+        for lo, hi in src.chunks():
+            text, count = src.text(lo, hi, digits)
+            fh.write(text)
+            rows += count
     return rows
 
 

@@ -22,7 +22,6 @@ tail, the decode of global pooling heads and the ISM outputs reuse the spaced en
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -37,6 +36,7 @@ from ..format import GaussianInfo, metadata_of, read_converted_info, write_conve
 from ..importer import ModelSpec
 from ..oracle import naive_ism
 from ..plan import RewritePlan, Stage, node_flops, plan_rewrite
+from ..reductions import pearson_r
 from .builder import PREFIX, copy_nodes
 from .gaussian_design import (
     ConvSolve,
@@ -199,19 +199,6 @@ def _run(model: onnx.ModelProto, spec: ModelSpec, X: np.ndarray, outputs: Sequen
 
     session = make_session(model, providers=["CPUExecutionProvider"])
     return dict(zip(outputs, session.run(list(outputs), {spec.input_name: X})))
-
-
-def pearson_r(got: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray]) -> float:
-    """Pearson r over all outputs' ISM values, flattened (NaN when ``got`` is not finite)."""
-    a = np.concatenate([np.asarray(got[k], dtype=np.float64).ravel() for k in expected])
-    b = np.concatenate([np.asarray(expected[k], dtype=np.float64).ravel() for k in expected])
-    if not np.isfinite(a).all():
-        return math.nan
-    a, b = a - a.mean(), b - b.mean()
-    denominator = math.sqrt(float(a @ a) * float(b @ b))
-    if denominator == 0.0:
-        return 1.0 if np.array_equal(a, b) else 0.0
-    return float(a @ b) / denominator
 
 
 # ---------------------------------------------------------------------------- emission

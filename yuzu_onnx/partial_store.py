@@ -1,0 +1,180 @@
+"""The partial store of a run: finished chunks kept next to the output until it is written.
+
+``OUT.partial/`` holds one ``chunk-NNNNNN.npz`` per finished chunk of sequences and
+``progress.json``, the record of what the chunks belong to: the SHA-256 of the model, of
+the input file and of the encoded sequences, the options, and the finished chunks. A run
+with ``resume=True`` continues from the store and refuses when the model, the input or
+the options differ; one without it refuses to overwrite a store. Every file is written
+atomically, so an interruption at any moment leaves a readable store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import atomic_file, write_json
+from .errors import InputError, YuzuWarning
+from .sequences import SequenceBatch
+
+PARTIAL_FORMAT = "yuzu-onnx-partial/1"
+PARTIAL_SUFFIX = ".partial"
+PROGRESS_FILE = "progress.json"
+#: the entries of the record that must match for a run to resume, and what they identify
+IDENTITY_KEYS = (("model_sha256", "the model"), ("input_sha256", "the input file"),
+                 ("sequences_sha256", "the input sequences"), ("options", "the options"))
+
+
+def partial_path(out: Path) -> Path:
+    """The partial store of an output: ``OUT.partial`` beside it."""
+    return out.with_name(out.name + PARTIAL_SUFFIX)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sequences_sha256(batch: SequenceBatch) -> str:
+    """SHA-256 of the encoded sequences and their names."""
+    digest = hashlib.sha256()
+    x = np.ascontiguousarray(batch.x, dtype=np.float32)
+    digest.update(repr(x.shape).encode())
+    digest.update(memoryview(x).cast("B"))
+    digest.update("\n".join(batch.names).encode())
+    return digest.hexdigest()
+
+
+def recorded_batch_size(folder: Path) -> int | None:
+    """The batch size an interrupted run used (``None`` when there is no readable record)."""
+    try:
+        record = json.loads((folder / PROGRESS_FILE).read_text("utf-8"))
+        return int(record["options"]["batch_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+class PartialStore:
+    """``OUT.partial/``: finished chunks and the record that says what they belong to."""
+
+    def __init__(self, folder: Path, record: dict) -> None:
+        self.folder = folder
+        self.record = record
+
+    @property
+    def chunks(self) -> list[dict]:
+        return self.record["chunks"]
+
+    @property
+    def rows_done(self) -> int:
+        return self.chunks[-1]["stop"] if self.chunks else 0
+
+    @classmethod
+    def open(cls, folder: Path, identity: dict, *, resume: bool) -> PartialStore:
+        """Create the store, or continue the one there (``resume``) after checking it matches.
+
+        Parameters
+        ----------
+        folder: ``OUT.partial``.
+        identity: the record's entries that identify the run (:data:`IDENTITY_KEYS`, and
+            ``n_sequences`` and ``outputs``).
+        resume: continue a store that is there (without it, a store there is refused).
+        """
+        if folder.exists():
+            old = _read_record(folder)
+            _check_resumable(folder, old, identity, resume=resume)
+            store = cls(folder, old)
+            store._keep_valid_chunks()
+            return store
+        if resume:
+            warnings.warn(f"nothing to resume: {str(folder)!r} does not exist; starting from the first sequence",
+                          YuzuWarning, stacklevel=3)
+        folder.mkdir()
+        store = cls(folder, {"format": PARTIAL_FORMAT, **identity, "chunks": []})
+        store.save_record()
+        return store
+
+    def _keep_valid_chunks(self) -> None:
+        good, expect = [], 0
+        for chunk in self.chunks:
+            if chunk.get("start") != expect or not (self.folder / chunk.get("file", "")).is_file():
+                break
+            good.append(chunk)
+            expect = chunk["stop"]
+        self.record["chunks"] = good
+
+    def save_record(self) -> None:
+        """Write ``progress.json``."""
+        write_json(self.folder / PROGRESS_FILE, self.record, sort_keys=True)
+
+    def add_chunk(self, start: int, stop: int, arrays: Mapping[str, np.ndarray], order: Sequence[str]) -> None:
+        """Store the results of sequences ``start:stop`` (``order``: the output names)."""
+        name = f"chunk-{len(self.chunks):06d}.npz"
+        payload = {f"o{i}": np.ascontiguousarray(arrays[out]) for i, out in enumerate(order)}
+        with atomic_file(self.folder / name) as fh:
+            np.savez(fh, **payload)
+        self.chunks.append({"file": name, "start": start, "stop": stop})
+        self.save_record()
+
+    def load_chunk(self, chunk: dict, order: Sequence[str]) -> dict[str, np.ndarray]:
+        """The arrays of one stored chunk, by output name."""
+        try:
+            with np.load(self.folder / chunk["file"], allow_pickle=False) as data:
+                return {out: data[f"o{i}"] for i, out in enumerate(order)}
+        except Exception as exc:
+            raise InputError(
+                f"cannot read {chunk['file']!r} in the partial store {str(self.folder)!r} "
+                f"({type(exc).__name__}); delete the folder to start over"
+            ) from None
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _read_record(folder: Path):
+    """The store's record, or ``None`` when it cannot be read."""
+    with contextlib.suppress(OSError, ValueError):
+        return json.loads((folder / PROGRESS_FILE).read_text("utf-8"))
+    return None
+
+
+def _check_resumable(folder: Path, old, identity: dict, *, resume: bool) -> None:
+    """Refuse a store that is there without ``resume``, or one that is not this run's."""
+    if not resume:
+        done = ""
+        if isinstance(old, dict) and old.get("chunks"):
+            done = f" ({old['chunks'][-1]['stop']} of {old.get('n_sequences', '?')} sequences done)"
+        raise InputError(
+            f"{str(folder)!r} holds the partial results of an interrupted run{done}; rerun with "
+            "--resume to continue it, or delete that folder to start over"
+        )
+    if not isinstance(old, dict) or old.get("format") != PARTIAL_FORMAT:
+        raise InputError(
+            f"{str(folder)!r} is not a yuzu-onnx partial store (no readable {PROGRESS_FILE}); "
+            "delete it to start over"
+        )
+    for key, what in IDENTITY_KEYS:
+        if old.get(key) != identity[key]:
+            detail = _options_difference(old[key], identity[key]) if key == "options" else ""
+            raise InputError(
+                f"cannot resume from {str(folder)!r}: {what} differ from the interrupted run's{detail}; "
+                "rerun with the same model, input and options, or delete the folder to start over"
+            )
+
+
+def _options_difference(old: Mapping, new: Mapping) -> str:
+    """`` (batch_size: was 4, now 8)``: the options that differ."""
+    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    return " (" + ", ".join(f"{k}: was {old.get(k)!r}, now {new.get(k)!r}" for k in diff) + ")"

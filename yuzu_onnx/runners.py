@@ -1,0 +1,210 @@
+"""Runners: compute ISM for a batch of sequences, whatever does the work.
+
+A :class:`Runner` is what :func:`yuzu_onnx.pipeline.run_to_files` drives:
+:class:`ConvertedRunner` runs a converted model (:class:`yuzu_onnx.session.ISMSession`),
+:class:`NaiveRunner` the naive oracle (:func:`yuzu_onnx.oracle.naive_ism`) on the original
+model, with the converted model's reductions applied in numpy. Both plan their batches
+against a memory budget before any work and refuse up front when one sequence (or one
+mutant) cannot fit it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from .errors import InputError
+from .importer import ModelSpec
+from .layout import SequenceSpec
+from .progress import format_bytes, memory_option
+from .reductions import reduce_ism
+
+
+@runtime_checkable
+class Runner(Protocol):
+    """Computes ISM for batches of sequences (what :func:`~yuzu_onnx.pipeline.run_to_files` needs).
+
+    Attributes
+    ----------
+    kind: what the runner computes, for messages (``"ISM"``, ``"naive ISM"``).
+    output_names: the ISM outputs, in the order of the result.
+    layout, alphabet, seq_len: the model's input (``ncl``/``nlc``, letters, length).
+    window: ``(start, end)`` of the mutated positions.
+    reductions: output name → ``none``/``l2``/``sum``/``raw``.
+    source_sha256: SHA-256 of the original model.
+    """
+
+    kind: str
+    output_names: list[str]
+    layout: str
+    alphabet: str
+    seq_len: int
+    window: tuple[int, int]
+    reductions: dict[str, str]
+    source_sha256: str
+
+    @property
+    def provider(self) -> str:
+        """The execution provider doing the work."""
+        ...
+
+    @property
+    def sequence_spec(self) -> SequenceSpec:
+        """What reading the input sequences needs to know."""
+        ...
+
+    def plan_batches(self, batch_size: int | None, max_memory) -> int:
+        """Sequences per :meth:`run` call; refuses up front when the budget cannot hold one."""
+        ...
+
+    def batch_options(self) -> dict:
+        """The batch settings a resumed run must share (recorded in the partial store)."""
+        ...
+
+    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """ISM of ``x``: shape=(n, A, L) or (n, L, A) → output name → (n, A, Lw, ...) or (n, Lw, A, ...)."""
+        ...
+
+
+class ConvertedRunner:
+    """ISM with a converted model (:class:`yuzu_onnx.session.ISMSession`)."""
+
+    kind = "ISM"
+
+    def __init__(self, session) -> None:
+        self.session = session
+        info = session.info
+        self.output_names = list(session.output_names)
+        self.layout = info.layout
+        self.alphabet = info.alphabet
+        self.seq_len = info.seq_len
+        self.window = tuple(info.window)
+        self.reductions = {name: spec.get("reduce", "none") for name, spec in info.outputs.items()}
+        self.source_sha256 = info.source_sha256
+        self.peak_bytes_per_sequence = info.peak_bytes_per_sequence
+
+    @property
+    def provider(self) -> str:
+        return self.session.provider
+
+    @property
+    def sequence_spec(self) -> SequenceSpec:
+        return SequenceSpec(self.layout, self.alphabet, self.seq_len)
+
+    def plan_batches(self, batch_size: int | None, max_memory) -> int:
+        """Sequences per batch; refuses up front when one sequence cannot fit ``max_memory``."""
+        from .session import default_memory_budget, parse_memory
+
+        if batch_size is not None and batch_size < 1:
+            raise InputError(f"--batch-size must be at least 1, got {batch_size}")
+        budget = parse_memory(max_memory) if max_memory is not None else default_memory_budget()
+        need = max(self.peak_bytes_per_sequence, 1)
+        if need > budget:
+            raise InputError(
+                f"one sequence needs about {format_bytes(need)} of memory but the budget is "
+                f"{format_bytes(budget)}; raise --max-memory to at least {memory_option(need)} "
+                "or convert with a narrower --window"
+            )
+        self.rows_per_batch = int(batch_size) if batch_size is not None else self.session.batch_size_for(budget)
+        return self.rows_per_batch
+
+    def batch_options(self) -> dict:
+        return {"batch_size": self.rows_per_batch}
+
+    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        values = self.session.run_batch(x)
+        return {name: np.asarray(v, dtype=np.float32) for name, v in zip(self.output_names, values, strict=True)}
+
+
+class NaiveRunner:
+    """Naive ISM (:func:`yuzu_onnx.oracle.naive_ism`) on the original model.
+
+    Parameters
+    ----------
+    spec: the imported model.
+    outputs: output names (default all).
+    window: ``(start, end)`` of the mutated positions.
+    reductions: output → ``none``/``l2``/``sum``/``raw`` (default ``none``).
+    mutant_batch_size: mutants per forward pass (default from ``max_memory``).
+    """
+
+    kind = "naive ISM"
+
+    def __init__(self, spec: ModelSpec, *, outputs: Sequence[str] | None = None, window=None,
+                 reductions: Mapping[str, str] | None = None, mutant_batch_size: int | None = None,
+                 max_memory=None, device: str = "auto", threads: int | None = None) -> None:
+        from .analysis.region import analyse_region
+        from .convert import resolve_outputs, resolve_reductions
+        from .plan import parse_window
+        from .runtime import make_session
+
+        self.spec = spec
+        self.output_names = list(resolve_outputs(spec, outputs))
+        self.reductions = resolve_reductions(reductions, self.output_names)
+        self.window = parse_window(window, spec.seq_len)
+        self.layout, self.alphabet, self.seq_len = spec.layout, spec.alphabet, spec.seq_len
+        self.source_sha256 = spec.source_sha256
+        self.sum_axes: dict[str, int | None] = {}
+        if "sum" in self.reductions.values():
+            region = analyse_region(spec)
+            for name, how in self.reductions.items():
+                if how == "sum":
+                    m = region.maps.get(name)
+                    if m is None:
+                        raise InputError(
+                            f"--reduce sum needs a positional output axis, but output {name!r} has none "
+                            "(it is computed after the local region); use none or l2"
+                        )
+                    self.sum_axes[name] = m.axis
+        if mutant_batch_size is not None and mutant_batch_size < 1:
+            raise InputError(f"--batch-size must be at least 1, got {mutant_batch_size}")
+        self.mutant_batch_size = mutant_batch_size
+        self.max_memory = max_memory
+        self.session = make_session(spec.model, device=device, threads=threads)
+        self.providers = self.session.get_providers()
+
+    @property
+    def provider(self) -> str:
+        return self.providers[0]
+
+    @property
+    def sequence_spec(self) -> SequenceSpec:
+        return SequenceSpec(self.layout, self.alphabet, self.seq_len)
+
+    def plan_batches(self, batch_size: int | None, max_memory) -> int:
+        """Sequences per call of ``naive_ism`` (``batch_size`` counts mutants here)."""
+        from .oracle import auto_batch_size, bytes_per_sample
+        from .session import parse_memory
+
+        budget = parse_memory(max_memory) if max_memory is not None else None
+        need = bytes_per_sample(self.spec)
+        if budget is not None and need > budget:
+            raise InputError(
+                f"one mutant needs about {format_bytes(need)} of memory but the budget is "
+                f"{format_bytes(budget)}; raise --max-memory to at least {memory_option(need)}"
+            )
+        self.max_memory = budget
+        mutants = batch_size if batch_size is not None else auto_batch_size(self.spec, budget)
+        self.mutant_batch_size = int(mutants)
+        per_sequence = (self.spec.alphabet_size - 1) * (self.window[1] - self.window[0])
+        self.rows_per_batch = max(1, min(64, int(mutants) // max(per_sequence, 1)))
+        return self.rows_per_batch
+
+    def batch_options(self) -> dict:
+        return {"batch_size": self.mutant_batch_size, "sequences_per_call": self.rows_per_batch}
+
+    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        from .oracle import naive_ism, reference_outputs
+
+        result = naive_ism(self.spec, x, outputs=self.output_names, window=self.window,
+                           batch_size=self.mutant_batch_size, providers=self.providers)
+        refs = None
+        if "raw" in self.reductions.values():
+            refs = reference_outputs(self.session, x, spec=self.spec, outputs=self.output_names)
+        return {
+            name: reduce_ism(result[name], self.reductions[name],
+                             reference=None if refs is None else refs[name], sum_axis=self.sum_axes.get(name))
+            for name in self.output_names
+        }

@@ -174,14 +174,13 @@ def test_narrow_window_crops_stages_and_stays_exact(name: str) -> None:
         assert_matches_oracle(result, oracle, conversion.reductions, conversion, reference_outputs(spec, X))
 
 
-def test_stages_over_the_memory_limit_join_the_materialised_tail(monkeypatch) -> None:
-    import yuzu_onnx.plan as plan_module
+def test_stages_over_the_memory_limit_join_the_materialised_tail() -> None:
+    from yuzu_onnx.plan import PlanOptions
 
     spec = _spec("bpnet", "ncl")
     window = (10, 90)  # late stages: probes for more than half the 80 mutants, hardly cropped
     full = convert_model(spec, window=window)
-    monkeypatch.setattr(plan_module, "STAGE_MEMORY_LIMIT", 1)  # every such stage is "too big"
-    small = convert_model(spec, window=window)
+    small = convert_model(spec, window=window, plan_options=PlanOptions(stage_memory_limit=1))  # all "too big"
     assert len(small.plan.stages) < len(full.plan.stages)
     assert any("materialised mutants" in stop.reason for stop in small.region.stops)
     assert "profile" not in small.region.maps  # now computed by the tail

@@ -83,12 +83,10 @@ def emit_ism_model(
     outer = EmitContext(spec, region, plan, builder, ref_names, producers, constants)
     is_reference = reference_base_mask(outer)
     branches = {}
-    tails = set()
     for shift in (False, True):
         scope = GraphBuilder(spec.opset, scope="shift/" if shift else "bases/", initializers=builder.initializers)
         ctx = EmitContext(spec, region, plan, scope, ref_names, producers, constants, shift=shift)
         finals = branch(ctx, is_reference)
-        tails.add(ctx.tail)
         branches[shift] = helper.make_graph(
             prune_dead_nodes(scope.nodes, finals),
             "ism_shift_classes" if shift else "ism_all_bases",
@@ -123,15 +121,9 @@ def emit_ism_model(
                               producer_version=__version__)
     # the lowest IR version the opsets need, never newer than the source's
     model.ir_version = min(spec.model.ir_version, helper.find_min_ir_version_for(list(model.opset_import)))
-    tail = next(t for t in ("materialised", "vectors", "none") if t in tails)
-    _set_metadata(model, spec, region, plan.realised(tail), outputs, reductions, probes)
-    model.metadata_props.append(onnx.StringStringEntryProto(key="yuzu_onnx.tail", value=tail))
+    _set_metadata(model, spec, region, plan, outputs, reductions, probes)
+    model.metadata_props.append(onnx.StringStringEntryProto(key="yuzu_onnx.tail", value=plan.tail.kind))
     return model
-
-
-def emitted_tail(model: onnx.ModelProto) -> str:
-    """What the tail of an emitted model runs on: ``none``, ``vectors`` or ``materialised``."""
-    return {p.key: p.value for p in model.metadata_props}.get("yuzu_onnx.tail", "materialised")
 
 
 def emit_decoded_outputs(ctx: EmitContext, outputs: list[str], reductions: dict[str, str], is_reference: str) -> list[str]:

@@ -9,6 +9,9 @@ MatMul batched over positions. Within one probe the windows of its mutants are d
 so one MatMul with a 0/1 ownership matrix ``B[c, p, t]`` (position ``p`` of probe ``c``
 belongs to the probe's ``t``-th mutant) gives every mutant's window sum at once — no
 ``(A·L)``-row materialisation of the tensor.
+
+Which tail nodes are heads is the planner's decision (``RewritePlan.tail.heads``, found by
+:func:`yuzu_onnx.analysis.linear_heads.find_linear_heads`); this module builds them.
 """
 
 from __future__ import annotations

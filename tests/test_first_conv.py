@@ -83,17 +83,17 @@ def test_shortcut_replaces_the_convolution_and_the_input_probes() -> None:
     assert props["yuzu_onnx.first_conv_shortcut"] != "[]"
 
 
-def test_auto_takes_the_shortcut_only_where_the_cost_model_says_it_pays(monkeypatch) -> None:
-    import yuzu_onnx.plan as plan_module
+def test_auto_takes_the_shortcut_only_where_the_cost_model_says_it_pays() -> None:
+    from yuzu_onnx.plan import PlanOptions
 
     spec = _spec("basset_like", "ncl")
     conv = find_input_convs(spec, analyse_region(spec), constant_values(spec.model))[0]
-    monkeypatch.setattr(plan_module, "SHORTCUT_WEIGHT", conv.flops_per_output() * 2)
-    assert not convert_model(spec).plan.input_convs
-    monkeypatch.setattr(plan_module, "SHORTCUT_WEIGHT", conv.flops_per_output() / 2)
-    cheap = convert_model(spec)
+    dear = PlanOptions(shortcut_weight=conv.flops_per_output() * 2)
+    assert not convert_model(spec, plan_options=dear).plan.input_convs
+    cheap_options = PlanOptions(shortcut_weight=conv.flops_per_output() / 2)
+    cheap = convert_model(spec, plan_options=cheap_options)
     assert cheap.plan.input_convs
-    expensive_flops = convert_model(spec, first_conv="probes").plan.rewritten_flops
+    expensive_flops = convert_model(spec, first_conv="probes", plan_options=cheap_options).plan.rewritten_flops
     assert cheap.plan.rewritten_flops < expensive_flops
 
 

@@ -24,10 +24,14 @@ from yuzu_onnx import (
     naive_ism,
 )
 from yuzu_onnx.analysis.region import analyse_region
-from yuzu_onnx.emit import gaussian, gaussian_design
-from yuzu_onnx.emit.gaussian import ALPHA_GRID, MIN_PEARSON, gaussian_summary, pearson_r
+from yuzu_onnx.convert_gaussian import ALPHA_GRID, pearson_r
+from yuzu_onnx.describe import gaussian_summary
+from yuzu_onnx.emit import gaussian_design
 from yuzu_onnx.emit.gaussian_design import GaussianUnsupportedError
+from yuzu_onnx.plan import PlanOptions
 from yuzu_onnx.testing.model_builders import BUILDERS, SEQUENTIAL, random_onehot
+
+MIN_PEARSON = PlanOptions().gaussian_min_pearson
 
 ROOT = Path(__file__).resolve().parent.parent
 TORCH_DATA = ROOT / "tests" / "data" / "torch"
@@ -69,7 +73,7 @@ def check_metadata(conversion) -> None:
     assert p["probes"] == "gaussian"
     assert float(p["alpha"]) in ALPHA_GRID
     assert float(p["pearson_r"]) >= MIN_PEARSON
-    assert 1.0 <= float(p["condition_number"]) <= gaussian_design.MAX_CONDITION
+    assert 1.0 <= float(p["condition_number"]) <= PlanOptions().gaussian_max_condition
     assert p["seed"] == "0"
     layers = json.loads(p["stages"])
     assert layers and all(layer["probes"] == math.ceil(round(float(p["alpha"]) * layer["support"], 9))
@@ -211,21 +215,21 @@ def test_fixed_alpha_sets_probe_counts() -> None:
     assert (props(model)["alpha"], props(model)["seed"]) == ("1.10", "2")
 
 
-def test_no_alpha_reaching_the_threshold_is_an_error(monkeypatch) -> None:
-    monkeypatch.setattr(gaussian, "MIN_PEARSON", 1.5)  # unreachable: every α of the grid is tried
+def test_no_alpha_reaching_the_threshold_is_an_error() -> None:
+    unreachable = PlanOptions(gaussian_min_pearson=1.5)  # every α of the grid is tried
     with pytest.raises(YuzuError, match=r"no alpha in \[1.0, 1.5\].*1\.50: r=.*--probes spaced"):
-        convert_model(BUILDERS["linear_conv"](), probes="gaussian")
+        convert_model(BUILDERS["linear_conv"](), probes="gaussian", plan_options=unreachable)
 
 
-def test_badly_conditioned_systems_are_refused(monkeypatch) -> None:
-    monkeypatch.setattr(gaussian_design, "MAX_CONDITION", 1.5)
+def test_badly_conditioned_systems_are_refused() -> None:
+    strict = PlanOptions(gaussian_max_condition=1.5)
     with pytest.raises(YuzuError, match=r"condition number .* \(> 2e\+00\); raise --alpha"):
-        convert_model(BUILDERS["linear_conv"](), probes="gaussian", alpha=1.0)
+        convert_model(BUILDERS["linear_conv"](), probes="gaussian", alpha=1.0, plan_options=strict)
     with pytest.raises(YuzuError, match="no alpha .*condition number"):
-        convert_model(BUILDERS["linear_conv"](), probes="gaussian")
+        convert_model(BUILDERS["linear_conv"](), probes="gaussian", plan_options=strict)
 
 
-def test_interior_positions_share_pinvs_and_rounded_moduli_stay_correct(monkeypatch) -> None:
+def test_interior_positions_share_pinvs_and_rounded_moduli_stay_correct() -> None:
     spec = load_model(BUILDERS["tiny_cnn"](seq_len=256))
     region = analyse_region(spec)
     design = gaussian_design.design_layers(spec, region, (0, 256), n_classes=4, alpha_max=1.5)
@@ -236,10 +240,10 @@ def test_interior_positions_share_pinvs_and_rounded_moduli_stay_correct(monkeypa
     spec = load_model(BUILDERS["basset_like"]())
     region = analyse_region(spec)
     minimal = gaussian_design.design_layers(spec, region, (0, 150), n_classes=4, alpha_max=1.5)
-    monkeypatch.setattr(gaussian_design, "PINV_BUDGET_BYTES", 0)  # force stride-multiple moduli
-    rounded = gaussian_design.design_layers(spec, region, (0, 150), n_classes=4, alpha_max=1.5)
+    rounded = gaussian_design.design_layers(spec, region, (0, 150), n_classes=4, alpha_max=1.5,
+                                            pinv_budget_bytes=0)  # force stride-multiple moduli
     assert rounded.moduli != minimal.moduli
     assert all(r % 3 == 0 for r, m in zip(rounded.moduli, minimal.moduli) if r != m)
-    conversion = gaussian_conversion(spec)
+    conversion = gaussian_conversion(spec, plan_options=PlanOptions(gaussian_pinv_budget_bytes=0))
     assert json.loads(props(conversion.model)["stages"])[1]["spacing"] == rounded.moduli[1]
     check_against_oracle(spec, conversion)

@@ -9,7 +9,9 @@ import onnx
 import pytest
 
 from yuzu_onnx import ISMSession, YuzuWarning, convert_model, load_model, naive_ism
+from yuzu_onnx.analysis.region import constant_values
 from yuzu_onnx.oracle import reference_outputs
+from yuzu_onnx.plan import decide_tail
 from yuzu_onnx.testing.model_builders import BUILDERS, random_onehot
 
 TOLERANCE = 1e-5
@@ -174,14 +176,13 @@ def test_narrow_window_crops_stages_and_stays_exact(name: str) -> None:
         assert_matches_oracle(result, oracle, conversion.reductions, conversion, reference_outputs(spec, X))
 
 
-def test_stages_over_the_memory_limit_join_the_materialised_tail(monkeypatch) -> None:
-    import yuzu_onnx.plan as plan_module
+def test_stages_over_the_memory_limit_join_the_materialised_tail() -> None:
+    from yuzu_onnx.plan import PlanOptions
 
     spec = _spec("bpnet", "ncl")
     window = (10, 90)  # late stages: probes for more than half the 80 mutants, hardly cropped
     full = convert_model(spec, window=window)
-    monkeypatch.setattr(plan_module, "STAGE_MEMORY_LIMIT", 1)  # every such stage is "too big"
-    small = convert_model(spec, window=window)
+    small = convert_model(spec, window=window, plan_options=PlanOptions(stage_memory_limit=1))  # all "too big"
     assert len(small.plan.stages) < len(full.plan.stages)
     assert any("materialised mutants" in stop.reason for stop in small.region.stops)
     assert "profile" not in small.region.maps  # now computed by the tail
@@ -217,19 +218,25 @@ def test_soft_columns_get_all_substitutions_like_the_oracle() -> None:
 
 @pytest.mark.parametrize("name,tail", [("transpose_dense", "none"), ("basset_like", "vectors"), ("attention", "materialised")])
 def test_peak_memory_counts_only_the_tail_that_was_built(name: str, tail: str) -> None:
-    from yuzu_onnx.emit.model import emitted_tail
-    from yuzu_onnx.plan import plan_rewrite
-
     spec = _spec(name, "ncl")
     conversion = convert_model(spec)
-    assert emitted_tail(conversion.model) == tail
-    planned = plan_rewrite(spec, conversion.region)
-    peak = conversion.plan.peak_bytes_per_sequence
+    planned = conversion.plan.tail
     props = {p.key: p.value for p in conversion.model.metadata_props}
+    assert planned.kind == props["yuzu_onnx.tail"] == tail
+    peak = conversion.plan.peak_bytes_per_sequence
     assert int(props["yuzu_onnx.peak_bytes_per_sequence"]) == int(peak)
+    unbuilt = {"materialised": 0.0, "vectors": planned.frontier_chunk_bytes, "none": planned.materialised_chunk_bytes}
+    assert planned.unbuilt_bytes == unbuilt[tail]
+    assert planned.chunk_bytes == planned.materialised_chunk_bytes - unbuilt[tail]
+    if tail != "materialised":
+        assert planned.unbuilt_bytes > 0
+        assert not planned.frontier
+    # deciding again from the peak of a fully materialised tail gives the same plan
+    full_peak = peak + planned.unbuilt_bytes
+    again = decide_tail(spec, conversion.plan, conversion.outputs, constants=constant_values(spec.model),
+                        peak_with_materialised_tail=full_peak)
+    assert again == conversion.plan
     if tail == "materialised":
-        assert peak == planned.peak_bytes_per_sequence
+        assert full_peak == peak
     else:
-        assert peak < planned.peak_bytes_per_sequence
-        dropped = planned.tail_chunk_bytes if tail == "none" else planned.tail_frontier_bytes
-        assert peak == pytest.approx(planned.peak_bytes_per_sequence - dropped)
+        assert full_peak > peak

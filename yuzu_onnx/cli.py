@@ -15,13 +15,12 @@ import json
 import sys
 import traceback
 import warnings
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
 from .errors import InputError, ModelError, YuzuError, YuzuWarning
-from .format import FORMAT, is_converted, metadata_of, read_converted_info
+from .format import is_converted, metadata_of, read_converted_info
 from .sidecar import graph_output_shapes
 
 PROG = "yuzu-onnx"
@@ -239,145 +238,6 @@ def _shape_text(shape) -> str:
 # --------------------------------------------------------------------------- inspect
 
 
-def _linear_heads(conv) -> list | None:
-    """The tail's linear heads that the emitter decodes from window sums (None: unknown)."""
-    try:
-        from .analysis.region import constant_values
-        from .emit.builder import GraphBuilder
-        from .emit.probes import EmitContext
-        from .emit.window_sums import find_linear_heads
-
-        spec, region = conv.spec, conv.region
-        producers = {o: node for node in spec.model.graph.node for o in node.output if o}
-        ctx = EmitContext(spec, region, conv.plan, GraphBuilder(spec.opset), {}, producers,
-                          constant_values(spec.model))
-        return list(find_linear_heads(ctx, list(region.tail_nodes)))
-    except Exception:  # the description is best effort; the conversion itself already succeeded
-        return None
-
-
-def tail_strategy(conv, output: str, heads: list | None = None) -> str:
-    """How ``output``'s ISM is computed: in the region, from window sums, or a materialised tail."""
-    plan, region = conv.plan, conv.region
-    if plan.fallback_reason:
-        return f"naive fallback ({plan.fallback_reason})"
-    if output in region.maps:
-        return "decoded directly in the local region"
-    heads = _linear_heads(conv) if heads is None else heads
-    graph = conv.spec.model.graph
-    producers = {o: node for node in graph.node for o in node.output if o}
-    head_by_output = {h.output: h for h in heads or []}
-    used_heads, materialised, tail_nodes = [], False, set()
-    stack, seen = [output], set()
-    while stack:
-        name = stack.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        if name in head_by_output:
-            used_heads.append(head_by_output[name])
-            continue
-        if name in region.maps:
-            materialised = True
-            continue
-        node = producers.get(name)
-        if node is None or region.kinds.get(name) != "data":
-            continue
-        tail_nodes.add(id(node))
-        stack.extend(i for i in node.input if i)
-    chunked = f"run on mutant tensors in chunks of {plan.tail_chunk} positions"
-    if materialised or heads is None:
-        return f"materialised tail ({len(tail_nodes)} nodes, {chunked})"
-    ops = ", ".join(sorted({graph.node[h.nodes[-1]].op_type for h in used_heads}))
-    rest = len(tail_nodes)
-    if rest == 0:
-        return f"decoded from window sums ({ops} of a local tensor; no materialisation)"
-    return f"{ops} decoded from window sums, then {rest} tail nodes on per-mutant vectors"
-
-
-def describe_conversion(conv, model_path: str | None = None) -> dict:
-    """What ``inspect`` prints for an original model, as a JSON-ready dict."""
-    spec, plan, region = conv.spec, conv.plan, conv.region
-    graph = spec.model.graph
-    a = spec.alphabet_size
-    ops = Counter(node.op_type for node in graph.node)
-    tails = {o: tail_strategy(conv, o) for o in conv.outputs}
-    return {
-        "model": model_path,
-        "kind": "original",
-        "source_sha256": spec.source_sha256,
-        "input": spec.input_name,
-        "layout": spec.layout,
-        "input_shape": ["batch", *spec.input_shape],
-        "alphabet": spec.alphabet,
-        "seq_len": spec.seq_len,
-        "opset": spec.opset,
-        "ir_version": int(spec.model.ir_version),
-        "outputs": {o.name: ["batch", *o.shape[1:]] for o in spec.outputs},
-        "op_counts": dict(sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))),
-        "local_region": {
-            "nodes": len(region.region_nodes),
-            "total_nodes": len(graph.node),
-            "tail_nodes": len(region.tail_nodes),
-            "stops": [{"op": s.op_type, "node": s.node, "reason": s.reason} for s in region.stops],
-        },
-        "window": list(plan.window),
-        "stages": [
-            {"nodes": len(st.nodes), "spacing": st.spacing, "receptive_field": st.receptive_field,
-             "probes": st.n_probes * (a - 1), "probes_with_unknown_bases": st.n_probes * a}
-            for st in plan.stages
-        ],
-        "tails": tails,
-        "first_conv_shortcut": [graph.node[c.node].name or c.output for c in plan.input_convs],
-        "reductions": dict(conv.reductions),
-        "fallback_reason": plan.fallback_reason,
-        "naive_flops": plan.naive_flops,
-        "rewritten_flops": plan.rewritten_flops,
-        "bound_flops": plan.bound_flops,
-        "expected_speedup": plan.expected_speedup,
-        "bound_speedup": plan.bound_speedup,
-        "peak_bytes_per_sequence": int(plan.peak_bytes_per_sequence),
-    }
-
-
-def _first_conv_names(conv) -> str:
-    graph = conv.spec.model.graph
-    return ", ".join(repr(graph.node[c.node].name or c.output) for c in conv.plan.input_convs)
-
-
-def describe_converted(path: str) -> dict:
-    """What ``inspect`` prints for a converted model, as a JSON-ready dict."""
-    import onnx
-
-    model = onnx.load(path, load_external_data=False)
-    info = read_converted_info(model, source=repr(path))
-    shapes = graph_output_shapes(model)
-    opset = next((int(i.version) for i in model.opset_import if i.domain in ("", "ai.onnx")), None)
-    return {
-        "model": path,
-        "kind": "converted",
-        "format": FORMAT,
-        "yuzu_onnx_version": info.version,
-        "input": info.input_name,
-        "layout": info.layout,
-        "alphabet": info.alphabet,
-        "seq_len": info.seq_len,
-        "window": list(info.window),
-        "probes": info.probes,
-        "outputs": {name: {"reduce": spec.get("reduce", "none"), "shape": shapes.get(name)}
-                    for name, spec in info.outputs.items()},
-        "stages": [dict(stage) for stage in info.stages],
-        "region_stops": list(info.region_stops),
-        "fallback_reason": info.fallback_reason,
-        "naive_flops": info.naive_flops,
-        "rewritten_flops": info.rewritten_flops,
-        "peak_bytes_per_sequence": info.peak_bytes_per_sequence,
-        "opset": opset,
-        "ir_version": int(model.ir_version),
-        "source_sha256": info.source_sha256,
-    }
-
-
 def _print_original(d: dict) -> None:
     from .progress import format_bytes
 
@@ -450,6 +310,7 @@ def _print_converted(d: dict) -> None:
 
 def cmd_inspect(args) -> int:
     from .convert import convert_model
+    from .describe import describe_conversion, describe_converted
 
     props = _peek_props(args.model)
     if is_converted(props):
@@ -476,26 +337,13 @@ def cmd_convert(args) -> int:
     out = check_output_path(args.out)
     if is_converted(_peek_props(args.model)):
         raise ModelError(f"{args.model!r} is already a converted ISM model; convert the original model")
+    from .describe import conversion_summary
+
     conv = convert_model(args.model, **_model_kwargs(args))
     sidecar = save_conversion(conv, out)
-    plan = conv.plan
-    a = conv.spec.alphabet_size
     _say(f"converted {args.model} -> {out} (sidecar {sidecar})")
-    from .emit.gaussian import gaussian_summary
-
-    gaussian = gaussian_summary(conv.model)
-    if gaussian:
-        _say(f"  {gaussian}")
-    elif plan.fallback_reason:
-        _say(f"  naive ISM fallback: {plan.fallback_reason}")
-    else:
-        spacings = ", ".join(str(st.spacing) for st in plan.stages)
-        probes = sum(st.n_probes * (a - 1) for st in plan.stages)
-        _say(f"  {len(plan.stages)} stages (spacing {spacings}; {probes} probes in all, "
-             f"{probes // (a - 1) * a} for sequences with N)")
-        if plan.input_convs:
-            _say(f"  first convolution from kernel-column differences: {_first_conv_names(conv)}")
-    _say(f"  expected speedup {plan.expected_speedup:.1f}x over naive ISM (bound {plan.bound_speedup:.1f}x)")
+    for line in conversion_summary(conv):
+        _say(f"  {line}")
     for name, shape in graph_output_shapes(conv.model).items():
         _say(f"  output {name} {_shape_text(shape)} reduce={conv.reductions[name]}")
     return 0

@@ -14,10 +14,10 @@ from .analysis.positional import input_map
 from .analysis.region import DATA, LocalRegion, analyse_region
 from .atomic import atomic_file
 from .emit.decode import REDUCTIONS
-from .emit.model import emit_model, emitted_tail
+from .emit.model import emit_model
 from .errors import InputError, UnsupportedError, YuzuWarning
 from .importer import NCL, ModelSpec, load_model
-from .plan import RewritePlan, plan_rewrite
+from .plan import PlanOptions, RewritePlan, plan_rewrite
 
 PROBE_MODES = ("spaced", "naive", "gaussian")
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
@@ -110,6 +110,7 @@ def convert_model(
     alpha: str | float = "auto",
     seed: int = 0,
     first_conv: str = "auto",
+    plan_options: PlanOptions | None = None,
 ) -> Conversion:
     """Like :func:`convert`, but also returns the spec, region and plan behind the model."""
     spec = model if isinstance(model, ModelSpec) else load_model(
@@ -120,10 +121,11 @@ def convert_model(
     names = resolve_outputs(spec, outputs)
     reductions = resolve_reductions(reduce, names)
     region = analyse_region(spec)
-    if probes == "gaussian":  # approximate, never falls back (emit/gaussian.py)
-        from .emit.gaussian import emit_gaussian
+    if probes == "gaussian":  # approximate, never falls back (convert_gaussian.py)
+        from .convert_gaussian import convert_gaussian
 
-        g = emit_gaussian(spec, region, window=window, outputs=names, reductions=reductions, alpha=alpha, seed=seed)
+        g = convert_gaussian(spec, region, window=window, outputs=names, reductions=reductions, alpha=alpha,
+                             seed=seed, options=plan_options)
         return Conversion(g.model, spec, region, g.plan, names, reductions)
     reason = None
     if probes == "naive":
@@ -132,19 +134,19 @@ def convert_model(
         stop = f" (the first op after the input is {region.stops[0]})" if region.stops else ""
         reason = f"the model has no local region{stop}"
     if reason is None:
-        plan = plan_rewrite(spec, region, window=window, first_conv=first_conv)
+        plan = plan_rewrite(spec, region, window=window, first_conv=first_conv, outputs=names, options=plan_options)
         try:
             ism_model = emit_model(spec, plan.region, plan, outputs=list(names), reductions=reductions)
-            return Conversion(ism_model, spec, plan.region, plan.realised(emitted_tail(ism_model)), names,
-                              reductions)
+            return Conversion(ism_model, spec, plan.region, plan, names, reductions)
         except UnsupportedError as exc:
             reason = str(exc)
     if probes != "naive":
         warnings.warn(f"falling back to exact naive ISM: {reason}", YuzuWarning, stacklevel=2)
     fallback = naive_region(spec, region)
-    plan = plan_rewrite(spec, fallback, window=window, naive=True, fallback_reason=reason)
+    plan = plan_rewrite(spec, fallback, window=window, naive=True, fallback_reason=reason, outputs=names,
+                        options=plan_options)
     ism_model = emit_model(spec, fallback, plan, outputs=list(names), reductions=reductions, probes="naive")
-    return Conversion(ism_model, spec, fallback, plan.realised(emitted_tail(ism_model)), names, reductions)
+    return Conversion(ism_model, spec, fallback, plan, names, reductions)
 
 
 def convert(
@@ -161,6 +163,7 @@ def convert(
     alpha: str | float = "auto",
     seed: int = 0,
     first_conv: str = "auto",
+    plan_options: PlanOptions | None = None,
 ) -> onnx.ModelProto:
     """Rewrite a sequence model into a self-contained ISM model.
 
@@ -181,6 +184,8 @@ def convert(
         (reference output plus gathered kernel-column differences, no convolution on the
         probes), as ``probes`` (convolved like every other layer), or ``auto`` (default:
         the cheaper one by the planner's cost model).
+    plan_options: the planner's knobs (:class:`~yuzu_onnx.plan.PlanOptions`: cost-model
+        weights, memory budgets, the Gaussian thresholds); default ``PlanOptions()``.
 
     Returns
     -------
@@ -191,7 +196,7 @@ def convert(
     return convert_model(
         model, seq_len=seq_len, input_name=input_name, layout=layout, alphabet=alphabet,
         window=window, reduce=reduce, outputs=outputs, probes=probes, alpha=alpha, seed=seed,
-        first_conv=first_conv,
+        first_conv=first_conv, plan_options=plan_options,
     ).model
 
 

@@ -7,16 +7,24 @@ earlier stage's probes is a plain Gather over whole probes plus one Where agains
 reference (probe ``c`` of the later stage takes probe ``c mod d_s``). The cut points and
 spacings are chosen by dynamic programming over the region's topological order with a
 cost model (FLOPs of the stage's nodes times its probe count, plus re-pack traffic).
+
+The plan also decides the tail (DESIGN §4) for the requested outputs: which linear heads
+are decoded from window sums, which tail nodes run in memory-bounded chunks on
+materialised mutants or on decoded vectors, and the peak memory of exactly that. The
+emitter builds what the plan says; ``inspect`` and the model metadata describe it. The
+cost-model weights and memory budgets are a :class:`PlanOptions` value.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import onnx
 
 from .analysis.input_convs import InputConv, find_input_convs
+from .analysis.linear_heads import LinearHead, find_linear_heads
 from .analysis.region import (
     CONST,
     DATA,
@@ -31,16 +39,44 @@ from .errors import InputError
 from .importer import ModelSpec
 from .window import parse_window
 
-REPACK_WEIGHT = 50.0  # cost of one re-packed element, in FLOP-equivalents (memory-bound; measured)
-STAGE_MEMORY_LIMIT = 2 * 2**30  # bytes per sequence of one stage's live probe tensors
-TAIL_CHUNK_BYTES = 256 * 2**20  # per sequence: live tensors of one chunk of the materialised tail
-# cost of one output element of the first-convolution shortcut in FLOP-equivalents, against
-# the convolution's 2·A·K (measured on CPU, 2 threads: the block Gather, the Transpose that
-# puts positions last and the table build take ~2.7 ns per element; the convolution
-# runs at ~100-130 GFLOP/s, fused with its ReLU): the shortcut pays for protein-size
-# alphabets or very wide kernels, not for a DNA layer of width 8-25
-SHORTCUT_WEIGHT = 300.0
 FIRST_CONV_MODES = ("auto", "shortcut", "probes")
+TAIL_KINDS = ("none", "vectors", "materialised")
+OUTPUT_STRATEGIES = ("decoded_in_region", "window_sums", "window_sums_then_vectors", "materialised",
+                     "naive_fallback")
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """The planner's knobs: cost-model weights and memory budgets (defaults measured on CPU).
+
+    ``repack_weight``: cost of one re-packed element, in FLOP-equivalents (memory-bound).
+    ``stage_memory_limit``: bytes per sequence of one stage's live probe tensors above
+    which a stage that saves little joins the materialised tail.
+    ``tail_chunk_bytes``: bytes per sequence of the live tensors of one chunk of the
+    materialised tail (sets the chunk size).
+    ``shortcut_weight``: cost of one output element of the first-convolution shortcut in
+    FLOP-equivalents, against the convolution's ``2·A·K`` (the block Gather, the Transpose
+    that puts positions last and the table build take ~2.7 ns per element on 2 CPU threads;
+    the convolution runs at ~100-130 GFLOP/s fused with its ReLU): the shortcut pays for
+    protein-size alphabets or very wide kernels, not for a DNA layer of width 8-25.
+    ``live_tensors``: tensors of a stage alive at once (input, output, a skip connection,
+    a temporary).
+    ``gaussian_pinv_budget_bytes``: Gaussian probes: stored pseudo-inverses above which
+    moduli are rounded to stride multiples so that positions share them.
+    ``gaussian_max_condition``: Gaussian probes: the largest condition number accepted for
+    a per-position least-squares system.
+    ``gaussian_min_pearson``: Gaussian probes: the correlation with naive ISM on a random
+    sequence that the automatic choice of α must reach.
+    """
+
+    repack_weight: float = 50.0
+    stage_memory_limit: float = 2 * 2**30
+    tail_chunk_bytes: float = 256 * 2**20
+    shortcut_weight: float = 300.0
+    live_tensors: int = 4
+    gaussian_pinv_budget_bytes: float = 64 * 2**20
+    gaussian_max_condition: float = 1e8
+    gaussian_min_pearson: float = 0.9999
 
 
 @dataclass(frozen=True)
@@ -56,8 +92,59 @@ class Stage:
 
 
 @dataclass(frozen=True)
+class TailPlan:
+    """What runs after the local region for the requested outputs.
+
+    ``kind``: ``none`` (every output decoded, no chunked tail), ``vectors`` (the chunked
+    tail runs on decoded head outputs only) or ``materialised`` (it also builds the mutant
+    frontier tensors). ``heads``: the linear heads decoded from window sums. ``nodes``:
+    the tail nodes the chunked tail runs; ``frontier``: the local tensors it materialises
+    per mutant. ``frontier_chunk_bytes``: one chunk of mutant frontier tensors;
+    ``materialised_chunk_bytes``: one chunk of a fully materialised tail (frontier plus
+    the tail's own tensors), both per sequence.
+    """
+
+    kind: str = "materialised"
+    heads: tuple[LinearHead, ...] = ()
+    nodes: tuple[int, ...] = ()
+    frontier: tuple[str, ...] = ()
+    frontier_chunk_bytes: float = 0.0
+    materialised_chunk_bytes: float = 0.0
+
+    @property
+    def unbuilt_bytes(self) -> float:
+        """The part of a fully materialised tail's chunk that this tail does not build."""
+        return {"materialised": 0.0, "vectors": self.frontier_chunk_bytes,
+                "none": self.materialised_chunk_bytes}[self.kind]
+
+    @property
+    def chunk_bytes(self) -> float:
+        """Bytes per sequence of one chunk of this tail (0 when there is none)."""
+        return self.materialised_chunk_bytes - self.unbuilt_bytes
+
+
+@dataclass(frozen=True)
+class OutputPlan:
+    """How one output's ISM is computed: ``strategy`` is one of :data:`OUTPUT_STRATEGIES`;
+    ``heads``: the linear heads it is decoded from; ``tail_nodes``: the tail nodes that run
+    on mutants (materialised) or on decoded vectors; ``chunk``: mutated positions per chunk
+    of that tail (0 when none runs)."""
+
+    strategy: str
+    heads: tuple[LinearHead, ...] = ()
+    tail_nodes: int = 0
+    chunk: int = 0
+
+    @property
+    def head_ops(self) -> tuple[str, ...]:
+        """The op types of its heads, sorted, each once."""
+        return tuple(sorted({head.op_type for head in self.heads}))
+
+
+@dataclass(frozen=True)
 class RewritePlan:
-    """Everything ``emit`` needs besides the model: the region it plans for, the stages..."""
+    """Everything ``emit`` needs besides the model: the region it plans for, the stages,
+    the tail, and what each output's ISM is computed by."""
 
     region: LocalRegion
     window: tuple[int, int]
@@ -68,21 +155,11 @@ class RewritePlan:
     naive_flops: float = 0.0
     rewritten_flops: float = 0.0
     bound_flops: float = 0.0
+    # peak memory of one sequence with the tail as planned in ``tail``
     peak_bytes_per_sequence: float = 0.0
     fallback_reason: str | None = None
-    # the parts of the peak that a materialised tail adds: its chunk of mutant frontier
-    # tensors, and the whole chunk (frontier plus the tail's own tensors)
-    tail_frontier_bytes: float = 0.0
-    tail_chunk_bytes: float = 0.0
-
-    def realised(self, tail: str) -> RewritePlan:
-        """The plan with the peak of the tail the emitter built: ``materialised`` (mutant
-        frontier tensors in chunks, as planned), ``vectors`` (only decoded head outputs run
-        in the chunked tail) or ``none`` (every output decoded without a tail)."""
-        drop = {"materialised": 0.0, "vectors": self.tail_frontier_bytes, "none": self.tail_chunk_bytes}[tail]
-        return replace(self, peak_bytes_per_sequence=self.peak_bytes_per_sequence - drop,
-                       tail_frontier_bytes=0.0 if tail != "materialised" else self.tail_frontier_bytes,
-                       tail_chunk_bytes=self.tail_chunk_bytes - drop)
+    tail: TailPlan = TailPlan()
+    outputs: Mapping[str, OutputPlan] = field(default_factory=dict, repr=False)
 
     @property
     def window_length(self) -> int:
@@ -131,36 +208,127 @@ def plan_rewrite(
     naive: bool = False,
     fallback_reason: str | None = None,
     first_conv: str = "auto",
+    outputs: Sequence[str] | None = None,
+    options: PlanOptions | None = None,
 ) -> RewritePlan:
-    """Choose stages and spacings for ``region`` (no stages at all when ``naive``).
+    """Choose stages and spacings for ``region`` (no stages at all when ``naive``), then the
+    tail for ``outputs`` (default: every model output).
 
     ``first_conv``: how convolutions of the sequence input run on the probes: ``shortcut``
     (kernel-column differences gathered onto the reference output, no convolution),
     ``probes`` (the convolution runs on every probe) or ``auto`` (the cheaper by the
     cost model).
 
-    Stages that would need more than ``STAGE_MEMORY_LIMIT`` bytes per sequence while
-    saving little (at least half as many probes as mutants) join the materialised tail,
-    which runs in memory-bounded chunks of mutants; the plan records the region it used.
+    Stages that would need more than ``options.stage_memory_limit`` bytes per sequence
+    while saving little (at least half as many probes as mutants) join the materialised
+    tail, which runs in memory-bounded chunks of mutants; the plan records the region it
+    used.
     """
     if first_conv not in FIRST_CONV_MODES:
         raise InputError(f"--first-conv must be one of {', '.join(FIRST_CONV_MODES)}, got {first_conv!r}")
+    options = PlanOptions() if options is None else options
     start, end = parse_window(window, spec.seq_len)
     constants = {} if naive else constant_values(spec.model)
     for _ in range(len(region.region_nodes) + 1):
         convs = find_input_convs(spec, region, constants) if first_conv != "probes" and not naive else []
-        plan = _plan_for_region(spec, region, start, end, naive, fallback_reason, convs, first_conv, constants)
-        keep = _stages_within_memory(spec, plan, constants)
+        plan = _plan_for_region(spec, region, start, end, naive, fallback_reason, convs, first_conv, constants,
+                                options)
+        keep = _stages_within_memory(spec, plan, constants, options)
         if keep is None:
-            return plan
+            break
         region = truncated_region(
             spec, region, keep,
             "later stages would need more memory than probes save; they run on materialised mutants",
         )
-    return plan
+    names = spec.output_names if outputs is None else outputs
+    return decide_tail(spec, plan, names, constants=constants, naive=naive,
+                       peak_with_materialised_tail=plan.peak_bytes_per_sequence)
 
 
-def _stages_within_memory(spec: ModelSpec, plan: RewritePlan, constants) -> list[int] | None:
+def decide_tail(
+    spec: ModelSpec,
+    plan: RewritePlan,
+    outputs: Sequence[str],
+    *,
+    constants: Mapping[str, np.ndarray],
+    naive: bool = False,
+    peak_with_materialised_tail: float,
+) -> RewritePlan:
+    """``plan`` with the tail for ``outputs`` decided and the peak memory of that tail.
+
+    ``plan``'s stages, region and ``tail`` byte figures (one chunk of a fully materialised
+    tail) are used as they are; ``peak_with_materialised_tail`` is the peak memory of one
+    sequence if the whole tail ran on materialised mutants. Tail outputs that a linear
+    head computes are decoded from window sums; the others run in the chunked tail, on
+    mutant frontier tensors where a remaining tail node (or a Shape/Size anywhere) reads
+    one, else only on decoded head outputs.
+    """
+    region = plan.region
+    graph = spec.model.graph
+    tail_outputs = [o for o in outputs if o not in region.maps]
+    heads: tuple[LinearHead, ...] = ()
+    if tail_outputs:
+        probe_layout = {name: (plan.stages[s].spacing, plan.stages[s].n_probes)
+                        for name, s in plan.producer_stage.items()}
+        heads = find_linear_heads(spec, region, constants, list(region.tail_nodes), probe_layout=probe_layout,
+                                  window=plan.window)
+    head_outputs = {head.output for head in heads}
+    kind, nodes, frontier = "none", (), ()
+    if any(o not in head_outputs for o in tail_outputs):
+        decoded = {i for head in heads for i in head.nodes}
+        nodes = tuple(i for i in region.tail_nodes if i not in decoded)
+        frontier = tuple(t for t in region.frontier
+                         if any(t in graph.node[i].input for i in nodes) or _read_by_meta(spec, t))
+        kind = "materialised" if frontier else "vectors"
+    tail = replace(plan.tail, kind=kind, heads=heads, nodes=nodes, frontier=frontier)
+    per_output = {o: _output_plan(spec, plan, o, heads, naive) for o in outputs}
+    return replace(plan, tail=tail, outputs=per_output,
+                   peak_bytes_per_sequence=peak_with_materialised_tail - tail.unbuilt_bytes)
+
+
+def _read_by_meta(spec: ModelSpec, tensor: str) -> bool:
+    return any(node.op_type in ("Shape", "Size") and tensor in node.input for node in spec.model.graph.node)
+
+
+def _output_plan(spec: ModelSpec, plan: RewritePlan, output: str, heads: Sequence[LinearHead],
+                 naive: bool) -> OutputPlan:
+    """What computes ``output``: walk back from it to the heads and local tensors it reads."""
+    region = plan.region
+    if naive:
+        return OutputPlan("naive_fallback", chunk=plan.tail_chunk)
+    if output in region.maps:
+        return OutputPlan("decoded_in_region")
+    producers = {o: i for i, node in enumerate(spec.model.graph.node) for o in node.output if o}
+    head_by_output = {head.output: head for head in heads}
+    used_heads: list[LinearHead] = []
+    materialised = False
+    tail_nodes: set[int] = set()
+    stack, seen = [output], set()
+    while stack:
+        name = stack.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        if name in head_by_output:
+            used_heads.append(head_by_output[name])
+            continue
+        if name in region.maps:
+            materialised = True
+            continue
+        index = producers.get(name)
+        if index is None or region.kinds.get(name) != DATA:
+            continue
+        tail_nodes.add(index)
+        stack.extend(i for i in spec.model.graph.node[index].input if i)
+    if materialised:
+        return OutputPlan("materialised", tail_nodes=len(tail_nodes), chunk=plan.tail_chunk)
+    if not tail_nodes:
+        return OutputPlan("window_sums", heads=tuple(used_heads))
+    return OutputPlan("window_sums_then_vectors", heads=tuple(used_heads), tail_nodes=len(tail_nodes),
+                      chunk=plan.tail_chunk)
+
+
+def _stages_within_memory(spec: ModelSpec, plan: RewritePlan, constants, options: PlanOptions) -> list[int] | None:
     """Nodes of the stages before the first one that is too big for little gain (else None).
 
     Little gain: at least half as many probes as mutants, and not cropped to a narrow
@@ -169,7 +337,8 @@ def _stages_within_memory(spec: ModelSpec, plan: RewritePlan, constants) -> list
     a = spec.alphabet_size
     start, end = plan.window
     for s, stage in enumerate(plan.stages):
-        too_big = _stage_bytes(spec, plan.region, stage, a, plan.window, constants) > STAGE_MEMORY_LIMIT
+        too_big = _stage_bytes(spec, plan.region, stage, a, plan.window, constants,
+                               options.live_tensors) > options.stage_memory_limit
         little_gain = stage.n_probes * 2 >= plan.window_length and _stage_changed_share(
             spec, plan.region, stage, start, end) > 0.9
         if too_big and little_gain:
@@ -194,9 +363,9 @@ def _stage_changed_share(spec: ModelSpec, region: LocalRegion, stage: Stage, sta
 
 
 def _stage_bytes(spec: ModelSpec, region: LocalRegion, stage: Stage, a: int, window: tuple[int, int],
-                 constants=None) -> float:
+                 constants=None, live_tensors: int = PlanOptions.live_tensors) -> float:
     """Live bytes of one stage's probe tensors for one sequence (cropped to the changed spans):
-    ``LIVE_TENSORS`` of its largest tensor, or a wide convolution's MatMul form (its products
+    ``live_tensors`` of its largest tensor, or a wide convolution's MatMul form (its products
     and their skewed copy, emit/wide_conv.py) beside two of them."""
     largest = 0.0
     for name in _stage_outputs(spec, region, stage):
@@ -205,11 +374,12 @@ def _stage_bytes(spec: ModelSpec, region: LocalRegion, stage: Stage, a: int, win
         largest = max(largest, 4 * _numel(spec.shapes.get(name, ())) * (hi - lo + 1) / m.length)
     wide = max((wide_conv_bytes(node, spec.shapes, constants) for node in (spec.model.graph.node[i] for i in stage.nodes)
                 if constants and is_wide_conv(node, spec.shapes, constants)), default=0)
-    return float(a * stage.n_probes * max(largest * LIVE_TENSORS, wide + 2 * largest))
+    return float(a * stage.n_probes * max(largest * live_tensors, wide + 2 * largest))
 
 
-def _plan_for_region(spec, region, start, end, naive, fallback_reason, convs=(), first_conv="auto",
-                     constants=None) -> RewritePlan:
+def _plan_for_region(spec, region, start, end, naive, fallback_reason, convs, first_conv, constants,
+                     options: PlanOptions) -> RewritePlan:
+    """Stages, costs and the peak with a fully materialised tail (the tail is decided later)."""
     lw = end - start
     a = spec.alphabet_size
     graph = spec.model.graph
@@ -219,10 +389,10 @@ def _plan_for_region(spec, region, start, end, naive, fallback_reason, convs=(),
     shortcuts = []
     for conv in convs:
         pos = nodes.index(conv.node)
-        cheaper = SHORTCUT_WEIGHT < conv.flops_per_output()
+        cheaper = options.shortcut_weight < conv.flops_per_output()
         if first_conv == "shortcut" or cheaper:
             shortcuts.append(conv)
-            flops[pos] *= SHORTCUT_WEIGHT / conv.flops_per_output()
+            flops[pos] *= options.shortcut_weight / conv.flops_per_output()
     produced_at: dict[str, int] = {}
     for pos, i in enumerate(nodes, start=1):
         for out in graph.node[i].output:
@@ -234,7 +404,8 @@ def _plan_for_region(spec, region, start, end, naive, fallback_reason, convs=(),
             if name in produced_at or name == spec.input_name:
                 last_use[name] = max(last_use.get(name, 0), pos)
     frontier = set(region.frontier)
-    stages = _choose_stages(nodes, flops, produced_at, last_use, frontier, region, spec, (start, end))
+    stages = _choose_stages(nodes, flops, produced_at, last_use, frontier, region, spec, (start, end),
+                            options.repack_weight)
     producer_stage: dict[str, int] = {}
     for s, stage in enumerate(stages):
         for i in stage.nodes:
@@ -260,9 +431,9 @@ def _plan_for_region(spec, region, start, end, naive, fallback_reason, convs=(),
         m = region.maps[out]
         changed = min(m.length, -(-m.receptive_field // m.stride) + 1)
         bound += lw * (a - 1) * raw_flops[pos] * changed / max(m.length, 1)
-    tail_bytes = _tail_bytes_per_mutant(spec, region, tail_nodes, naive, constants)
-    chunk = max(1, min(lw, int(TAIL_CHUNK_BYTES // max(1, a * tail_bytes))))
-    peak = _peak_bytes(spec, region, stages, (start, end), a, chunk, tail_bytes, constants)
+    tail_bytes = _tail_bytes_per_mutant(spec, region, tail_nodes, naive, constants, options.live_tensors)
+    chunk = max(1, min(lw, int(options.tail_chunk_bytes // max(1, a * tail_bytes))))
+    peak = _peak_bytes(spec, region, stages, (start, end), a, chunk, tail_bytes, constants, options.live_tensors)
     frontier_bytes = _frontier_bytes_per_mutant(spec, region, naive)
     return RewritePlan(
         region=region,
@@ -276,8 +447,8 @@ def _plan_for_region(spec, region, start, end, naive, fallback_reason, convs=(),
         bound_flops=bound,
         peak_bytes_per_sequence=peak,
         fallback_reason=fallback_reason,
-        tail_frontier_bytes=float(chunk * a * frontier_bytes * 2),
-        tail_chunk_bytes=float(chunk * a * tail_bytes * 2),
+        tail=TailPlan(frontier_chunk_bytes=float(chunk * a * frontier_bytes * 2),
+                      materialised_chunk_bytes=float(chunk * a * tail_bytes * 2)),
     )
 
 
@@ -296,7 +467,8 @@ def _is_data(node: onnx.NodeProto, region: LocalRegion) -> bool:
     return any(region.kinds.get(o) == DATA for o in node.output if o)
 
 
-def _tail_bytes_per_mutant(spec: ModelSpec, region: LocalRegion, tail_nodes, naive: bool, constants=None) -> int:
+def _tail_bytes_per_mutant(spec: ModelSpec, region: LocalRegion, tail_nodes, naive: bool, constants,
+                           live_tensors: int) -> int:
     """Live bytes of one mutant in the tail: its frontier tensors plus a few tail tensors
     (or a wide convolution's MatMul form beside two of them)."""
     graph = spec.model.graph
@@ -305,7 +477,7 @@ def _tail_bytes_per_mutant(spec: ModelSpec, region: LocalRegion, tail_nodes, nai
     largest = max(sizes, default=0)
     wide = max((wide_conv_bytes(graph.node[i], spec.shapes, constants) for i in tail_nodes
                 if constants and is_wide_conv(graph.node[i], spec.shapes, constants)), default=0)
-    return _frontier_bytes_per_mutant(spec, region, naive) + max(LIVE_TENSORS * largest, wide + 2 * largest)
+    return _frontier_bytes_per_mutant(spec, region, naive) + max(live_tensors * largest, wide + 2 * largest)
 
 
 def _frontier_bytes_per_mutant(spec: ModelSpec, region: LocalRegion, naive: bool) -> int:
@@ -313,19 +485,18 @@ def _frontier_bytes_per_mutant(spec: ModelSpec, region: LocalRegion, naive: bool
     return sum(4 * _numel(spec.shapes.get(n, ())) for n in frontier)
 
 
-LIVE_TENSORS = 4  # tensors of a stage alive at once (input, output, a skip connection, a temporary)
-
-
-def _peak_bytes(spec, region, stages, window, a, chunk, tail_bytes, constants=None) -> float:
+def _peak_bytes(spec, region, stages, window, a, chunk, tail_bytes, constants, live_tensors: int) -> float:
     """Peak memory of one sequence: the largest stage's live probe tensors, the tail chunk,
     and the ISM outputs (values, deltas and the laid-out result)."""
-    biggest = max((_stage_bytes(spec, region, st, a, window, constants) for st in stages), default=0.0)
+    biggest = max((_stage_bytes(spec, region, st, a, window, constants, live_tensors) for st in stages),
+                  default=0.0)
     lw = window[1] - window[0]
     outputs = sum(4 * _numel(o.shape) for o in spec.outputs) * lw * a * 3
     return float(biggest + chunk * a * tail_bytes * 2 + outputs + 4 * a * spec.seq_len * 8)
 
 
-def _choose_stages(nodes, flops, produced_at, last_use, frontier, region, spec, window) -> list[Stage]:
+def _choose_stages(nodes, flops, produced_at, last_use, frontier, region, spec, window,
+                   repack_weight: float) -> list[Stage]:
     """Dynamic programming over cut points and spacings (a divisibility chain)."""
     m = len(nodes)
     if m == 0:
@@ -382,7 +553,7 @@ def _choose_stages(nodes, flops, produced_at, last_use, frontier, region, spec, 
             for d_prev, (cost_prev, _) in states:
                 d = max(d_prev, -(-rf // d_prev) * d_prev)
                 n = probes(d)
-                cost = cost_prev + n * (prefix[k] - prefix[i]) + REPACK_WEIGHT * n * repack
+                cost = cost_prev + n * (prefix[k] - prefix[i]) + repack_weight * n * repack
                 if (k, d) not in best or cost < best[(k, d)][0]:
                     best[(k, d)] = (cost, (i, d_prev))
     end_states = [(v[0], d) for (k, d), v in best.items() if k == m]

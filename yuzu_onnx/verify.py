@@ -12,12 +12,13 @@ import numpy as np
 
 from .encoding import random_one_hot
 from .errors import YuzuError
+from .plan import PlanOptions
 from .reductions import pearson_r
 
 #: the largest error of an exact conversion, relative to the output scale
 TOLERANCE = 1e-5
 #: the smallest Pearson r with naive ISM that Gaussian probes must reach
-GAUSSIAN_MIN_PEARSON = 0.9999
+GAUSSIAN_MIN_PEARSON = PlanOptions().gaussian_min_pearson
 
 
 def random_sequences(n: int, spec, *, seed: int = 0, n_unknown: int = 3) -> np.ndarray:

@@ -18,193 +18,29 @@ Graph per substitution-class branch (the ``If`` of :func:`yuzu_onnx.emit.model.e
 
 The residue rows with reference added are exactly the value layout of spaced probes, so the
 tail, the decode of global pooling heads and the ISM outputs reuse the spaced engine.
+
+This module only builds graphs; choosing ``α`` (solving the designs, checking each
+candidate model against naive ISM) is :func:`yuzu_onnx.convert_gaussian.convert_gaussian`.
 """
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import replace
 
-import numpy as np
 import onnx
 
-from ..analysis.region import DATA, LocalRegion
-from ..encoding import random_one_hot
-from ..errors import InputError, YuzuError, YuzuWarning
+from ..analysis.region import LocalRegion
 from ..format import GaussianInfo, metadata_of, read_converted_info, write_converted_info
 from ..importer import ModelSpec
-from ..oracle import naive_ism
-from ..plan import RewritePlan, Stage, node_flops, plan_rewrite
-from ..reductions import pearson_r
+from ..plan import RewritePlan
 from .builder import PREFIX, copy_nodes
-from .gaussian_design import (
-    ConvSolve,
-    GaussianDesign,
-    GaussianUnsupportedError,
-    SingularSystemError,
-    check_sequential,
-    conv_without_bias,
-    design_layers,
-    solve_design,
-)
+from .gaussian_design import ConvSolve, GaussianDesign, conv_without_bias
 from .model import emit_decoded_outputs, emit_ism_model
 from .probes import EmitContext, emit_input_probes
 
-__all__ = [
-    "ALPHA_GRID",
-    "ALPHA_RANGE",
-    "MIN_PEARSON",
-    "GaussianConversion",
-    "GaussianUnsupportedError",
-    "emit_gaussian",
-    "gaussian_summary",
-    "parse_alpha",
-]
 
-ALPHA_RANGE = (1.0, 1.5)
-ALPHA_GRID = tuple(round(1.0 + 0.05 * i, 2) for i in range(11))
-MIN_PEARSON = 0.9999
-
-
-@dataclass(frozen=True)
-class GaussianConversion:
-    """A Gaussian-probe ISM model and how it was chosen.
-
-    ``alpha``: the oversampling factor used; ``pearson_r``: the correlation of the model's
-    ISM with naive ISM on the seeded check sequence; ``condition_number``: the worst
-    condition number of the per-position least-squares systems; ``auto``: α was searched.
-    """
-
-    model: onnx.ModelProto
-    plan: RewritePlan
-    alpha: float
-    pearson_r: float
-    condition_number: float
-    seed: int
-    auto: bool
-
-
-def parse_alpha(alpha: str | float | None) -> float | None:
-    """``"auto"``/``None`` → ``None`` (search); a number in :data:`ALPHA_RANGE` → that number."""
-    if alpha is None or (isinstance(alpha, str) and alpha.strip().lower() == "auto"):
-        return None
-    try:
-        value = float(alpha)
-    except (TypeError, ValueError):
-        raise InputError(f"--alpha must be 'auto' or a number in [1.0, 1.5], got {alpha!r}") from None
-    if not ALPHA_RANGE[0] <= value <= ALPHA_RANGE[1]:
-        raise InputError(
-            f"--alpha must be 'auto' or a number in [1.0, 1.5] (probes per unknown of each "
-            f"least-squares system), got {alpha!r}"
-        )
-    return value
-
-
-def _parse_seed(seed) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise InputError(f"--seed must be a non-negative integer, got {seed!r}")
-    return int(seed)
-
-
-def emit_gaussian(
-    spec: ModelSpec,
-    region: LocalRegion,
-    *,
-    window=None,
-    outputs: Sequence[str],
-    reductions: Mapping[str, str],
-    alpha: str | float | None = "auto",
-    seed: int = 0,
-) -> GaussianConversion:
-    """Convert with Gaussian probes, choosing ``α`` against naive ISM when ``alpha="auto"``.
-
-    Parameters
-    ----------
-    spec, region: the imported model and its local region.
-    window: ``None``, ``(start, end)`` or ``"start:end"``: the mutated positions.
-    outputs: model outputs to compute ISM for; reductions: one reduction per output.
-    alpha: ``"auto"`` (default: the smallest α in 1.0, 1.05, ..., 1.5 whose ISM on a seeded
-        random one-hot sequence correlates with naive ISM at Pearson r >= 0.9999) or a
-        number in [1.0, 1.5].
-    seed: seed of the Gaussian sensing matrices and of the check sequence; a fixed seed
-        gives a bit-identical model.
-
-    Raises
-    ------
-    GaussianUnsupportedError: no local region, or a region that joins branches.
-    InputError: a bad ``alpha`` or ``seed``.
-    YuzuError: a rank-deficient or badly conditioned system at a fixed α, or no α in
-        the grid reaching r >= 0.9999.
-    """
-    fixed = parse_alpha(alpha)
-    seed = _parse_seed(seed)
-    check_sequential(spec, region)
-    for out in outputs:
-        if region.kinds.get(out) != DATA:
-            raise GaussianUnsupportedError(f"output {out!r} does not depend on the sequence")
-    base = plan_rewrite(spec, region, window=window, first_conv="probes")
-    region = base.region  # stages too big for memory may have joined the tail
-    a = spec.alphabet_size
-    design = design_layers(spec, region, base.window, n_classes=a, alpha_max=fixed or ALPHA_RANGE[1])
-    X = _check_sequence(spec, seed)
-    oracle = naive_ism(spec, X, outputs=list(outputs), window=base.window, device="cpu")
-    none = {o: "none" for o in outputs}
-    tried: list[str] = []
-    chosen = None
-    for value in (fixed,) if fixed is not None else ALPHA_GRID:
-        try:
-            solves = solve_design(design, region, alphabet_size=a, alpha=value, seed=seed)
-        except SingularSystemError as exc:
-            if fixed is not None:
-                raise YuzuError(f"gaussian probes at alpha {value:g}: {exc}") from None
-            tried.append(f"{value:.2f}: {exc}")
-            continue
-        plan = _gaussian_plan(spec, region, base, design, solves[a - 1])
-        check = _emit_model(spec, region, plan, design, solves, list(outputs), none)
-        r = pearson_r(_run(check, spec, X, outputs), oracle)
-        tried.append(f"{value:.2f}: r={r:.6f}")
-        if fixed is not None or r >= MIN_PEARSON:
-            chosen = (value, r, solves, plan, check)
-            break
-    if chosen is None:
-        raise YuzuError(
-            f"no alpha in [1.0, 1.5] makes gaussian probes correlate with naive ISM at r >= {MIN_PEARSON} "
-            f"on a random sequence (tried {'; '.join(tried)}); use --probes spaced (exact)"
-        )
-    value, r, solves, plan, check = chosen
-    if not r >= MIN_PEARSON:
-        warnings.warn(
-            f"gaussian probes with alpha {value:g} correlate with naive ISM at r={r:.6f} "
-            f"(< {MIN_PEARSON}) on a random sequence; raise --alpha or use --probes spaced",
-            YuzuWarning,
-            stacklevel=3,
-        )
-    model = check if dict(reductions) == none else _emit_model(
-        spec, region, plan, design, solves, list(outputs), dict(reductions)
-    )
-    condition = max((s.condition for per_c in solves.values() for s in per_c), default=1.0)
-    _set_gaussian_metadata(model, design, region, solves, a, alpha=value, r=r, seed=seed,
-                           condition=condition, auto=fixed is None)
-    return GaussianConversion(model, plan, value, r, condition, seed, fixed is None)
-
-
-def _check_sequence(spec: ModelSpec, seed: int) -> np.ndarray:
-    """One random one-hot sequence in the model's layout, from ``(seed, 1)``."""
-    return random_one_hot(1, spec.seq_len, alphabet_size=spec.alphabet_size, layout=spec.layout, seed=[seed, 1])
-
-
-def _run(model: onnx.ModelProto, spec: ModelSpec, X: np.ndarray, outputs: Sequence[str]) -> dict[str, np.ndarray]:
-    from ..runtime import make_session
-
-    session = make_session(model, providers=["CPUExecutionProvider"])
-    return dict(zip(outputs, session.run(list(outputs), {spec.input_name: X})))
-
-
-# ---------------------------------------------------------------------------- emission
-
-
-def _emit_model(
+def emit_gaussian_model(
     spec: ModelSpec,
     region: LocalRegion,
     plan: RewritePlan,
@@ -319,54 +155,11 @@ class _Branch:
         self.deltas[conv.output] = b.reshape(placed, [-1, *dims], hint="deltas")
 
 
-def _gaussian_plan(spec: ModelSpec, region: LocalRegion, base: RewritePlan, design: GaussianDesign,
-                   solves: list[ConvSolve]) -> RewritePlan:
-    """The spaced plan's window and tail, with one stage per segment (its modulus and rows)."""
-    graph = spec.model.graph
-    c = spec.alphabet_size - 1
-    numel = {name: int(np.prod([d for d in spec.shapes[name] if d != -1], dtype=np.int64))
-             for name in design.segment_of}
-    stages, producer_stage = [], {}
-    flops = sum(node_flops(graph.node[i], spec) for i in range(len(graph.node))
-                if any(region.kinds.get(o) == DATA for o in graph.node[i].output))
-    peak = 0.0
-    by_node = {conv.node: (conv, solve) for conv, solve in zip(design.convs, solves)}
-    for s, nodes in enumerate(design.segment_nodes):
-        rows = design.rows(s)
-        stage_flops = 0.0
-        for i in nodes:
-            for out in graph.node[i].output:
-                if out:
-                    producer_stage[out] = s
-            if i in by_node:
-                conv, solve = by_node[i]
-                m = region.maps[conv.output]
-                block = m.receptive_field * c + 1
-                work = (solve.n_probes * node_flops(graph.node[i], spec)
-                        + 2.0 * solve.n_probes * design.rows(conv.in_segment) * c * numel[conv.input]
-                        + 2.0 * block * solve.n_probes * numel[conv.output])
-                held = (solve.n_probes * (numel[conv.input] + numel[conv.output]) + m.length * block * solve.n_probes
-                        + 2 * rows * c * numel[conv.output])
-                flops += work
-                stage_flops += work / max(rows * c, 1)
-                peak = max(peak, 4.0 * held)
-            else:
-                work = node_flops(graph.node[i], spec)
-                flops += rows * c * work
-                stage_flops += work
-                peak = max(peak, 8.0 * rows * c * sum(numel.get(o, 0) for o in graph.node[i].output))
-        rf = max(region.maps[t].receptive_field for t, seg in design.segment_of.items() if seg == s)
-        stages.append(Stage(nodes=nodes, spacing=design.moduli[s], n_probes=rows, receptive_field=rf,
-                            inputs=(), flops_per_probe=stage_flops))
-    tail = sum(node_flops(graph.node[i], spec) for i in region.tail_nodes
-               if any(region.kinds.get(o) == DATA for o in graph.node[i].output))
-    flops += base.window_length * c * tail
-    return replace(base, stages=tuple(stages), producer_stage=producer_stage, rewritten_flops=flops,
-                   peak_bytes_per_sequence=base.peak_bytes_per_sequence + peak)
-
-
-def _set_gaussian_metadata(model, design: GaussianDesign, region: LocalRegion, solves, a: int, *, alpha: float,
-                           r: float, seed: int, condition: float, auto: bool) -> None:
+def set_gaussian_metadata(model: onnx.ModelProto, design: GaussianDesign, region: LocalRegion,
+                          solves: Mapping[int, list[ConvSolve]], a: int, *, alpha: float, r: float, seed: int,
+                          condition: float, auto: bool) -> None:
+    """Record the Gaussian layers (support, probes, condition number), α, r and the seed in
+    ``model``'s metadata, replacing the spaced engine's ``stages`` and ``probes``."""
     layers = []
     for k, conv in enumerate(design.convs):
         shift, bases = solves[a - 1][k], solves[a][k]
@@ -385,19 +178,3 @@ def _set_gaussian_metadata(model, design: GaussianDesign, region: LocalRegion, s
     gaussian = GaussianInfo(alpha=alpha, alpha_mode="auto" if auto else "fixed", pearson_r=r, seed=seed,
                             condition_number=condition)
     write_converted_info(model, replace(info, probes="gaussian", stages=tuple(layers), gaussian=gaussian))
-
-
-def gaussian_summary(model: onnx.ModelProto) -> str | None:
-    """One line on a Gaussian-probe model's α, r, condition number and seed (else ``None``)."""
-    info = read_converted_info(metadata_of(model))
-    g = info.gaussian
-    if info.probes != "gaussian" or g is None:
-        return None
-    shown = g.to_props()
-    probes = ", ".join(str(layer.get("probes")) for layer in info.stages)
-    return (
-        f"gaussian probes: alpha {shown['alpha']} ({g.alpha_mode}), "
-        f"Pearson r {shown['pearson_r']} vs naive ISM on a random sequence, "
-        f"worst condition number {shown['condition_number']}, seed {g.seed}; "
-        f"{len(info.stages)} convs ({probes} probes)"
-    )

@@ -38,9 +38,7 @@ import onnx
 from ..analysis.region import LocalRegion, node_inputs
 from ..errors import InputError, UnsupportedError, YuzuError
 from ..importer import ModelSpec
-
-MAX_CONDITION = 1e8
-PINV_BUDGET_BYTES = 64 * 2**20
+from ..plan import PlanOptions
 
 
 class GaussianUnsupportedError(UnsupportedError, InputError):
@@ -135,8 +133,10 @@ def check_sequential(spec: ModelSpec, region: LocalRegion) -> None:
 
 
 def design_layers(spec: ModelSpec, region: LocalRegion, window: tuple[int, int], *,
-                  n_classes: int, alpha_max: float) -> GaussianDesign:
-    """Segments and moduli; moduli sharing pinvs when the per-position ones would be too big."""
+                  n_classes: int, alpha_max: float,
+                  pinv_budget_bytes: float = PlanOptions.gaussian_pinv_budget_bytes) -> GaussianDesign:
+    """Segments and moduli; moduli sharing pinvs when the per-position ones would need more
+    than ``pinv_budget_bytes``."""
     graph = spec.model.graph
     segment_of: dict[str, int] = {spec.input_name: 0}
     nodes: list[list[int]] = [[]]
@@ -163,7 +163,7 @@ def design_layers(spec: ModelSpec, region: LocalRegion, window: tuple[int, int],
         need[conv.in_segment] = max(need[conv.in_segment], m.receptive_field)
         strides[conv.in_segment] = math.lcm(strides[conv.in_segment], m.stride)
     design = GaussianDesign(window, tuple(convs), segment_of, tuple(map(tuple, nodes)), tuple(need))
-    if pinv_bytes(design, region, n_classes, alpha_max) <= PINV_BUDGET_BYTES:
+    if pinv_bytes(design, region, n_classes, alpha_max) <= pinv_budget_bytes:
         return design
     # a modulus that is a multiple of the output stride makes the pinvs periodic in q
     rounded = tuple(
@@ -207,12 +207,12 @@ def pinv_bytes(design: GaussianDesign, region: LocalRegion, n_classes: int, alph
 
 def solve_conv(
     design: GaussianDesign, region: LocalRegion, conv: GaussianConv, *, n_classes: int, alpha: float,
-    rng: np.random.Generator,
+    rng: np.random.Generator, max_condition: float = PlanOptions.gaussian_max_condition,
 ) -> ConvSolve:
     """Draw ``G`` and compute the per-position pseudo-inverses (float64, stored float32).
 
     Raises :class:`SingularSystemError` when a system has fewer probes than unknowns or a
-    condition number above :data:`MAX_CONDITION`.
+    condition number above ``max_condition``.
     """
     c = n_classes
     m = region.maps[conv.output]
@@ -243,10 +243,10 @@ def solve_conv(
             solved = (np.swapaxes(right, 1, 2) / values[:, None, :]) @ np.swapaxes(left, 1, 2)  # V Σ⁻¹ Uᵀ
         smallest = values[:, -1]
         condition = np.where(smallest > 0, values[:, 0] / np.where(smallest > 0, smallest, 1.0), np.inf)
-        if not np.all(condition <= MAX_CONDITION):
+        if not np.all(condition <= max_condition):
             raise SingularSystemError(
                 f"conv {conv.name!r}: a least-squares system has condition number {condition.max():.3g} "
-                f"(> {MAX_CONDITION:.0e}); raise --alpha or change --seed"
+                f"(> {max_condition:.0e}); raise --alpha or change --seed"
             )
         worst = max(worst, float(condition.max()))
         for g, u in enumerate(group):
@@ -294,12 +294,14 @@ def _relayout(design: GaussianDesign, m, conv: GaussianConv, c: int) -> np.ndarr
 
 
 def solve_design(
-    design: GaussianDesign, region: LocalRegion, *, alphabet_size: int, alpha: float, seed: int
+    design: GaussianDesign, region: LocalRegion, *, alphabet_size: int, alpha: float, seed: int,
+    max_condition: float = PlanOptions.gaussian_max_condition,
 ) -> dict[int, list[ConvSolve]]:
     """Solves for the shift classes (``A - 1``) and for all bases (``A``), in that order."""
     rng = np.random.default_rng([seed, 0])
     return {
-        c: [solve_conv(design, region, conv, n_classes=c, alpha=alpha, rng=rng) for conv in design.convs]
+        c: [solve_conv(design, region, conv, n_classes=c, alpha=alpha, rng=rng, max_condition=max_condition)
+            for conv in design.convs]
         for c in (alphabet_size - 1, alphabet_size)
     }
 

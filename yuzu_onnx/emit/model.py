@@ -10,7 +10,7 @@ from onnx import TensorProto, helper
 
 from ..analysis.region import LocalRegion, constant_values
 from ..errors import UnsupportedError
-from ..format import ConvertedModelInfo, read_converted_info, write_converted_info
+from ..format import ConvertedModelInfo, write_converted_info
 from ..importer import ModelSpec
 from ..plan import RewritePlan
 from ..version import __version__
@@ -81,12 +81,10 @@ def emit_ism_model(
     outer = EmitContext(spec, region, plan, builder, ref_names, producers, constants)
     is_reference = reference_base_mask(outer)
     branches = {}
-    tails = set()
     for shift in (False, True):
         scope = GraphBuilder(spec.opset, scope="shift/" if shift else "bases/", initializers=builder.initializers)
         ctx = EmitContext(spec, region, plan, scope, ref_names, producers, constants, shift=shift)
         finals = branch(ctx, is_reference)
-        tails.add(ctx.tail)
         branches[shift] = helper.make_graph(
             prune_dead_nodes(scope.nodes, finals),
             "ism_shift_classes" if shift else "ism_all_bases",
@@ -121,14 +119,8 @@ def emit_ism_model(
                               producer_version=__version__)
     # the lowest IR version the opsets need, never newer than the source's
     model.ir_version = min(spec.model.ir_version, helper.find_min_ir_version_for(list(model.opset_import)))
-    tail = next(t for t in ("materialised", "vectors", "none") if t in tails)
-    write_converted_info(model, converted_info(spec, region, plan.realised(tail), outputs, reductions, probes, tail))
+    write_converted_info(model, converted_info(spec, region, plan, outputs, reductions, probes, plan.tail.kind))
     return model
-
-
-def emitted_tail(model: onnx.ModelProto) -> str:
-    """What the tail of an emitted model runs on: ``none``, ``vectors`` or ``materialised``."""
-    return read_converted_info(model).tail
 
 
 def emit_decoded_outputs(ctx: EmitContext, outputs: list[str], reductions: dict[str, str], is_reference: str) -> list[str]:

@@ -37,8 +37,6 @@ class EmitContext:
     shift: bool = False
     stage_names: list[dict[str, str]] = field(default_factory=list)
     stage_spans: list[dict | None] = field(default_factory=list)
-    # what the tail built: "none", "vectors" (decoded heads only) or "materialised"
-    tail: str = "none"
     _input_probes: dict[int, str] = field(default_factory=dict)
     _substituted: str | None = None
 

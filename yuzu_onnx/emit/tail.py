@@ -1,5 +1,8 @@
 """The tail (DESIGN §4): the graph after the local region, run on materialised mutants.
 
+The plan decides what runs (``RewritePlan.tail``: the linear heads decoded from window
+sums, the tail nodes and the frontier tensors of the chunked tail); this module builds it.
+
 The mutated positions are processed in chunks inside an ONNX ``Loop`` so that memory
 stays bounded: each iteration builds the chunk's mutant frontier tensors (Gather + Where
 against the reference), runs a copy of the tail on them and scans out the model outputs
@@ -16,21 +19,20 @@ from .builder import PREFIX, GraphBuilder, copy_nodes
 from .decode import emit_mutants, probe_indices
 from .probes import EmitContext
 from .wide_conv import emit_wide_conv, is_wide_conv
-from .window_sums import emit_head_mutants, find_linear_heads
+from .window_sums import emit_head_mutants
 
 
 def emit_tail(ctx: EmitContext, outputs: list[str]) -> dict[str, str]:
     """Run the tail for ``outputs``; returns each output's mutant values ``(Lw, A, N, *odims)``."""
     outer, spec, plan = ctx.builder, ctx.spec, ctx.plan
     graph = spec.model.graph
-    heads = find_linear_heads(ctx, list(ctx.region.tail_nodes))
-    decoded = {i for head in heads for i in head.nodes}
-    precomputed = {head.output: emit_head_mutants(ctx, head) for head in heads}
+    precomputed = {head.output: emit_head_mutants(ctx, head) for head in plan.tail.heads}
     result = {out: precomputed[out] for out in outputs if out in precomputed}
     remaining = [out for out in outputs if out not in precomputed]
+    assert (plan.tail.kind == "none") == (not remaining), "the plan's tail does not match the outputs emitted"
     if not remaining:
         return result
-    tail_nodes = [graph.node[i] for i in ctx.region.tail_nodes if i not in decoded]
+    tail_nodes = [graph.node[i] for i in plan.tail.nodes]
     start, end = plan.window
     lw = end - start
     chunk = plan.tail_chunk
@@ -48,8 +50,7 @@ def emit_tail(ctx: EmitContext, outputs: list[str]) -> dict[str, str]:
                          axis=0, hint="chunk_probe_index")
         for spacing, table in probe_indices(ctx, positions.reshape(-1)).items()
     }
-    frontier = [t for t in ctx.region.frontier if any(t in n.input for n in tail_nodes) or _read_by_meta(ctx, t)]
-    ctx.tail = "materialised" if frontier else "vectors"
+    frontier = plan.tail.frontier
     rename: dict[str, str] = {}
     if precomputed:
         offsets = body.op("Gather", [outer.const(positions - start, "tail_offsets"), iteration], axis=0,
@@ -105,11 +106,6 @@ def emit_tail(ctx: EmitContext, outputs: list[str]) -> dict[str, str]:
             flat = outer.slice(flat, [0], [lw], [0], hint="tail_values")
         result[out] = flat
     return result
-
-
-def _read_by_meta(ctx: EmitContext, tensor: str) -> bool:
-    graph = ctx.spec.model.graph
-    return any(node.op_type in ("Shape", "Size") and tensor in node.input for node in graph.node)
 
 
 def tail_outputs_needed(model: onnx.ModelProto, region, outputs: list[str]) -> list[str]:

@@ -9,123 +9,19 @@ MatMul batched over positions. Within one probe the windows of its mutants are d
 so one MatMul with a 0/1 ownership matrix ``B[c, p, t]`` (position ``p`` of probe ``c``
 belongs to the probe's ``t``-th mutant) gives every mutant's window sum at once — no
 ``(A·L)``-row materialisation of the tensor.
+
+Which tail nodes are heads is the planner's decision (``RewritePlan.tail.heads``, found by
+:func:`yuzu_onnx.analysis.linear_heads.find_linear_heads`); this module builds them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
-import onnx
 
+from ..analysis.linear_heads import REDUCE_OPS, LinearHead, dense_weight, reduced_axes
 from ..analysis.positional import PositionalMap
-from ..analysis.region import node_attributes
 from .probes import EmitContext
 from .stages import probes_of
-
-REDUCE_OPS = ("GlobalAveragePool", "ReduceMean", "ReduceSum")
-MAX_OWNERSHIP_ELEMENTS = 32 * 2**20
-MAX_DENSE_WEIGHT_ELEMENTS = 64 * 2**20
-
-
-@dataclass(frozen=True)
-class LinearHead:
-    """Tail nodes computing a linear function of one local tensor, decoded from window sums."""
-
-    nodes: tuple[int, ...]
-    source: str
-    output: str
-
-
-def reduced_axes(node: onnx.NodeProto, ctx: EmitContext) -> list[int] | None:
-    """Axes (of the input) a mean/sum node reduces, or ``None`` if not decodable here."""
-    rank = len(ctx.spec.shapes[node.input[0]])
-    if node.op_type == "GlobalAveragePool":
-        return list(range(2, rank))
-    axes = node_attributes(node).get("axes")
-    if axes is None and len(node.input) > 1 and node.input[1]:
-        value = ctx.constants.get(node.input[1])
-        if value is None:
-            return None
-        axes = value.tolist()
-    if axes is None:
-        return None
-    return sorted(a + rank if a < 0 else a for a in np.atleast_1d(axes))
-
-
-def dense_weight(node: onnx.NodeProto, ctx: EmitContext) -> np.ndarray | None:
-    """``W`` (features × outputs, alpha applied) of a Gemm/MatMul on a flat (N, F) tensor."""
-    if len(node.input) < 2 or node.input[1] not in ctx.constants:
-        return None
-    weight = ctx.constants[node.input[1]].astype(np.float32)
-    if weight.ndim != 2:
-        return None
-    if node.op_type == "MatMul":
-        return weight
-    attrs = node_attributes(node)
-    if attrs.get("transA", 0):
-        return None
-    if len(node.input) > 2 and node.input[2] and node.input[2] not in ctx.constants:
-        return None
-    weight = weight.T if attrs.get("transB", 0) else weight
-    return weight * np.float32(attrs.get("alpha", 1.0))
-
-
-def find_linear_heads(ctx: EmitContext, tail_indices: list[int]) -> list[LinearHead]:
-    """Tail nodes whose outputs can be decoded from window sums.
-
-    Their input must be a local tensor decoded from probes and read by no other tail
-    node: a mean/sum over its length axis, or a Flatten/Reshape to ``(N, features)``
-    followed by a Gemm/MatMul with constant weights.
-    """
-    graph = ctx.spec.model.graph
-    readers: dict[str, list[int]] = {}
-    for i in tail_indices:
-        for name in graph.node[i].input:
-            readers.setdefault(name, []).append(i)
-    heads: list[LinearHead] = []
-    for i in tail_indices:
-        node = graph.node[i]
-        source = node.input[0] if node.input else ""
-        m = ctx.region.maps.get(source)
-        if m is None or source == ctx.x or source not in ctx.plan.producer_stage or len(readers[source]) != 1:
-            continue
-        if node.domain not in ("", "ai.onnx") or not _fits_ownership(ctx, source):
-            continue
-        if node.op_type in REDUCE_OPS:
-            axes = reduced_axes(node, ctx)
-            if axes and m.axis in axes and 0 not in axes and node.output[0] in ctx.spec.shapes:
-                heads.append(LinearHead((i,), source, node.output[0]))
-        elif node.op_type in ("Flatten", "Reshape"):
-            head = _dense_head(ctx, i, readers)
-            if head is not None:
-                heads.append(head)
-    return heads
-
-
-def _dense_head(ctx: EmitContext, index: int, readers: dict[str, list[int]]) -> LinearHead | None:
-    graph = ctx.spec.model.graph
-    node = graph.node[index]
-    flat = node.output[0]
-    shape = ctx.spec.shapes.get(flat)
-    features = int(np.prod(ctx.dims(node.input[0])))
-    if shape != (-1, features) or len(readers.get(flat, [])) != 1:
-        return None
-    dense_index = readers[flat][0]
-    dense = graph.node[dense_index]
-    if dense.op_type not in ("Gemm", "MatMul") or dense.input[0] != flat:
-        return None
-    weight = dense_weight(dense, ctx)
-    if weight is None or weight.shape[0] != features or weight.size > MAX_DENSE_WEIGHT_ELEMENTS:
-        return None
-    return LinearHead((index, dense_index), node.input[0], dense.output[0])
-
-
-def _fits_ownership(ctx: EmitContext, source: str) -> bool:
-    m = ctx.region.maps[source]
-    stage = ctx.plan.stages[ctx.plan.producer_stage[source]]
-    mutants_per_probe = -(-ctx.plan.window_length // stage.spacing)
-    return stage.n_probes * m.length * mutants_per_probe <= MAX_OWNERSHIP_ELEMENTS
 
 
 def ownership(m: PositionalMap, start: int, end: int, spacing: int, n_probes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -162,7 +58,7 @@ def emit_head_mutants(ctx: EmitContext, head: LinearHead) -> str:
     rest = int(np.prod(dims, dtype=np.int64)) // m.length
     last = graph.node[head.nodes[-1]]
     if last.op_type in REDUCE_OPS:
-        axes = reduced_axes(last, ctx)
+        axes = reduced_axes(last, ctx.spec, ctx.constants)
         other_axes = [k for k in range(1, len(dims) + 1) if k != m.axis]
         reduce_at = [4 + other_axes.index(k) for k in axes if k != m.axis]
         contributions = b.reduce("ReduceSum", moved, reduce_at, keepdims=0, hint="other_axes") if reduce_at else moved
@@ -172,7 +68,7 @@ def emit_head_mutants(ctx: EmitContext, head: LinearHead) -> str:
         kept = [dims[k - 1] for k in other_axes if k not in axes]
         width = int(np.prod(kept, dtype=np.int64)) if kept else 1
     else:
-        weight = dense_weight(last, ctx)
+        weight = dense_weight(last, ctx.constants)
         per_position_weight = np.moveaxis(weight.reshape(*dims, -1), m.axis - 1, 0).reshape(m.length, rest, -1)
         per_position = b.reshape(moved, [m.length, -1, rest], hint="per_position")
         contributions = b.op("MatMul", [per_position, b.const(per_position_weight, "dense_per_position")],

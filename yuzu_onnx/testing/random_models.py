@@ -1163,7 +1163,7 @@ def check_exactness(
     float64: ``"auto"``: recompute the oracle in float64 for outputs above tolerance;
         ``"always"`` or ``"never"``.
     tolerance: relative to ``scale = max(max|f(X)|, max|ism|, max|expected|)`` per output.
-    tail_chunk_bytes: override ``yuzu_onnx.plan.TAIL_CHUNK_BYTES`` during the conversion
+    tail_chunk_bytes: the planner's ``PlanOptions.tail_chunk_bytes`` for the conversion
         (small values force the tail ``Loop`` through several chunks).
     batch_size: sequences per run of the converted model (default all of ``X``).
     first_conv: passed to :func:`yuzu_onnx.convert.convert_model` (``shortcut`` forces the
@@ -1178,21 +1178,19 @@ def check_exactness(
     """
     import warnings
 
-    from .. import plan as plan_module
     from ..convert import convert_model
     from ..errors import YuzuWarning
     from ..oracle import naive_ism, reference_outputs
+    from ..plan import PlanOptions
     from ..session import ISMSession
 
     window = None if window is None else (int(window[0]), int(window[1]))
     report = ExactnessReport(window=window, reduce=dict(reduce) if isinstance(reduce, dict) else {})
-    saved_chunk = plan_module.TAIL_CHUNK_BYTES
+    options = PlanOptions() if tail_chunk_bytes is None else PlanOptions(tail_chunk_bytes=int(tail_chunk_bytes))
     try:
-        if tail_chunk_bytes is not None:
-            plan_module.TAIL_CHUNK_BYTES = int(tail_chunk_bytes)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", YuzuWarning)
-            conv = convert_model(model, window=window, reduce=reduce, first_conv=first_conv)
+            conv = convert_model(model, window=window, reduce=reduce, first_conv=first_conv, plan_options=options)
         report.tail_chunk = conv.plan.tail_chunk
         report.fallback = next((str(w.message) for w in caught if issubclass(w.category, YuzuWarning)), None)
         report.reduce = dict(conv.reductions)
@@ -1200,8 +1198,6 @@ def check_exactness(
     except Exception as exc:
         report.stage, report.error = "convert", f"{type(exc).__name__}: {exc}"
         return report
-    finally:
-        plan_module.TAIL_CHUNK_BYTES = saved_chunk
     try:
         onnx.checker.check_model(conv.model, full_check=True)
     except Exception as exc:

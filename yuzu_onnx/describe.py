@@ -1,0 +1,154 @@
+"""Describe a conversion or a converted model (what ``inspect`` and ``convert`` print).
+
+Everything here reads what the plan decided (:class:`~yuzu_onnx.plan.RewritePlan`, its
+per-output :class:`~yuzu_onnx.plan.OutputPlan`) or what a converted model's metadata
+records; nothing is re-derived. The functions return JSON-ready dicts or text lines.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import onnx
+
+from .convert import Conversion
+from .format import FORMAT, metadata_of, read_converted_info
+from .plan import OutputPlan, RewritePlan
+from .sidecar import graph_output_shapes
+
+
+def describe_tail(plan: RewritePlan, output: str) -> str:
+    """How ``output``'s ISM is computed, in words: in the region, from window sums, or a
+    materialised tail (from the plan's :class:`~yuzu_onnx.plan.OutputPlan`)."""
+    how: OutputPlan = plan.outputs[output]
+    chunked = f"run on mutant tensors in chunks of {how.chunk} positions"
+    ops = ", ".join(how.head_ops)
+    if how.strategy == "naive_fallback":
+        return f"naive fallback ({plan.fallback_reason})"
+    if how.strategy == "decoded_in_region":
+        return "decoded directly in the local region"
+    if how.strategy == "materialised":
+        return f"materialised tail ({how.tail_nodes} nodes, {chunked})"
+    if how.strategy == "window_sums":
+        return f"decoded from window sums ({ops} of a local tensor; no materialisation)"
+    return f"{ops} decoded from window sums, then {how.tail_nodes} tail nodes on per-mutant vectors"
+
+
+def first_conv_names(conv: Conversion) -> list[str]:
+    """Names of the convolutions that run as the first-convolution shortcut."""
+    graph = conv.spec.model.graph
+    return [graph.node[c.node].name or c.output for c in conv.plan.input_convs]
+
+
+def describe_conversion(conv: Conversion, model_path: str | None = None) -> dict:
+    """What ``inspect`` prints for an original model, as a JSON-ready dict."""
+    spec, plan, region = conv.spec, conv.plan, conv.region
+    graph = spec.model.graph
+    a = spec.alphabet_size
+    ops = Counter(node.op_type for node in graph.node)
+    return {
+        "model": model_path,
+        "kind": "original",
+        "source_sha256": spec.source_sha256,
+        "input": spec.input_name,
+        "layout": spec.layout,
+        "input_shape": ["batch", *spec.input_shape],
+        "alphabet": spec.alphabet,
+        "seq_len": spec.seq_len,
+        "opset": spec.opset,
+        "ir_version": int(spec.model.ir_version),
+        "outputs": {o.name: ["batch", *o.shape[1:]] for o in spec.outputs},
+        "op_counts": dict(sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "local_region": {
+            "nodes": len(region.region_nodes),
+            "total_nodes": len(graph.node),
+            "tail_nodes": len(region.tail_nodes),
+            "stops": [{"op": s.op_type, "node": s.node, "reason": s.reason} for s in region.stops],
+        },
+        "window": list(plan.window),
+        "stages": [
+            {"nodes": len(st.nodes), "spacing": st.spacing, "receptive_field": st.receptive_field,
+             "probes": st.n_probes * (a - 1), "probes_with_unknown_bases": st.n_probes * a}
+            for st in plan.stages
+        ],
+        "tails": {o: describe_tail(plan, o) for o in conv.outputs},
+        "first_conv_shortcut": first_conv_names(conv),
+        "reductions": dict(conv.reductions),
+        "fallback_reason": plan.fallback_reason,
+        "naive_flops": plan.naive_flops,
+        "rewritten_flops": plan.rewritten_flops,
+        "bound_flops": plan.bound_flops,
+        "expected_speedup": plan.expected_speedup,
+        "bound_speedup": plan.bound_speedup,
+        "peak_bytes_per_sequence": int(plan.peak_bytes_per_sequence),
+    }
+
+
+def describe_converted(path: str) -> dict:
+    """What ``inspect`` prints for a converted model, as a JSON-ready dict."""
+    model = onnx.load(path, load_external_data=False)
+    info = read_converted_info(model, source=repr(path))
+    shapes = graph_output_shapes(model)
+    opset = next((int(i.version) for i in model.opset_import if i.domain in ("", "ai.onnx")), None)
+    return {
+        "model": path,
+        "kind": "converted",
+        "format": FORMAT,
+        "yuzu_onnx_version": info.version,
+        "input": info.input_name,
+        "layout": info.layout,
+        "alphabet": info.alphabet,
+        "seq_len": info.seq_len,
+        "window": list(info.window),
+        "probes": info.probes,
+        "outputs": {name: {"reduce": spec.get("reduce", "none"), "shape": shapes.get(name)}
+                    for name, spec in info.outputs.items()},
+        "stages": [dict(stage) for stage in info.stages],
+        "region_stops": list(info.region_stops),
+        "fallback_reason": info.fallback_reason,
+        "naive_flops": info.naive_flops,
+        "rewritten_flops": info.rewritten_flops,
+        "peak_bytes_per_sequence": info.peak_bytes_per_sequence,
+        "opset": opset,
+        "ir_version": int(model.ir_version),
+        "source_sha256": info.source_sha256,
+    }
+
+
+def conversion_summary(conv: Conversion) -> list[str]:
+    """What ``convert`` says about the method: Gaussian α and r, the naive fallback, or
+    the stages and the first-convolution shortcut; then the expected speedup."""
+    plan = conv.plan
+    a = conv.spec.alphabet_size
+    lines = []
+    gaussian = gaussian_summary(conv.model)
+    if gaussian:
+        lines.append(gaussian)
+    elif plan.fallback_reason:
+        lines.append(f"naive ISM fallback: {plan.fallback_reason}")
+    else:
+        spacings = ", ".join(str(st.spacing) for st in plan.stages)
+        probes = sum(st.n_probes * (a - 1) for st in plan.stages)
+        lines.append(f"{len(plan.stages)} stages (spacing {spacings}; {probes} probes in all, "
+                     f"{probes // (a - 1) * a} for sequences with N)")
+        if plan.input_convs:
+            names = ", ".join(repr(name) for name in first_conv_names(conv))
+            lines.append(f"first convolution from kernel-column differences: {names}")
+    lines.append(f"expected speedup {plan.expected_speedup:.1f}x over naive ISM (bound {plan.bound_speedup:.1f}x)")
+    return lines
+
+
+def gaussian_summary(model: onnx.ModelProto) -> str | None:
+    """One line on a Gaussian-probe model's α, r, condition number and seed (else ``None``)."""
+    info = read_converted_info(metadata_of(model))
+    g = info.gaussian
+    if info.probes != "gaussian" or g is None:
+        return None
+    shown = g.to_props()
+    probes = ", ".join(str(layer.get("probes")) for layer in info.stages)
+    return (
+        f"gaussian probes: alpha {shown['alpha']} ({g.alpha_mode}), "
+        f"Pearson r {shown['pearson_r']} vs naive ISM on a random sequence, "
+        f"worst condition number {shown['condition_number']}, seed {g.seed}; "
+        f"{len(info.stages)} convs ({probes} probes)"
+    )

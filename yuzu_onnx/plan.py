@@ -22,13 +22,13 @@ from .analysis.region import (
     DATA,
     LocalRegion,
     constant_values,
-    node_attributes,
     node_inputs,
     truncated_region,
 )
 from .analysis.wide_convs import is_wide_conv, wide_conv_bytes
 from .errors import InputError
 from .importer import ModelSpec
+from .ops import flops_of
 
 REPACK_WEIGHT = 50.0  # cost of one re-packed element, in FLOP-equivalents (memory-bound; measured)
 STAGE_MEMORY_LIMIT = 2 * 2**30  # bytes per sequence of one stage's live probe tensors
@@ -119,25 +119,8 @@ def _numel(shape: tuple[int, ...]) -> int:
 
 
 def node_flops(node: onnx.NodeProto, spec: ModelSpec) -> float:
-    """FLOPs of one node for one sequence (multiply-adds count 2)."""
-    shapes = spec.shapes
-    outs = [o for o in node.output if o and o in shapes]
-    out_numel = sum(_numel(shapes[o]) for o in outs)
-    op = node.op_type
-    if op in ("Conv", "ConvTranspose") and len(node.input) > 1 and node.input[1] in shapes:
-        w = shapes[node.input[1]]
-        return 2.0 * out_numel * _numel(w[1:])
-    if op in ("MatMul", "Gemm") and node.input[0] in shapes:
-        a = shapes[node.input[0]]
-        k = a[-1] if op == "MatMul" or not node_attributes(node).get("transA", 0) else a[-2]
-        return 2.0 * out_numel * max(k, 1)
-    if op in ("MaxPool", "AveragePool", "LpPool"):
-        kernel = node_attributes(node).get("kernel_shape", [1])
-        return float(out_numel * int(np.prod(kernel)))
-    if op in ("GRU", "LSTM", "RNN") and len(node.input) > 1 and node.input[1] in shapes:
-        return 2.0 * out_numel * _numel(shapes[node.input[1]][1:]) * 2
-    ins = [i for i in node.input if i in shapes]
-    return float(max(out_numel, max((_numel(shapes[i]) for i in ins), default=0)))
+    """FLOPs of one node for one sequence (multiply-adds count 2), from the op table."""
+    return flops_of(node, spec.shapes)
 
 
 def plan_rewrite(

@@ -43,8 +43,8 @@ from .gaussian_design import (
     GaussianUnsupportedError,
     SingularSystemError,
     check_sequential,
-    conv_without_bias,
     design_layers,
+    linear_part,
     solve_design,
 )
 from .model import emit_decoded_outputs, emit_ism_model
@@ -310,7 +310,7 @@ class _Branch:
         probes = b.op("MatMul", [b.const(solve.sensing, "sensing"), rows], hint="encode")
         probes = b.reshape(probes, [-1, *in_dims], hint="probes")
         rename = {conv.input: probes}
-        self._copy(conv_without_bias(ctx.spec.model.graph.node[conv.node]), rename)
+        self._copy(linear_part(ctx.spec.model.graph.node[conv.node]), rename)
         # (n, N, *dims) → (P, n, N · other dims)
         length = m.axis  # index in dims is m.axis - 1, axis 1 + m.axis of (n, N, *dims)
         others = [2 + k for k in range(len(dims)) if k != length - 1]

@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from ..ops import is_meta
 from .builder import PREFIX, GraphBuilder, copy_nodes
 from .decode import emit_mutants, probe_indices
 from .probes import EmitContext
@@ -109,7 +110,7 @@ def emit_tail(ctx: EmitContext, outputs: list[str]) -> dict[str, str]:
 
 def _read_by_meta(ctx: EmitContext, tensor: str) -> bool:
     graph = ctx.spec.model.graph
-    return any(node.op_type in ("Shape", "Size") and tensor in node.input for node in graph.node)
+    return any(is_meta(node) and tensor in node.input for node in graph.node)
 
 
 def tail_outputs_needed(model: onnx.ModelProto, region, outputs: list[str]) -> list[str]:

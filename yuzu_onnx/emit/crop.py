@@ -6,7 +6,9 @@ mutated window. A stage copy then needs each tensor only on a span: the changed 
 what it hands on, widened backwards through the stage by each op's halo. The stage's
 nodes are emitted on those spans, with their length-dependent parameters adjusted
 (convolution and pooling pads, Slice bounds, Pad widths, Reshape targets, per-position
-constants). Ops without a crop rule leave the stage uncropped; the result is identical
+constants). The op table (``yuzu_onnx.ops``) says, per op, which input spans an output
+span needs (``required_spans``) and how the node changes (``crop``); this module applies
+them. Ops without a span function leave the stage uncropped; the result is identical
 either way, cropping only removes work.
 """
 

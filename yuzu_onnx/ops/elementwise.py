@@ -43,7 +43,6 @@ def prelu(ctx: RuleContext) -> list[PositionalMap]:
     return _same_shape(ctx, m)
 
 
-
 register(*UNARY, locality=elementwise_unary, required_spans=same_span)
 register("PRelu", locality=prelu, required_spans=same_span, crop=cut_per_position_constants)
 register("Identity", locality=elementwise_unary, required_spans=same_span, rearranges=always_rearranges)

@@ -65,7 +65,6 @@ def reshape_keeps_order(node: onnx.NodeProto, shapes: Mapping[str, tuple[int, ..
     return before is not None and after is not None and _non_unit(before) == _non_unit(after)
 
 
-
 register("Transpose", locality=transpose, required_spans=same_span, rearranges=always_rearranges)
 register("Squeeze", "Unsqueeze", locality=reshape, required_spans=same_span, rearranges=always_rearranges)
 register("Flatten", locality=reshape, required_spans=same_span)

@@ -10,7 +10,7 @@ import pytest
 from yuzu_onnx import load_model
 from yuzu_onnx.analysis.positional import PositionalMap
 from yuzu_onnx.analysis.region import analyse_region
-from yuzu_onnx.analysis.rules import RULES, NotLocal, RuleContext
+from yuzu_onnx.ops import OPS, NotLocal, RuleContext
 from yuzu_onnx.testing.model_builders import BUILDERS, random_onehot
 
 
@@ -93,7 +93,7 @@ def test_conv_window_composition_closed_form() -> None:
         constants={"w": np.zeros((8, 8, 5), np.float32)},
         opset=17,
     )
-    out = RULES["Conv"](ctx)[0]
+    out = OPS["Conv"].locality(ctx)[0]
     # output q reads positions 3q-4 .. 3q+4, i.e. input windows 2(3q-4)-3 .. 2(3q+4)+4
     assert (out.stride, out.lo, out.hi, out.length) == (6, -11, 12, 17)
 
@@ -101,9 +101,9 @@ def test_conv_window_composition_closed_form() -> None:
 def test_ops_that_mix_positions_are_not_local() -> None:
     m = PositionalMap(axis=2, length=10, stride=1, lo=0, hi=0)
     with pytest.raises(NotLocal, match="sequence axis"):
-        RULES["Softmax"](_ctx("Softmax", m, (-1, 4, 10), (-1, 4, 10), axis=2))
+        OPS["Softmax"].locality(_ctx("Softmax", m, (-1, 4, 10), (-1, 4, 10), axis=2))
     with pytest.raises(NotLocal, match="merges"):
-        RULES["Flatten"](_ctx("Flatten", m, (-1, 4, 10), (-1, 40)))
+        OPS["Flatten"].locality(_ctx("Flatten", m, (-1, 4, 10), (-1, 40)))
 
 
 def test_unknown_op_is_reported_by_name_and_node() -> None:

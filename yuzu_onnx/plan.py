@@ -30,13 +30,13 @@ from .analysis.region import (
     DATA,
     LocalRegion,
     constant_values,
-    node_attributes,
     node_inputs,
     truncated_region,
 )
 from .analysis.wide_convs import is_wide_conv, wide_conv_bytes
 from .errors import InputError
 from .importer import ModelSpec
+from .ops import flops_of, is_meta
 from .window import parse_window
 
 FIRST_CONV_MODES = ("auto", "shortcut", "probes")
@@ -179,25 +179,8 @@ def _numel(shape: tuple[int, ...]) -> int:
 
 
 def node_flops(node: onnx.NodeProto, spec: ModelSpec) -> float:
-    """FLOPs of one node for one sequence (multiply-adds count 2)."""
-    shapes = spec.shapes
-    outs = [o for o in node.output if o and o in shapes]
-    out_numel = sum(_numel(shapes[o]) for o in outs)
-    op = node.op_type
-    if op in ("Conv", "ConvTranspose") and len(node.input) > 1 and node.input[1] in shapes:
-        w = shapes[node.input[1]]
-        return 2.0 * out_numel * _numel(w[1:])
-    if op in ("MatMul", "Gemm") and node.input[0] in shapes:
-        a = shapes[node.input[0]]
-        k = a[-1] if op == "MatMul" or not node_attributes(node).get("transA", 0) else a[-2]
-        return 2.0 * out_numel * max(k, 1)
-    if op in ("MaxPool", "AveragePool", "LpPool"):
-        kernel = node_attributes(node).get("kernel_shape", [1])
-        return float(out_numel * int(np.prod(kernel)))
-    if op in ("GRU", "LSTM", "RNN") and len(node.input) > 1 and node.input[1] in shapes:
-        return 2.0 * out_numel * _numel(shapes[node.input[1]][1:]) * 2
-    ins = [i for i in node.input if i in shapes]
-    return float(max(out_numel, max((_numel(shapes[i]) for i in ins), default=0)))
+    """FLOPs of one node for one sequence (multiply-adds count 2), from the op table."""
+    return flops_of(node, spec.shapes)
 
 
 def plan_rewrite(
@@ -287,7 +270,7 @@ def decide_tail(
 
 
 def _read_by_meta(spec: ModelSpec, tensor: str) -> bool:
-    return any(node.op_type in ("Shape", "Size") and tensor in node.input for node in spec.model.graph.node)
+    return any(is_meta(node) and tensor in node.input for node in spec.model.graph.node)
 
 
 def _output_plan(spec: ModelSpec, plan: RewritePlan, output: str, heads: Sequence[LinearHead],

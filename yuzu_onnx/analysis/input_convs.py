@@ -7,8 +7,9 @@ plus nothing anywhere else. Its values on spaced probes are therefore the refere
 output plus a gathered kernel-column difference, with no convolution run on the probes
 (``emit/input_conv.py``). This module finds those convolutions: ``Conv`` nodes with
 constant weights and ``group = 1`` whose data input is the sequence, possibly through
-layout-only ops (Transpose, Unsqueeze, Squeeze, Identity, Reshape that keeps the order
-of the non-unit axes, e.g. Keras' ``(N, L, A) → (N, A, 1, L)`` before a Conv2D).
+ops that only re-arrange it (the op table's ``rearranges``: Transpose, Unsqueeze, Squeeze,
+Identity, a Reshape that keeps the order of the non-unit axes, e.g. Keras'
+``(N, L, A) → (N, A, 1, L)`` before a Conv2D).
 """
 
 from __future__ import annotations
@@ -20,9 +21,8 @@ import numpy as np
 import onnx
 
 from ..importer import ModelSpec
-from .region import LocalRegion, node_attributes
-
-LAYOUT_OPS = frozenset({"Transpose", "Unsqueeze", "Squeeze", "Identity", "Reshape"})
+from ..ops import node_attributes, op_spec
+from .region import LocalRegion
 
 
 @dataclass(frozen=True)
@@ -55,22 +55,17 @@ class InputConv:
         return 2.0 * self.weight.shape[1] * self.kernel
 
 
-def _non_unit(shape: tuple[int, ...]) -> list[int]:
-    return [d for d in shape[1:] if d != 1]
-
-
 def _is_layout_of_input(name: str, spec: ModelSpec, producers: Mapping[str, onnx.NodeProto]) -> bool:
     """``name`` holds the input's values, only re-arranged (and unit axes added or removed)."""
     seen = 0
     while name != spec.input_name:
         node = producers.get(name)
         seen += 1
-        if node is None or node.op_type not in LAYOUT_OPS or seen > 16:
+        if node is None or seen > 16:
             return False
-        if node.op_type == "Reshape":
-            before, after = spec.shapes.get(node.input[0]), spec.shapes.get(name)
-            if before is None or after is None or _non_unit(before) != _non_unit(after):
-                return False
+        rearranges = op_spec(node.op_type).rearranges
+        if rearranges is None or not rearranges(node, spec.shapes):
+            return False
         name = node.input[0]
     return True
 
@@ -83,7 +78,7 @@ def find_input_convs(spec: ModelSpec, region: LocalRegion, constants: Mapping[st
     found = []
     for index in region.region_nodes:
         node = graph.node[index]
-        if node.op_type != "Conv" or len(node.input) < 2 or node.input[1] not in constants:
+        if not op_spec(node.op_type).convolution or len(node.input) < 2 or node.input[1] not in constants:
             continue
         data, out = node.input[0], node.output[0]
         m_in, m_out = region.maps.get(data), region.maps.get(out)

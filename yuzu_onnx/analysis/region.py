@@ -17,11 +17,13 @@ import onnx
 from onnx import numpy_helper
 
 from ..importer import NCL, ModelSpec
+from ..ops import NotLocal, RuleContext, is_meta, locality_rule, op_spec
+
+# re-exported: the analysis and emit modules import it from here
+from ..ops import node_attributes as node_attributes
 from .positional import PositionalMap, input_map
-from .rules import RULES, NotLocal, RuleContext, supported_ops
 
 CONST, META, DATA = "const", "meta", "data"
-META_OPS = frozenset({"Shape", "Size"})
 
 
 @dataclass(frozen=True)
@@ -60,11 +62,6 @@ class LocalRegion:
     @property
     def is_empty(self) -> bool:
         return not self.region_nodes
-
-
-def node_attributes(node: onnx.NodeProto) -> dict:
-    """A node's attributes by name, as Python values."""
-    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
 
 
 def node_inputs(node: onnx.NodeProto) -> list[str]:
@@ -124,7 +121,7 @@ def analyse_region(spec: ModelSpec) -> LocalRegion:
     for index, node in enumerate(graph.node):
         inputs = node_inputs(node)
         in_kinds = {kinds.get(name, CONST) for name in inputs}
-        if node.op_type in META_OPS:
+        if is_meta(node):
             kind = CONST if in_kinds <= {CONST} else META
         elif DATA in in_kinds:
             kind = DATA
@@ -165,15 +162,11 @@ def analyse_region(spec: ModelSpec) -> LocalRegion:
 def _apply_rule(node, spec: ModelSpec, maps, kinds, constants) -> list[PositionalMap]:
     if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
         raise NotLocal("it holds a subgraph")
-    fn = RULES.get(node.op_type)
-    if fn is None or node.domain not in ("", "ai.onnx"):
-        raise NotLocal(
-            f"no locality rule for op {node.domain + '.' if node.domain else ''}{node.op_type} "
-            f"(ops with rules: {', '.join(supported_ops())})"
-        )
+    fn = locality_rule(node)
     input_maps = [maps.get(name) if kinds.get(name) == DATA else None for name in node.input]
+    takes_shapes = op_spec(node.op_type).takes_shape_inputs
     for name in node.input:
-        if name and kinds.get(name) == META and node.op_type not in ("Reshape", "Expand", "Tile", "Slice", "Pad"):
+        if name and kinds.get(name) == META and not takes_shapes:
             raise NotLocal(f"input {name!r} is computed from the batch size")
     ctx = RuleContext(node=node, input_maps=input_maps, shapes=spec.shapes, constants=constants, opset=spec.opset)
     for name in node.input:

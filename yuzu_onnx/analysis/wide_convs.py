@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import numpy as np
 import onnx
 
-from .region import node_attributes
+from ..ops import node_attributes, op_spec
 
 MAX_OUT_CHANNELS = 8
 MIN_KERNEL = 16
@@ -16,7 +16,7 @@ MIN_KERNEL = 16
 
 def is_wide_conv(node: onnx.NodeProto, shapes, constants) -> bool:
     """A 1-D Conv with constant weights, few output channels and a long kernel."""
-    if node.op_type != "Conv" or node.input[1] not in constants:
+    if not op_spec(node.op_type).convolution or node.input[1] not in constants:
         return False
     weight = constants[node.input[1]]
     attrs = node_attributes(node)

@@ -35,7 +35,7 @@ from ..format import GaussianInfo, metadata_of, read_converted_info, write_conve
 from ..importer import ModelSpec
 from ..plan import RewritePlan
 from .builder import PREFIX, copy_nodes
-from .gaussian_design import ConvSolve, GaussianDesign, conv_without_bias
+from .gaussian_design import ConvSolve, GaussianDesign, linear_part
 from .model import emit_decoded_outputs, emit_ism_model
 from .probes import EmitContext, emit_input_probes
 
@@ -131,7 +131,7 @@ class _Branch:
         probes = b.op("MatMul", [b.const(solve.sensing, "sensing"), rows], hint="encode")
         probes = b.reshape(probes, [-1, *in_dims], hint="probes")
         rename = {conv.input: probes}
-        self._copy(conv_without_bias(ctx.spec.model.graph.node[conv.node]), rename)
+        self._copy(linear_part(ctx.spec.model.graph.node[conv.node]), rename)
         # (n, N, *dims) → (P, n, N · other dims)
         length = m.axis  # index in dims is m.axis - 1, axis 1 + m.axis of (n, N, *dims)
         others = [2 + k for k in range(len(dims)) if k != length - 1]

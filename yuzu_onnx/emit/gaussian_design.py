@@ -38,6 +38,7 @@ import onnx
 from ..analysis.region import LocalRegion, node_inputs
 from ..errors import InputError, UnsupportedError, YuzuError
 from ..importer import ModelSpec
+from ..ops import STANDARD_DOMAINS, op_spec
 from ..plan import PlanOptions
 
 
@@ -145,7 +146,7 @@ def design_layers(spec: ModelSpec, region: LocalRegion, window: tuple[int, int],
         node = graph.node[i]
         source = next(n for n in node_inputs(node) if n in region.maps)
         outs = [o for o in node.output if o]
-        if node.op_type == "Conv" and node.domain in ("", "ai.onnx"):
+        if op_spec(node.op_type).gaussian_linear is not None and node.domain in STANDARD_DOMAINS:
             nodes.append([i])
             segment = len(nodes) - 1
             convs.append(GaussianConv(i, node.name or outs[0], source, outs[0], segment_of[source], segment))
@@ -306,9 +307,6 @@ def solve_design(
     }
 
 
-def conv_without_bias(node: onnx.NodeProto) -> onnx.NodeProto:
-    """A copy of a Conv node without its bias input (the linear part)."""
-    linear = onnx.NodeProto()
-    linear.CopyFrom(node)
-    del linear.input[2:]
-    return linear
+def linear_part(node: onnx.NodeProto) -> onnx.NodeProto:
+    """The part of a sensed node (a Conv: without its bias) that Gaussian probes encode and decode."""
+    return op_spec(node.op_type).gaussian_linear(node)

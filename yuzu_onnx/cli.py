@@ -167,9 +167,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where to write (default ./yuzu_demo)")
     p.add_argument("--quiet", action="store_true")
     _add_debug(p)
-
-    sub.add_parser("bench", add_help=False,
-                   help="benchmark against naive ISM (options: yuzu-onnx bench --help; same as tools/bench.py)")
     return parser
 
 
@@ -536,13 +533,6 @@ def _warning_printer():
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["bench"]:  # the benchmark has its own parser (tools/bench.py)
-        from .bench import main as bench_main
-
-        try:
-            return bench_main(argv[1:])
-        except SystemExit as exc:  # --help or a usage error from its parser
-            return int(exc.code or 0) if not isinstance(exc.code, str) else 2
     debug = "--debug" in argv
     parser = build_parser()
     try:

@@ -1,0 +1,172 @@
+"""The measurements of yuzu-onnx and its oracle, each run by a worker (see :mod:`.isolation`).
+
+A worker takes a job (a dict), does one measurement and returns a JSON-able dict; arrays
+go to ``job["arrays_out"]``.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from .isolation import address_limit
+from .measurements import (
+    job_window,
+    load_sequences,
+    phase,
+    random_onehot,
+    rss_mb,
+    save_arrays,
+    timed_runs,
+)
+from .models import prepare_export
+
+
+def worker_prepare(job: dict) -> dict:
+    """Find or export the model, check the export against PyTorch, write the sequences."""
+    from yuzu_onnx.importer import load_model
+
+    model = job["model"]
+    notes: list[str] = []
+    if model.get("path"):
+        path = Path(model["path"])
+        verified = None
+    else:
+        path, verified, notes = prepare_export(job)
+    spec = load_model(path, seq_len=model.get("seq_len"))
+    x = random_onehot(job["n_sequences"], spec.seq_len, spec.alphabet_size, spec.layout, seed=job["seed"])
+    np.save(job["x_path"], x)
+    return {
+        "model_path": str(path),
+        "layout": spec.layout,
+        "alphabet_size": spec.alphabet_size,
+        "seq_len": spec.seq_len,
+        "outputs": list(spec.output_names),
+        "model_mb": round(path.stat().st_size / 1e6, 2),
+        "verified_against_torch": verified,
+        "notes": notes,
+    }
+
+
+def worker_naive(job: dict) -> dict:
+    """The oracle on ONNX Runtime: naive ISM of one sequence, and the reference outputs."""
+    from yuzu_onnx.importer import load_model
+    from yuzu_onnx.oracle import naive_ism, reference_outputs
+
+    spec = load_model(job["model_path"], seq_len=job.get("seq_len"))
+    x = load_sequences(job, 1)
+    device = job["device"]
+    phase("naive ISM runs")
+    rss_before = rss_mb()
+    timing = timed_runs(lambda: naive_ism(spec, x, window=job_window(job), device=device),
+                        repeats=job["repeats"], budget_s=job["budget_s"])
+    refs = reference_outputs(spec, x, device=device)
+    save_arrays(job, timing["result"], refs)
+    return {"time_per_sequence_s": timing["median_s"], "runs_s": timing["runs_s"], "warmup_s": timing["warmup_s"],
+            "rss_before_mb": rss_before, "sequences": 1}
+
+
+def plan_summary(conv) -> dict:
+    """The JSON record of a conversion's plan: FLOPs, speedups, memory, stages."""
+    plan = conv.plan
+    stages = [{"spacing": s.spacing, "n_probes": s.n_probes, "receptive_field": s.receptive_field,
+               "nodes": len(s.nodes), "gflop_per_probe": s.flops_per_probe / 1e9} for s in plan.stages]
+    return {
+        "naive_gflop": plan.naive_flops / 1e9,
+        "rewritten_gflop": plan.rewritten_flops / 1e9,
+        "bound_gflop": plan.bound_flops / 1e9,
+        "expected_speedup": plan.expected_speedup,
+        "bound_speedup": plan.bound_speedup,
+        "peak_bytes_per_sequence": float(plan.peak_bytes_per_sequence),
+        "spacings": [s.spacing for s in plan.stages],
+        "stages": stages,
+        "tail_chunk": plan.tail_chunk,
+        "window": list(plan.window),
+        "fallback_reason": plan.fallback_reason,
+        "first_conv_shortcut": [conv.spec.model.graph.node[c.node].name or c.output for c in plan.input_convs],
+    }
+
+
+def worker_convert(job: dict) -> dict:
+    """Convert the model; save it for the run workers; report the plan."""
+    from yuzu_onnx.convert import convert_model, save_model
+
+    rss_before = rss_mb()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        phase("converting")
+        t0 = time.perf_counter()
+        conv = convert_model(job["model_path"], seq_len=job.get("seq_len"), window=job_window(job),
+                             probes=job.get("probes", "spaced"), first_conv=job.get("first_conv", "auto"))
+        convert_s = time.perf_counter() - t0
+    save_model(conv.model, job["converted_path"])
+    return {
+        "convert_s": convert_s,
+        "rss_before_mb": rss_before,
+        "converted_mb": round(Path(job["converted_path"]).stat().st_size / 1e6, 2),
+        "plan": plan_summary(conv),
+        "notes": [str(w.message) for w in caught],
+    }
+
+
+def worker_yuzu(job: dict) -> dict:
+    """The converted model on one sequence: warm-up, then the median of the repeats."""
+    from yuzu_onnx.session import ISMSession
+
+    rss_before = rss_mb()
+    session = ISMSession(job["converted_path"], device=job["device"], threads=job["threads"])
+    x = load_sequences(job, 1)
+    phase(f"runs on one sequence ({session.provider})")
+    timing = timed_runs(lambda: session.run(x, batch_size=1), repeats=job["repeats"], budget_s=job["budget_s"])
+    save_arrays(job, timing["result"])
+    return {"time_per_sequence_s": timing["median_s"], "runs_s": timing["runs_s"], "warmup_s": timing["warmup_s"],
+            "rss_before_mb": rss_before, "provider": session.provider, "sequences": 1}
+
+
+def worker_yuzu_batch(job: dict) -> dict:
+    """The converted model on a batch of ``job["batch"]`` sequences: sequences per second.
+
+    A batch that runs out of memory is halved, with a fresh session, until it fits
+    (recorded in the notes).
+    """
+    import gc
+
+    from yuzu_onnx.errors import InputError
+    from yuzu_onnx.session import ISMSession
+
+    rss_before = rss_mb()
+    batch = job["batch"]
+    x = load_sequences(job, batch)
+    notes = []
+    while True:
+        session = ISMSession(job["converted_path"], device=job["device"], threads=job["threads"])
+        try:
+            phase(f"warm-up on one sequence, then runs on a batch of {batch} ({session.provider})")
+            session.run(x[:1], batch_size=1)  # a warm-up batch could take minutes
+            timing = timed_runs(lambda s=session, b=batch: s.run(x[:b], batch_size=b), repeats=job["repeats"],
+                                budget_s=job["budget_s"], warmup=False)
+            break
+        except (InputError, MemoryError) as exc:
+            if (isinstance(exc, InputError) and "out of memory" not in str(exc)) or batch == 1:
+                raise
+            notes.append(f"a batch of {batch} ran out of memory (limit {address_limit(job) / 2**30:.1f} GiB of "
+                         "address space); halved")
+            batch //= 2
+            del session
+            gc.collect()
+    return {"batch_s": timing["median_s"], "runs_s": timing["runs_s"], "batch": batch,
+            "sequences_per_s": batch / timing["median_s"], "time_per_sequence_s": timing["median_s"] / batch,
+            "rss_before_mb": rss_before, "provider": session.provider, "sequences": batch, "notes": notes}
+
+
+WORKERS: dict[str, Callable[[dict], dict]] = {
+    "prepare": worker_prepare,
+    "naive": worker_naive,
+    "convert": worker_convert,
+    "yuzu": worker_yuzu,
+    "yuzu_batch": worker_yuzu_batch,
+}

@@ -89,13 +89,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_window(text: str | None) -> tuple[int, int] | None:
-    """``"START:END"`` as a tuple (None for None)."""
+    """``"START:END"`` as a tuple (None for None), read by the library's window parser; the
+    bounds are checked against each model's length when it is converted."""
+    from yuzu_onnx.errors import InputError
+    from yuzu_onnx.window import parse_window as parse_library_window
+
     if not text:
         return None
+    unbounded = sys.maxsize
     try:
-        start, end = (int(v) for v in text.split(":"))
-    except ValueError:
-        raise BenchError(f"--window must be START:END, got {text!r}") from None
+        start, end = parse_library_window(text, unbounded)
+    except InputError as exc:
+        raise BenchError(f"--window: {exc}") from None
+    if end == unbounded:
+        raise BenchError(f"--window needs both START and END, got {text!r}")
     return start, end
 
 

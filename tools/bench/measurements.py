@@ -63,14 +63,11 @@ def timed_runs(fn: Callable[[], object], *, repeats: int, budget_s: float, warmu
 
 
 def random_onehot(n: int, seq_len: int, alphabet_size: int, layout: str, *, seed: int) -> np.ndarray:
-    """Seeded random one-hot sequences (no unknown bases), in the model's layout.
+    """Seeded random one-hot sequences (no unknown bases), in the model's layout:
+    :func:`yuzu_onnx.encoding.random_one_hot`, shape ``(n, A, L)`` (ncl) or ``(n, L, A)``."""
+    from yuzu_onnx.encoding import random_one_hot
 
-    Returns shape ``(n, seq_len, alphabet_size)`` for ``layout="nlc"``, else
-    ``(n, alphabet_size, seq_len)``.
-    """
-    rng = np.random.default_rng(seed)
-    x = np.eye(alphabet_size, dtype=np.float32)[rng.integers(0, alphabet_size, (n, seq_len))]
-    return x if layout == "nlc" else np.ascontiguousarray(x.transpose(0, 2, 1))
+    return random_one_hot(n, seq_len, alphabet_size=alphabet_size, layout=layout, seed=seed)
 
 
 def relative_error(got: Mapping[str, np.ndarray], want: Mapping[str, np.ndarray],

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
+
+if TYPE_CHECKING:
+    from ..convert import Conversion
 
 __all__ = [
     "TOLERANCE",
@@ -65,7 +69,11 @@ class OutputCheck:
 
 @dataclass
 class ExactnessReport:
-    """The outcome of one conversion checked against the oracle."""
+    """The outcome of one conversion checked against the oracle.
+
+    ``conversion`` is the :class:`yuzu_onnx.convert.Conversion` that was checked (``None``
+    when the conversion itself failed): its region and plan say what the rewrite did.
+    """
 
     window: tuple[int, int] | None
     reduce: dict[str, str]
@@ -75,6 +83,7 @@ class ExactnessReport:
     fallback: str | None = None
     n_stages: int = 0
     tail_chunk: int | None = None
+    conversion: Conversion | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -254,6 +263,7 @@ def check_exactness(
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", YuzuWarning)
             conv = convert_model(model, window=window, reduce=reduce, first_conv=first_conv)
+        report.conversion = conv
         report.tail_chunk = conv.plan.tail_chunk
         report.fallback = next((str(w.message) for w in caught if issubclass(w.category, YuzuWarning)), None)
         report.reduce = dict(conv.reductions)

@@ -16,6 +16,7 @@ second local branch of the same shape with another receptive field.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -24,6 +25,8 @@ import onnx
 import pytest
 from onnx import TensorProto
 
+from yuzu_onnx import YuzuWarning, load_model
+from yuzu_onnx.analysis.region import analyse_region
 from yuzu_onnx.analysis.rules import supported_ops
 from yuzu_onnx.testing.exactness import check_exactness
 from yuzu_onnx.testing.model_builders import _Graph
@@ -188,6 +191,9 @@ CASES += [
          lambda g, t, u: (g.op("Add", [t, g.const(g.rng.standard_normal((1, C, L)), "pos")]), C)),
     Case("Add-scalar", ("Add",), lambda g, t, u: (g.op("Add", [t, scalar(g, 0.3)]), C)),
     Case("Add-two-branches", ("Add",), lambda g, t, u: (g.op("Add", [t, u]), C)),
+    Case("Add-two-shifted-crops", ("Add", "Slice"),
+         lambda g, t, u: (g.op("Add", [g.op("Slice", [t, g.ints([0]), g.ints([L - 5]), g.ints([-1])]),
+                                       g.op("Slice", [u, g.ints([5]), g.ints([L]), g.ints([2])])]), C)),
     Case("Add-branch-broadcast-over-channels", ("Add", "ReduceMax"),
          lambda g, t, u: (g.op("Add", [reduce(g, "ReduceMax", u, [1], 1), t]), C)),
     Case("Sub-constant-left", ("Sub",), lambda g, t, u: (g.op("Sub", [g.const(g.rng.standard_normal((C, 1)), "c"), t]), C)),
@@ -502,6 +508,40 @@ def test_op_inside_the_region_matches_the_oracle(case: Case) -> None:
         assert not set(nodes) & inside and set(nodes) & stopped, f"{case.stop} should end the region: {region.stops}"
         assert not region.is_empty
     assert report.ok, report.summary()
+
+
+def stop_reasons(model: onnx.ModelProto) -> dict[str, str]:
+    """The region stops of ``model``: op type → reason."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", YuzuWarning)
+        region = analyse_region(load_model(model))
+    return {stop.op_type: stop.reason for stop in region.stops}
+
+
+def model_around(body: Callable[[_Graph, str], str], opset: int = 17) -> onnx.ModelProto:
+    g = _Graph("around", layout="ncl", seq_len=L, seed=0, opset=opset)
+    t = g.conv(g.seq(), 4, C, 3, pads=[1, 1])
+    g.output(g.conv(body(g, t), C, 2, 3, pads=[1, 1]), "y")
+    return g.build()
+
+
+# The two models below depend on the whole batch, so naive ISM itself depends on how the
+# mutants are batched: only the analysis is checked.
+
+
+def test_batch_norm_in_training_mode_is_not_local() -> None:
+    def body(g: _Graph, t: str) -> str:
+        stats = [g.const(v, "bn") for v in (np.ones(C), np.zeros(C), np.zeros(C), np.ones(C))]
+        return g.op("BatchNormalization", [t, *stats], n_outputs=3, training_mode=1)[0]
+
+    assert "training mode" in stop_reasons(model_around(body, opset=15))["BatchNormalization"]
+
+
+def test_reduction_over_empty_axes_is_not_local() -> None:
+    def body(g: _Graph, t: str) -> str:
+        return g.op("Add", [t, g.op("ReduceMean", [t, g.const(np.zeros(0), "axes", np.int64)])])
+
+    assert "every axis" in stop_reasons(model_around(body, opset=18))["ReduceMean"]
 
 
 def test_every_registered_op_has_a_case() -> None:

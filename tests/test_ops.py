@@ -477,15 +477,24 @@ def split_attribute(g: _Graph, t: str) -> tuple[str, int]:
 # -- the harness ---------------------------------------------------------------------------
 
 
-def build_case(case: Case) -> tuple[onnx.ModelProto, list[onnx.NodeProto]]:
-    """The case's model and the nodes its body built."""
+def build_case(case: Case, *, deep: bool = False) -> tuple[onnx.ModelProto, list[onnx.NodeProto]]:
+    """The case's model and the nodes its body built.
+
+    ``deep``: two more convolutions before the body and two dilated ones after it, so the
+    plan cuts the region into stages and the body's tensors are re-packed between them.
+    """
     g = _Graph(case.id, layout=case.layout, seq_len=L, seed=0, opset=case.opset)
     seq = g.seq()
     t = g.conv(seq, 4, C, 3, pads=[1, 1])
     u = g.conv(seq, 4, C, 5, pads=[1, 3])
+    if deep:
+        t = g.op("Relu", [g.conv(g.op("Relu", [t]), C, C, 5, pads=[2, 2])])
     before = len(g.nodes)
     out, channels = case.body(g, t, u)
     body = list(g.nodes[before:])
+    if deep:
+        out = g.op("Relu", [g.conv(out, channels, 6, 9, dilation=2, pads=[8, 8])])
+        out, channels = g.op("Relu", [g.conv(out, 6, 6, 9, dilation=4, pads=[16, 16])]), 6
     g.profile_output(g.conv(out, channels, 2, 3, pads=[1, 1]))
     return g.build(), body
 
@@ -499,9 +508,9 @@ NON_FLOAT_CROPS = frozenset({"Dropout-mask", "Cast-bool", "Where-local-condition
 EMITTER_NON_FLOAT = "emitter: a cropped boolean or integer tensor goes through float arithmetic"
 
 
-def check_case(case: Case, window: tuple[int, int] | None) -> None:
+def check_case(case: Case, window: tuple[int, int] | None, *, deep: bool = False) -> None:
     """The case's ops sit inside the region (or end it, for ``stop``); the rewrite is exact."""
-    model, body = build_case(case)
+    model, body = build_case(case, deep=deep)
     X = random_batch(2, L, layout=case.layout, rng=np.random.default_rng(7), n_unknown=3)
     report = check_exactness(model, X, window=window, float64="never")
     assert report.conversion is not None, report.summary()
@@ -534,6 +543,11 @@ def test_op_inside_the_region_matches_the_oracle(case: Case) -> None:
 )
 def test_op_inside_the_region_matches_the_oracle_in_a_window(case: Case) -> None:
     check_case(case, WINDOW)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_op_inside_a_staged_region_matches_the_oracle(case: Case) -> None:
+    check_case(case, None, deep=True)
 
 
 def stop_reasons(model: onnx.ModelProto) -> dict[str, str]:

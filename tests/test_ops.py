@@ -1,15 +1,15 @@
 """Every registered locality rule checked against brute force.
 
 Each case builds a small model ``one-hot → Conv → [ops under test] → Conv → y`` with the
-ops under test *inside* the local region, converts it with the default (spaced) probes, for
-the whole sequence and for a window (which crops every stage), and compares the rewrite with
-the naive oracle (:func:`yuzu_onnx.testing.exactness.check_exactness`, tolerance
-``1e-5 × scale`` per output) on two sequences, one with all-zero (N) columns. A case first
-asserts that every node of its ops sits in the region the conversion used, otherwise the
-comparison proves nothing. Cases
-marked ``stop=`` check the other side of a rule: that op must end the region (the rewrite
-stays exact through the fallback tail). :func:`test_every_registered_op_has_a_case` fails
-for a registered op that no case puts inside the region.
+ops under test *inside* the local region, converts it with the default (spaced) probes and
+compares the rewrite with the naive oracle (:func:`yuzu_onnx.testing.exactness.check_exactness`,
+tolerance ``1e-5 × scale`` per output) on two sequences, one with all-zero (N) columns:
+over the whole sequence, over a window (which crops every stage), and inside a deeper model
+whose plan re-packs the ops' tensors between probe stages. A case first asserts that every
+node of its ops sits in the region the conversion used, otherwise the comparison proves
+nothing. Cases marked ``stop=`` check the other side of a rule: that op must end the region
+(the rewrite stays exact through the fallback tail). :func:`test_every_registered_op_has_a_case`
+fails for a registered op that no case puts inside the region.
 
 Ops producing integers or booleans are turned back into floats (``Cast`` / ``Where``), so
 every model has one float output. ``t`` below is the trunk tensor ``(N, C, L)``; ``u`` a
@@ -84,11 +84,8 @@ def unsqueeze(g: _Graph, t: str, axes: list[int]) -> str:
     return g.op("Unsqueeze", [t], axes=axes)
 
 
-def channels_last(g: _Graph, t: str) -> str:
-    return g.op("Transpose", [t], perm=[0, 2, 1])
-
-
-def channels_first(g: _Graph, t: str) -> str:
+def transposed(g: _Graph, t: str) -> str:
+    """``(N, C, L)`` ↔ ``(N, L, C)``."""
     return g.op("Transpose", [t], perm=[0, 2, 1])
 
 
@@ -262,24 +259,24 @@ CASES += [
     Case("Softmax-channels", ("Softmax",), lambda g, t, u: (g.op("Softmax", [t], axis=1), C)),
     Case("Softmax-negative-axis", ("Softmax",), lambda g, t, u: (g.op("Softmax", [t], axis=-2), C)),
     Case("Softmax-opset11-channels-last", ("Softmax", "Transpose"),
-         lambda g, t, u: (channels_first(g, g.op("Softmax", [channels_last(g, t)], axis=-1)), C), opset=11),
+         lambda g, t, u: (transposed(g, g.op("Softmax", [transposed(g, t)], axis=-1)), C), opset=11),
     Case("Softmax-opset11-coerced-2d", (), lambda g, t, u: (g.op("Softmax", [t], axis=1), C), opset=11,
          stop="Softmax"),
     Case("Softmax-over-length", (), lambda g, t, u: (g.op("Softmax", [t], axis=-1), C), stop="Softmax"),
     Case("LogSoftmax-channels", ("LogSoftmax",), lambda g, t, u: (g.op("LogSoftmax", [t], axis=1), C)),
     Case("LogSoftmax-opset11-channels-last", ("LogSoftmax", "Transpose"),
-         lambda g, t, u: (channels_first(g, g.op("LogSoftmax", [channels_last(g, t)], axis=2)), C), opset=11),
+         lambda g, t, u: (transposed(g, g.op("LogSoftmax", [transposed(g, t)], axis=2)), C), opset=11),
     Case("LogSoftmax-opset11-default-axis", (), lambda g, t, u: (g.op("LogSoftmax", [t]), C), opset=11,
          stop="LogSoftmax"),
     Case("Hardmax-channels", ("Hardmax",), lambda g, t, u: (g.op("Hardmax", [t], axis=1), C)),
     Case("Hardmax-opset11-channels-last", ("Hardmax", "Transpose"),
-         lambda g, t, u: (channels_first(g, g.op("Hardmax", [channels_last(g, t)], axis=-1)), C), opset=11),
+         lambda g, t, u: (transposed(g, g.op("Hardmax", [transposed(g, t)], axis=-1)), C), opset=11),
     Case("Hardmax-default-axis", (), lambda g, t, u: (g.op("Hardmax", [t]), C), stop="Hardmax"),
     # Concat, Transpose, Reshape, Flatten, Squeeze, Unsqueeze
     Case("Concat-channels", ("Concat",), lambda g, t, u: (g.op("Concat", [t, u], axis=1), 2 * C)),
     Case("Concat-negative-axis-three-inputs", ("Concat",), lambda g, t, u: (g.op("Concat", [u, t, u], axis=-2), 3 * C)),
     Case("Concat-channels-last", ("Concat", "Transpose"),
-         lambda g, t, u: (channels_first(g, g.op("Concat", [channels_last(g, t), channels_last(g, u)], axis=-1)), 2 * C),
+         lambda g, t, u: (transposed(g, g.op("Concat", [transposed(g, t), transposed(g, u)], axis=-1)), 2 * C),
          layout="nlc"),
     Case("Concat-along-length", (), lambda g, t, u: (g.op("Concat", [t, u], axis=2), C), stop="Concat"),
     Case("Transpose-rank4", ("Transpose", "Unsqueeze", "Squeeze"), lambda g, t, u: transpose_rank4(g, t)),
@@ -324,13 +321,13 @@ CASES += [
       for mode in ("reflect", "edge", "wrap")],
     # MatMul with the local tensor on either side
     Case("MatMul-local-left", ("MatMul", "Transpose"),
-         lambda g, t, u: (channels_first(g, g.op("MatMul", [channels_last(g, t), g.const(g.weight([C, 3], C), "W")])), 3)),
+         lambda g, t, u: (transposed(g, g.op("MatMul", [transposed(g, t), g.const(g.weight([C, 3], C), "W")])), 3)),
     Case("MatMul-local-right", ("MatMul",), lambda g, t, u: (g.op("MatMul", [g.const(g.weight([3, C], C), "W"), t]), 3)),
     Case("MatMul-local-right-vector", ("MatMul", "Unsqueeze"),
          lambda g, t, u: (unsqueeze(g, g.op("MatMul", [g.const(g.weight([C], C), "w"), t]), [1]), 1)),
     Case("MatMul-over-length", (), lambda g, t, u: (g.op("MatMul", [t, g.const(g.weight([L, L], L), "W")]), C),
          stop="MatMul"),
-    Case("MatMul-two-local", ("Transpose",), lambda g, t, u: (g.op("MatMul", [t, channels_last(g, u)]), C), stop="MatMul"),
+    Case("MatMul-two-local", ("Transpose",), lambda g, t, u: (g.op("MatMul", [t, transposed(g, u)]), C), stop="MatMul"),
     # Gather and Split
     Case("Gather-channels", ("Gather",), lambda g, t, u: (g.op("Gather", [t, g.ints([2, 0, 3])], axis=1), 3)),
     Case("Gather-scalar-negative-axis", ("Gather", "Unsqueeze"),
@@ -339,7 +336,7 @@ CASES += [
          lambda g, t, u: (g.op("Reshape", [g.op("Gather", [t, g.const([[0, 1], [3, 3]], "i", np.int64)], axis=1),
                                            g.ints([0, 4, L])]), 4)),
     Case("Gather-channels-last", ("Gather", "Transpose"),
-         lambda g, t, u: (channels_first(g, g.op("Gather", [channels_last(g, t), g.ints([1, 2])], axis=2)), 2),
+         lambda g, t, u: (transposed(g, g.op("Gather", [transposed(g, t), g.ints([1, 2])], axis=2)), 2),
          layout="nlc"),
     Case("Gather-along-length", (), lambda g, t, u: (g.op("Gather", [t, g.ints([0, 5, 9])], axis=2), C), stop="Gather"),
     Case("Split-sizes-input", ("Split", "Add"), lambda g, t, u: split_sizes(g, t)),
@@ -365,7 +362,7 @@ CASES += [
     Case("ReduceSum-rank4-negative-axis", ("ReduceSum", "Reshape"),
          lambda g, t, u: (reduce(g, "ReduceSum", g.op("Reshape", [t, g.ints([0, 2, 2, L])]), [-3], 0), 2)),
     Case("ReduceMean-channels-last-no-keepdims", ("ReduceMean", "Unsqueeze", "Transpose"),
-         lambda g, t, u: (channels_first(g, unsqueeze(g, reduce(g, "ReduceMean", channels_last(g, t), [-1], 0), [-1])), 1),
+         lambda g, t, u: (transposed(g, unsqueeze(g, reduce(g, "ReduceMean", transposed(g, t), [-1], 0), [-1])), 1),
          layout="nlc"),
     Case("ReduceMean-empty-axes-noop", ("ReduceMean",),
          lambda g, t, u: (g.op("ReduceMean", [t, g.const(np.zeros(0), "axes", np.int64)], noop_with_empty_axes=1), C),
@@ -375,7 +372,7 @@ CASES += [
     Case("ArgMin-negative-axis-no-keepdims", ("ArgMin", "Unsqueeze", "Cast"),
          lambda g, t, u: (to_float(g, unsqueeze(g, g.op("ArgMin", [t], axis=-2, keepdims=0, select_last_index=1), [1])), 1)),
     Case("ArgMax-channels-last", ("ArgMax", "Transpose"),
-         lambda g, t, u: (channels_first(g, to_float(g, g.op("ArgMax", [channels_last(g, t)], axis=-1))), 1),
+         lambda g, t, u: (transposed(g, to_float(g, g.op("ArgMax", [transposed(g, t)], axis=-1))), 1),
          layout="nlc"),
     Case("ArgMax-over-length", (), lambda g, t, u: (to_float(g, g.op("ArgMax", [t], axis=2)), C), stop="ArgMax"),
     # Expand and Tile with shapes that change nothing; else they end the region
@@ -423,15 +420,15 @@ def max_pool_indices(g: _Graph, t: str) -> tuple[str, int]:
 def layer_norm_channels_last(g: _Graph, t: str) -> tuple[str, int]:
     scale = g.const(1.0 + 0.1 * g.rng.standard_normal(C), "ln_scale")
     bias = g.const(0.1 * g.rng.standard_normal(C), "ln_bias")
-    return channels_first(g, g.op("LayerNormalization", [channels_last(g, t), scale, bias], axis=-1, epsilon=1e-5)), C
+    return transposed(g, g.op("LayerNormalization", [transposed(g, t), scale, bias], axis=-1, epsilon=1e-5)), C
 
 
 def layer_norm_rank4(g: _Graph, t: str) -> tuple[str, int]:
     """(N, L, 2, C/2) normalised over the last two axes, with its Mean output used too."""
-    h = g.op("Reshape", [channels_last(g, t), g.ints([0, L, 2, C // 2])])
+    h = g.op("Reshape", [transposed(g, t), g.ints([0, L, 2, C // 2])])
     y, mean, _ = g.op("LayerNormalization", [h, g.const(np.ones((2, C // 2)), "s")], n_outputs=3, axis=2)
     y = g.op("Add", [y, mean])
-    return channels_first(g, g.op("Reshape", [y, g.ints([0, L, C])])), C
+    return transposed(g, g.op("Reshape", [y, g.ints([0, L, C])])), C
 
 
 def transpose_rank4(g: _Graph, t: str) -> tuple[str, int]:
@@ -480,7 +477,7 @@ def split_attribute(g: _Graph, t: str) -> tuple[str, int]:
 def build_case(case: Case, *, deep: bool = False) -> tuple[onnx.ModelProto, list[onnx.NodeProto]]:
     """The case's model and the nodes its body built.
 
-    ``deep``: two more convolutions before the body and two dilated ones after it, so the
+    ``deep``: one more convolution before the body and two dilated ones after it, so the
     plan cuts the region into stages and the body's tensors are re-packed between them.
     """
     g = _Graph(case.id, layout=case.layout, seq_len=L, seed=0, opset=case.opset)

@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 import pytest
 
-from yuzu_onnx.testing.random_models import TOLERANCE, check_exactness
+from yuzu_onnx.testing.exactness import TOLERANCE, check_exactness
 
 DATA = Path(__file__).parent / "data" / "fuzz"
 CASES = sorted(p.stem for p in DATA.glob("*.json"))

@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 
 from yuzu_onnx.analysis.region import analyse_region
 from yuzu_onnx.importer import load_model
-from yuzu_onnx.testing.random_models import TOLERANCE, check_exactness, random_batch, random_model
+from yuzu_onnx.testing.exactness import TOLERANCE, check_exactness
+from yuzu_onnx.testing.random_models import random_batch, random_model
 
 EXAMPLES = int(os.environ.get("YUZU_PROPERTY_EXAMPLES", "25"))
 

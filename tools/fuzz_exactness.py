@@ -28,13 +28,8 @@ import onnx
 os.environ.setdefault("YUZU_THREADS", "1")
 
 from yuzu_onnx.importer import load_model  # noqa: E402
-from yuzu_onnx.testing.random_models import (  # noqa: E402
-    GeneratorError,
-    check_exactness,
-    draw_options,
-    random_batch,
-    random_model,
-)
+from yuzu_onnx.testing.exactness import check_exactness, draw_options  # noqa: E402
+from yuzu_onnx.testing.random_models import GeneratorError, random_batch, random_model  # noqa: E402
 
 
 def input_layout(model: onnx.ModelProto) -> tuple[str, int, int]:

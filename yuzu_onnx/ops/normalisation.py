@@ -11,6 +11,8 @@ def batch_norm(ctx: RuleContext) -> list[PositionalMap]:
     m = ctx.only_data_input(0)
     if m.axis == 1:
         raise NotLocal("it normalises over the sequence axis")
+    if ctx.attr("training_mode", 0):
+        raise NotLocal("in training mode it normalises with statistics over the batch and the sequence")
     return [m] * len(ctx.node.output)
 
 

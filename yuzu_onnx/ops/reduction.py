@@ -22,7 +22,7 @@ def _axes_of(ctx: RuleContext, rank: int, input_index: int) -> list[int] | None:
         if value is None:
             raise NotLocal("its axes are computed at run time")
         axes = value.tolist()
-    if axes is None:
+    if axes is None or np.size(axes) == 0:  # empty axes: every axis (or none, with noop_with_empty_axes)
         return None
     return [norm_axis(int(a), rank) for a in np.atleast_1d(axes)]
 

@@ -77,6 +77,8 @@ def conv(ctx: RuleContext) -> list[PositionalMap]:
 
 def pool(ctx: RuleContext) -> list[PositionalMap]:
     m = ctx.only_data_input(0)
+    if len(ctx.node.output) > 1 and ctx.node.output[1]:
+        raise NotLocal("its Indices output numbers elements across the whole tensor and the batch")
     out = _slide(ctx, m, ctx.attr("kernel_shape"))
     return [out] * len(ctx.node.output)
 

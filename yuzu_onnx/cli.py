@@ -332,8 +332,6 @@ def cmd_convert(args) -> int:
     from .sidecar import save_conversion
 
     out = check_output_path(args.out)
-    if is_converted(_peek_props(args.model)):
-        raise ModelError(f"{args.model!r} is already a converted ISM model; convert the original model")
     from .describe import conversion_summary
 
     conv = convert_model(args.model, **_model_kwargs(args))

@@ -4,6 +4,7 @@ one meaning per option name, help texts, messages that say what they mean."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 import yuzu_onnx
@@ -42,3 +43,76 @@ def test_python_entry_points_refuse_a_converted_model(tiny_ism, tmp_path):
                  lambda: yuzu_onnx.ism(tiny_ism, x, cache_dir=tmp_path)):
         with pytest.raises(ModelError, match="is a converted ISM model"):
             call()
+
+
+# --------------------------------------------------------------------------- resume
+
+
+def _interrupt_after(monkeypatch, runner_class: str, calls: int) -> None:
+    """Make ``<runner_class>.run`` raise KeyboardInterrupt on call number ``calls + 1``."""
+    import yuzu_onnx.pipeline as pipeline
+
+    cls = getattr(pipeline, runner_class)
+    real = cls.run
+    count = {"n": 0}
+
+    def run(self, x):
+        count["n"] += 1
+        if count["n"] > calls:
+            raise KeyboardInterrupt
+        return real(self, x)
+
+    monkeypatch.setattr(pipeline, "CHUNK_SECONDS", 0.0)
+    monkeypatch.setattr(cls, "run", run)
+
+
+def test_resume_accepts_options_that_do_not_change_results(cli, tiny_ism, tmp_path, monkeypatch):
+    from yuzu_onnx.results import read_npz
+
+    seqs = tmp_path / "a.npy"
+    np.save(seqs, random_onehot(9, 64, seed=1))
+    out = tmp_path / "r.npz"
+    with monkeypatch.context() as m:
+        _interrupt_after(m, "ConvertedRunner", 2)
+        assert cli("run", tiny_ism, seqs, "-o", out, "--batch-size", "2", "--quiet").rc == 130
+    res = cli("run", tiny_ism, seqs, "-o", out, "--resume", "--batch-size", "4", "--threads", "1",
+              "--max-memory", "1G", "--device", "cpu")
+    assert res.rc == 0, res.err
+    assert "4 resumed" in res.err
+    whole = tmp_path / "whole.npz"
+    assert cli("run", tiny_ism, seqs, "-o", whole, "--batch-size", "2").rc == 0
+    np.testing.assert_allclose(read_npz(out)[0]["y"], read_npz(whole)[0]["y"], rtol=0, atol=1e-6)
+
+
+def test_resume_refuses_options_that_change_results(cli, tiny_model, seq_files, tmp_path, monkeypatch):
+    out = tmp_path / "n.npz"
+    with monkeypatch.context() as m:
+        _interrupt_after(m, "NaiveRunner", 1)
+        res = cli("naive", tiny_model, seq_files["ncl"], "-o", out, "--window", "0:32", "--batch-size", "96")
+        assert res.rc == 130, res.err
+    assert (tmp_path / "n.npz.partial").is_dir()
+    for other in (["--window", "0:16"], ["--window", "0:32", "--reduce", "l2"]):
+        res = cli("naive", tiny_model, seq_files["ncl"], "-o", out, "--resume", *other)
+        assert res.rc == 2 and "the options differ" in res.error_lines[0], res.err
+        assert ("window" if "0:16" in other else "reductions") in res.error_lines[0]
+    # another mutant batch size is fine
+    res = cli("naive", tiny_model, seq_files["ncl"], "-o", out, "--resume", "--window", "0:32",
+              "--batch-size", "50")
+    assert res.rc == 0, res.err
+    whole = tmp_path / "whole.npz"
+    assert cli("naive", tiny_model, seq_files["ncl"], "-o", whole, "--window", "0:32").rc == 0
+    from yuzu_onnx.results import read_npz
+
+    np.testing.assert_allclose(read_npz(out)[0]["y"], read_npz(whole)[0]["y"], rtol=0, atol=1e-6)
+
+
+def test_resume_messages_agree_in_number(cli, tiny_ism, tmp_path, monkeypatch):
+    seqs, other = tmp_path / "a.npy", tmp_path / "b.npy"
+    np.save(seqs, random_onehot(8, 64, seed=1))
+    np.save(other, random_onehot(8, 64, seed=2))
+    out = tmp_path / "r.npz"
+    with monkeypatch.context() as m:
+        _interrupt_after(m, "ConvertedRunner", 1)
+        assert cli("run", tiny_ism, seqs, "-o", out, "--batch-size", "2").rc == 130
+    res = cli("run", tiny_ism, other, "-o", out, "--resume")
+    assert res.rc == 2 and "the input file differs from" in res.error_lines[0]

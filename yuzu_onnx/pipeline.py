@@ -9,8 +9,9 @@ This is the logic shared by the ``run``, ``ism``, ``naive`` and ``demo`` command
 * sequences run in batches; finished batches are gathered into *chunks* that go to a
   partial store next to the output (:mod:`yuzu_onnx.partial_store`). ``resume=True``
   continues from it without recomputing finished sequences and refuses when the input,
-  the model or the options differ. Batch boundaries are the same in both runs, so the
-  result is identical to an uninterrupted run. The store is removed after success;
+  the model or an option that changes the results differs (the batch size, the device,
+  the threads and the memory budget may change: a run killed for memory resumes with a
+  smaller batch). The store is removed after success;
 * every ISM value is checked to be finite: a model that produces NaN or inf is refused
   with a message naming the output and the sequence (the converted model has no
   separate reference output, so the check runs on the ISM values; when nearly all of a
@@ -194,7 +195,8 @@ def run_to_files(
     if resume and batch_size is None:
         batch_size = recorded_batch_size(folder)
     rows_per_batch = runner.plan_batches(batch_size, max_memory)
-    identity = _run_identity(runner, batch, model_sha256=model_sha256, input_sha256=input_sha256, options=options)
+    identity = _run_identity(runner, batch, model_sha256=model_sha256, input_sha256=input_sha256,
+                             options={**dict(options or {}), "format": fmt})
     start_time = time.perf_counter()
     store = PartialStore.open(folder, identity, resume=resume)
     resumed = store.rows_done
@@ -240,8 +242,9 @@ def _run_identity(runner: Runner, batch: SequenceBatch, *, model_sha256: str, in
         "model_sha256": model_sha256,
         "input_sha256": input_sha256,
         "sequences_sha256": sequences_sha256(batch),
-        "options": {**dict(options or {}), **runner.batch_options(), "provider": runner.provider,
-                    "runner": runner.kind},
+        "options": {**dict(options or {}), "window": list(runner.window), "reductions": dict(runner.reductions),
+                    "outputs": list(runner.output_names), **runner.batch_options(),
+                    "provider": runner.provider, "runner": runner.kind},
         "n_sequences": len(batch),
         "outputs": list(runner.output_names),
     }

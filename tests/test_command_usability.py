@@ -116,3 +116,43 @@ def test_resume_messages_agree_in_number(cli, tiny_ism, tmp_path, monkeypatch):
         assert cli("run", tiny_ism, seqs, "-o", out, "--batch-size", "2").rc == 130
     res = cli("run", tiny_ism, other, "-o", out, "--resume")
     assert res.rc == 2 and "the input file differs from" in res.error_lines[0]
+
+
+# --------------------------------------------------------------------------- naive memory
+
+
+def test_naive_counts_its_result_arrays_against_the_budget(cli, bpnet_model, seq_files, tmp_path):
+    """bpnet's profile output is (64, 2) per mutant: one sequence's result (130 KiB) is
+    far more than one mutant's forward pass (27 KiB)."""
+    out = tmp_path / "n.npz"
+    res = cli("naive", bpnet_model, seq_files["nlc"], "-o", out, "--max-memory", "100K")
+    assert res.rc == 2 and len(res.error_lines) == 1, res.err
+    line = res.error_lines[0]
+    assert "result arrays" in line and "--max-memory to at least" in line
+    assert not out.exists() and not (tmp_path / "n.npz.partial").exists()
+    smallest = line.split("--max-memory to at least ")[1].split()[0].rstrip(",;")
+    res = cli("naive", bpnet_model, seq_files["nlc"], "-o", out, "--max-memory", smallest)
+    assert res.rc == 0, res.err
+    with np.load(out) as z:
+        assert z["profile"].shape == (5, 64, 4, 64, 2)
+
+
+def test_naive_with_a_batch_size_counts_the_batch_too(cli, bpnet_model, seq_files, tmp_path):
+    res = cli("naive", bpnet_model, seq_files["nlc"], "-o", tmp_path / "n.npz", "--max-memory", "1M",
+              "--batch-size", "100")
+    assert res.rc == 2 and "lower --batch-size" in res.error_lines[0], res.err
+
+
+def test_naive_runs_in_pieces_that_fit_the_budget(bpnet_model):
+    from yuzu_onnx.importer import load_model
+    from yuzu_onnx.oracle import bytes_per_sample
+    from yuzu_onnx.runners import NaiveRunner
+
+    runner = NaiveRunner(load_model(bpnet_model), device="cpu")
+    per_sequence, per_mutant = runner.result_bytes_per_sequence(), bytes_per_sample(runner.spec)
+    budget = 3 * per_sequence + 400 * per_mutant
+    rows = runner.plan_batches(None, budget)
+    assert 1 <= rows < NaiveRunner.MAX_SEQUENCES_PER_CALL
+    assert rows * per_sequence + runner.mutant_batch_size * per_mutant <= budget
+    rows = runner.plan_batches(300, budget)
+    assert rows * per_sequence + 300 * per_mutant <= budget

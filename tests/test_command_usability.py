@@ -156,3 +156,18 @@ def test_naive_runs_in_pieces_that_fit_the_budget(bpnet_model):
     assert rows * per_sequence + runner.mutant_batch_size * per_mutant <= budget
     rows = runner.plan_batches(300, budget)
     assert rows * per_sequence + 300 * per_mutant <= budget
+
+
+# --------------------------------------------------------------------------- one name, one meaning
+
+
+def test_seed_is_only_the_seed_of_verifys_random_sequences(cli, tiny_model, tmp_path):
+    out = tmp_path / "g.onnx"
+    res = cli("convert", tiny_model, "-o", out, "--probes", "gaussian", "--seed", "3")
+    assert res.rc == 2 and len(res.error_lines) == 1, res.err
+    assert "--probe-seed" in res.error_lines[0] and "Traceback" not in res.err
+    assert not out.exists()
+    res = cli("verify", tiny_model, "-n", "1", "--seed", "7")
+    assert res.rc == 0 and "seed 7" in res.out, res.err
+    help_text = cli("verify", "--help").out
+    assert "seed of the random sequences" in help_text

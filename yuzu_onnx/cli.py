@@ -37,6 +37,19 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+class _Renamed(argparse.Action):
+    """An option that is not (or no longer) this command's: a usage error naming the right one."""
+
+    def __init__(self, option_strings, dest, *, instead: str, **kwargs) -> None:
+        kwargs.setdefault("nargs", "?")
+        super().__init__(option_strings, argparse.SUPPRESS, default=argparse.SUPPRESS, help=argparse.SUPPRESS,
+                         **kwargs)
+        self.instead = instead
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{option_string} is not an option of `{parser.prog}`; {self.instead}")
+
+
 def _add_model_options(p: argparse.ArgumentParser, *, window: bool = True, outputs: bool = True,
                        reduce: bool = True, probes: bool = True) -> None:
     g = p.add_argument_group("model options")
@@ -116,8 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL")
     p.add_argument("-o", "--output", dest="out", required=True, metavar="ISM.onnx")
     _add_model_options(p)
-    p.add_argument("--seed", dest="probe_seed", type=int, metavar="S",
-                   help="gaussian probes: seed of the random probes (same as --probe-seed)")
+    p.add_argument("--seed", action=_Renamed,
+                   instead="the seed of the Gaussian probes is --probe-seed (--seed is verify's seed of "
+                           "the random sequences)")
     _add_debug(p)
 
     p = sub.add_parser("run", help="run a converted ISM model on sequences")
@@ -147,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL")
     _add_model_options(p)
     p.add_argument("-n", type=int, default=4, metavar="N", help="random sequences (default 4)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=int, default=0, metavar="S",
+                   help="seed of the random sequences (default 0; the Gaussian probes' seed is --probe-seed)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     _add_debug(p)
 
@@ -200,7 +215,7 @@ def _model_kwargs(args) -> dict:
                 except ValueError:
                     raise InputError(f"--alpha must be a number in [1.0, 1.5] or auto, got {alpha!r}") from None
             kw["alpha"] = alpha
-            kw["seed"] = args.probe_seed if args.probe_seed is not None else 0
+            kw["seed"] = args.probe_seed
     return kw
 
 

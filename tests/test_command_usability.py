@@ -171,3 +171,123 @@ def test_seed_is_only_the_seed_of_verifys_random_sequences(cli, tiny_model, tmp_
     assert res.rc == 0 and "seed 7" in res.out, res.err
     help_text = cli("verify", "--help").out
     assert "seed of the random sequences" in help_text
+
+
+# --------------------------------------------------------------------------- help and messages
+
+
+def _parsers(parser, path=("yuzu-onnx",)):
+    import argparse
+
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _parsers(sub, (*path, name))
+
+
+def test_every_argument_of_every_command_has_a_help_text():
+    import argparse
+
+    from yuzu_onnx.cli import build_parser
+
+    missing = []
+    for path, parser in _parsers(build_parser()):
+        for action in parser._actions:
+            if action.help == argparse.SUPPRESS:
+                continue
+            if not (action.help or "").strip():
+                missing.append(f"{' '.join(path)} {'/'.join(action.option_strings) or action.metavar or action.dest}")
+    assert not missing, "arguments without a help text: " + ", ".join(missing)
+
+
+def test_naive_and_verify_take_threads(cli, tiny_model, seq_files, tmp_path, monkeypatch):
+    import yuzu_onnx.runtime as runtime
+
+    seen = []
+    real = runtime.cpu_session_options
+
+    def options(**kwargs):
+        if kwargs.get("optimize", True):  # the runs, not the importer's shape measurement
+            seen.append(kwargs.get("threads"))
+        return real(**kwargs)
+
+    monkeypatch.setattr(runtime, "cpu_session_options", options)
+    res = cli("naive", tiny_model, seq_files["ncl"], "-o", tmp_path / "n.npz", "--threads", "1", "--quiet")
+    assert res.rc == 0, res.err
+    assert seen and set(seen) == {1}
+    seen.clear()
+    res = cli("verify", tiny_model, "-n", "1", "--threads", "1")
+    assert res.rc == 0, res.err
+    assert seen and set(seen) == {1}
+    res = cli("naive", tiny_model, seq_files["ncl"], "-o", tmp_path / "m.npz", "--threads", "0")
+    assert res.rc == 2 and "--threads" in res.error_lines[0]
+
+
+def test_plot_of_a_model_says_it_wants_an_ism_result_file(cli, tiny_model, seq_files, tmp_path):
+    res = cli("plot", tiny_model, "-o", tmp_path / "f.png")
+    assert res.rc == 2 and len(res.error_lines) == 1
+    line = res.error_lines[0]
+    assert "is an ONNX model" in line and "ISM result file" in line and "run" in line
+    renamed = tmp_path / "model.bin"
+    renamed.write_bytes(tiny_model.read_bytes())
+    assert "is an ONNX model" in cli("plot", renamed, "-o", tmp_path / "f.png").error_lines[0]
+    res = cli("plot", seq_files["fasta"], "-o", tmp_path / "f.png")
+    assert res.rc == 2 and "not an NPZ archive" in res.error_lines[0] and "ISM result file" in res.error_lines[0]
+    res = cli("plot", seq_files["ncl"], "-o", tmp_path / "f.png")
+    assert res.rc == 2 and "ISM result file" in res.error_lines[0]
+
+
+def test_ctrl_c_names_the_real_partial_store(cli, tiny_ism, seq_files, tmp_path, monkeypatch):
+    out = tmp_path / "r.npz"
+    with monkeypatch.context() as m:
+        _interrupt_after(m, "ConvertedRunner", 1)
+        res = cli("run", tiny_ism, seq_files["ncl"], "-o", out, "--batch-size", "2")
+    assert res.rc == 130
+    assert f"kept in {str(tmp_path / 'r.npz.partial')!r}" in res.err and "OUT.partial" not in res.err
+    assert "--resume" in res.err
+
+
+@pytest.fixture(scope="module")
+def dynamic_model(tmp_path_factory):
+    """A one-convolution model of dynamic length (receptive field 9)."""
+    import onnx
+
+    from yuzu_onnx.testing import build_dynamic_length
+
+    path = tmp_path_factory.mktemp("dynamic") / "dyn.onnx"
+    onnx.save(build_dynamic_length(seq_len=100), str(path))
+    return path
+
+
+def test_counts_agree_with_their_nouns(cli, tiny_ism, dynamic_model, seq_files, tmp_path):
+    from yuzu_onnx.progress import plural
+
+    assert (plural(1, "stage"), plural(2, "stage"), plural(0, "sequence")) == ("1 stage", "2 stages", "0 sequences")
+    one = tmp_path / "one.npy"
+    np.save(one, np.load(seq_files["ncl"])[:1])
+    res = cli("run", tiny_ism, one, "-o", tmp_path / "r.npz")
+    assert res.rc == 0 and "ISM of 1 sequence in" in res.err, res.err
+    res = cli("convert", dynamic_model, "--seq-len", "64", "-o", tmp_path / "c.onnx")
+    assert res.rc == 0 and "1 stage (" in res.out, res.out
+    res = cli("verify", dynamic_model, "--seq-len", "64", "-n", "1")
+    assert res.rc == 0 and "1 random sequence (" in res.out and "1 probe stage" in res.out, res.out
+
+
+def test_a_conversion_that_does_not_pay_is_warned_about(cli, dynamic_model, tmp_path):
+    model = dynamic_model
+    res = cli("convert", model, "--seq-len", "4", "-o", tmp_path / "short.onnx")
+    assert res.rc == 0, res.err
+    assert len(res.warning_lines) == 1, res.err
+    line = res.warning_lines[0]
+    assert "does not pay" in line and "receptive field (9 positions)" in line and "4-position window" in line
+    assert "naive" in line
+    res = cli("convert", model, "--seq-len", "64", "-o", tmp_path / "long.onnx")
+    assert res.rc == 0 and not res.warning_lines, res.err
+
+
+def test_the_demo_folder_is_ignored_by_git():
+    from pathlib import Path
+
+    ignored = (Path(__file__).resolve().parents[1] / ".gitignore").read_text().split()
+    assert "yuzu_demo/" in ignored

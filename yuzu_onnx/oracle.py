@@ -236,6 +236,7 @@ def naive_ism(
     providers: Sequence[str] | None = None,
     device: str = "auto",
     progress: Progress | None = None,
+    threads: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Exact in-silico saturation mutagenesis by running every mutant.
 
@@ -252,6 +253,7 @@ def naive_ism(
     providers: ONNX Runtime execution providers (overrides ``device``).
     device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
     progress: called as ``progress(done, total)`` after each batch, counting mutants.
+    threads: CPU threads (default ``YUZU_THREADS`` or all cores).
 
     Returns
     -------
@@ -281,7 +283,7 @@ def naive_ism(
     if n_seq == 0:
         return result
 
-    session = make_session(spec.model, providers=providers, device=device)
+    session = make_session(spec.model, providers=providers, device=device, threads=threads)
     mask = mutant_mask(X, spec.layout, (start, end))
     total = int(mask.sum())
     done = 0

@@ -24,6 +24,7 @@ import numpy as np
 
 from .atomic import atomic_file, write_json
 from .errors import InputError, YuzuWarning
+from .progress import plural
 from .sequences import SequenceBatch
 
 PARTIAL_FORMAT = "yuzu-onnx-partial/1"
@@ -160,7 +161,9 @@ def _check_resumable(folder: Path, old, identity: dict, *, resume: bool) -> None
     if not resume:
         done = ""
         if isinstance(old, dict) and old.get("chunks"):
-            done = f" ({old['chunks'][-1]['stop']} of {old.get('n_sequences', '?')} sequences done)"
+            total = old.get("n_sequences")
+            of = plural(total, "sequence") if isinstance(total, int) else "? sequences"
+            done = f" ({old['chunks'][-1]['stop']} of {of} done)"
         raise InputError(
             f"{str(folder)!r} holds the partial results of an interrupted run{done}; rerun with "
             "--resume to continue it, or delete that folder to start over"

@@ -48,6 +48,7 @@ from .partial_store import (
     recorded_batch_size,
     sequences_sha256,
 )
+from .progress import plural
 from .results import NpyStreamWriter, check_output_path, read_npy_dir, write_npz
 from .runners import ConvertedRunner, NaiveRunner, Runner, SequenceSpec
 from .sequences import SequenceBatch, read_sequences
@@ -111,7 +112,7 @@ def check_finite(name: str, values: np.ndarray, *, first_row: int, names: Sequen
     per_row = bad[row].reshape(-1)
     seq = names[first_row + row]
     count, size = int(per_row.sum()), per_row.size
-    more = f" (and {len(rows) - 1} more sequences in this batch)" if len(rows) > 1 else ""
+    more = f" (and {plural(len(rows) - 1, 'more sequence')} in this batch)" if len(rows) > 1 else ""
     if _reference_not_finite(bad[row], len(alphabet)):
         cause = ("the model's output for the sequence itself is not finite, so no difference is; "
                  "check the model and this input")

@@ -162,6 +162,7 @@ class NaiveRunner:
             raise InputError(f"--batch-size must be at least 1, got {mutant_batch_size}")
         self.mutant_batch_size = mutant_batch_size
         self.max_memory = max_memory
+        self.threads = threads
         self.session = make_session(spec.model, device=device, threads=threads)
         self.providers = self.session.get_providers()
 
@@ -238,7 +239,7 @@ class NaiveRunner:
         from .oracle import naive_ism, reference_outputs
 
         result = naive_ism(self.spec, x, outputs=self.output_names, window=self.window,
-                           batch_size=self.mutant_batch_size, providers=self.providers)
+                           batch_size=self.mutant_batch_size, providers=self.providers, threads=self.threads)
         refs = None
         if "raw" in self.reductions.values():
             refs = reference_outputs(self.session, x, spec=self.spec, outputs=self.output_names)

@@ -167,6 +167,9 @@ def test_seed_is_only_the_seed_of_verifys_random_sequences(cli, tiny_model, tmp_
     assert res.rc == 2 and len(res.error_lines) == 1, res.err
     assert "--probe-seed" in res.error_lines[0] and "Traceback" not in res.err
     assert not out.exists()
+    for command in (["inspect", tiny_model], ["ism", tiny_model, "x.fa", "-o", tmp_path / "z.npz"]):
+        res = cli(*command, "--seed", "3")
+        assert res.rc == 2 and "--probe-seed" in res.error_lines[0], res.err
     res = cli("verify", tiny_model, "-n", "1", "--seed", "7")
     assert res.rc == 0 and "seed 7" in res.out, res.err
     help_text = cli("verify", "--help").out
@@ -291,3 +294,19 @@ def test_the_demo_folder_is_ignored_by_git():
 
     ignored = (Path(__file__).resolve().parents[1] / ".gitignore").read_text().split()
     assert "yuzu_demo/" in ignored
+
+
+def test_a_run_killed_for_memory_resumes_with_a_smaller_budget(cli, bpnet_model, seq_files, tmp_path, monkeypatch):
+    """Without --batch-size, --resume reuses the interrupted run's batches, unless a new
+    --max-memory is given: then the batches are sized for it."""
+    out = tmp_path / "n.npz"
+    with monkeypatch.context() as m:
+        _interrupt_after(m, "NaiveRunner", 1)
+        assert cli("naive", bpnet_model, seq_files["nlc"], "-o", out, "--batch-size", "400").rc == 130
+    res = cli("naive", bpnet_model, seq_files["nlc"], "-o", out, "--resume", "--max-memory", "1M")
+    assert res.rc == 0, res.err
+    whole = tmp_path / "whole.npz"
+    assert cli("naive", bpnet_model, seq_files["nlc"], "-o", whole).rc == 0
+    from yuzu_onnx.results import read_npz
+
+    np.testing.assert_allclose(read_npz(out)[0]["profile"], read_npz(whole)[0]["profile"], rtol=0, atol=1e-6)

@@ -51,6 +51,13 @@ class _Renamed(argparse.Action):
         parser.error(f"{option_string} is not an option of `{parser.prog}`; {self.instead}")
 
 
+def _refuse_seed(p: argparse.ArgumentParser) -> None:
+    """``--seed`` means verify's random sequences only; elsewhere it points to ``--probe-seed``."""
+    p.add_argument("--seed", action=_Renamed,
+                   instead="the seed of the Gaussian probes is --probe-seed (--seed is verify's seed of "
+                           "the random sequences)")
+
+
 def _add_model_options(p: argparse.ArgumentParser, *, window: bool = True, outputs: bool = True,
                        reduce: bool = True, probes: bool = True) -> None:
     g = p.add_argument_group("model options")
@@ -138,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL", help="an ONNX model: the original, or one written by convert")
     _add_model_options(p)
     p.add_argument("--json", action="store_true", help="print JSON")
+    _refuse_seed(p)
     _add_debug(p)
 
     p = sub.add_parser("convert", help="rewrite a model into an ISM model")
@@ -145,9 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", dest="out", required=True, metavar="ISM.onnx",
                    help="the converted ISM model to write (and its JSON sidecar ISM.onnx.json)")
     _add_model_options(p)
-    p.add_argument("--seed", action=_Renamed,
-                   instead="the seed of the Gaussian probes is --probe-seed (--seed is verify's seed of "
-                           "the random sequences)")
+    _refuse_seed(p)
     _add_debug(p)
 
     p = sub.add_parser("run", help="run a converted ISM model on sequences")
@@ -164,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(p)
     _add_run_options(p)
     p.add_argument("--cache-dir", metavar="DIR", help="converted-model cache (default: YUZU_CACHE_DIR or ~/.cache/yuzu-onnx)")
+    _refuse_seed(p)
     _add_debug(p)
 
     p = sub.add_parser("naive", help="naive ISM with the original model (the oracle)")

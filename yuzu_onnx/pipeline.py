@@ -193,7 +193,9 @@ def run_to_files(
     """
     out = _check_run_target(runner, batch, out, fmt)
     folder = partial_path(out)
-    if resume and batch_size is None:
+    if resume and batch_size is None and max_memory is None:
+        # the interrupted run's batches, so the result is bit for bit an uninterrupted run's;
+        # a new --max-memory (a run killed for memory) sizes the batches afresh
         batch_size = recorded_batch_size(folder)
     rows_per_batch = runner.plan_batches(batch_size, max_memory)
     identity = _run_identity(runner, batch, model_sha256=model_sha256, input_sha256=input_sha256,

@@ -472,6 +472,7 @@ def _probes_of(model) -> str:
 
 def cmd_verify(args) -> int:
     from .convert import convert_model
+    from .progress import plural
     from .verify import GAUSSIAN_MIN_PEARSON, TOLERANCE, random_sequences, verify_conversion
 
     if args.n < 1:
@@ -481,8 +482,6 @@ def cmd_verify(args) -> int:
     probes = _probes_of(conv.model)
     report = verify_conversion(conv, X, probes=probes, device=args.device, threads=args.threads)
     gaussian = probes == "gaussian"
-    from .progress import plural
-
     method = "naive fallback" if conv.plan.fallback_reason else plural(len(conv.plan.stages), "probe stage")
     _say(f"verify {args.model}: {plural(args.n, 'random sequence')} (seed {args.seed}, one with N positions), "
          f"{method}")

@@ -310,7 +310,7 @@ def test_keyboard_interrupt_exits_130(cli, tiny_ism, seq_files, tmp_path, monkey
 
 def test_convert_refuses_a_converted_model(cli, tiny_ism, tmp_path):
     res = cli("convert", tiny_ism, "-o", tmp_path / "again.onnx")
-    assert res.rc == 2 and "already a converted" in res.error_lines[0]
+    assert res.rc == 2 and "is a converted ISM model" in res.error_lines[0] and "yuzu-onnx run" in res.error_lines[0]
     assert not (tmp_path / "again.onnx").exists()
 
 

@@ -197,7 +197,7 @@ def test_alpha_out_of_range(alpha) -> None:
 
 @pytest.mark.parametrize("seed", [-1, 1.5, "0"])
 def test_bad_seed(seed) -> None:
-    with pytest.raises(InputError, match="--seed must be a non-negative integer"):
+    with pytest.raises(InputError, match="probe seed must be a non-negative integer"):
         convert_model(BUILDERS["linear_conv"](), probes="gaussian", seed=seed)
 
 

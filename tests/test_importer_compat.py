@@ -33,8 +33,11 @@ def _batch_one_model(opset: int):
 
 @pytest.mark.parametrize("opset", [9, 13])
 def test_fixed_batch_of_one_and_old_opsets(opset: int) -> None:
-    with pytest.warns(YuzuWarning, match="fixed batch of 1"):
+    with pytest.warns(YuzuWarning) as caught:
         spec = load_model(_batch_one_model(opset))
+    messages = [str(w.message) for w in caught]
+    assert any("fixed batch of 1" in m for m in messages), messages
+    assert any(f"opset {opset} was upgraded to 11" in m for m in messages) == (opset < 11), messages
     assert spec.opset >= 11
     X = random_onehot(3, 30, seed=1, n_positions=1)
     result = ISMSession(convert_model(spec).model).run(X)["y"]

@@ -24,6 +24,7 @@ from .format import is_converted, metadata_of, read_converted_info
 from .sidecar import graph_output_shapes
 
 PROG = "yuzu-onnx"
+ORIGINAL_MODEL_HELP = "the original ONNX model (as exported, not one written by convert)"
 
 
 # --------------------------------------------------------------------------- argparse
@@ -35,6 +36,26 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # noqa: D401 - argparse API
         sys.stderr.write(f"{PROG}: error: {message} (see `{self.prog} --help`)\n")
         raise SystemExit(2)
+
+
+class _Renamed(argparse.Action):
+    """An option that is not (or no longer) this command's: a usage error naming the right one."""
+
+    def __init__(self, option_strings, dest, *, instead: str, **kwargs) -> None:
+        kwargs.setdefault("nargs", "?")
+        super().__init__(option_strings, argparse.SUPPRESS, default=argparse.SUPPRESS, help=argparse.SUPPRESS,
+                         **kwargs)
+        self.instead = instead
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{option_string} is not an option of `{parser.prog}`; {self.instead}")
+
+
+def _refuse_seed(p: argparse.ArgumentParser) -> None:
+    """``--seed`` means verify's random sequences only; elsewhere it points to ``--probe-seed``."""
+    p.add_argument("--seed", action=_Renamed,
+                   instead="the seed of the Gaussian probes is --probe-seed (--seed is verify's seed of "
+                           "the random sequences)")
 
 
 def _add_model_options(p: argparse.ArgumentParser, *, window: bool = True, outputs: bool = True,
@@ -78,7 +99,7 @@ def _add_run_options(p: argparse.ArgumentParser, *, naive: bool = False) -> None
         g.add_argument("--batch-size", type=int, metavar="B", help="mutants per forward pass (default: from --max-memory)")
     else:
         g.add_argument("--batch-size", type=int, metavar="B", help="sequences per run (default: from --max-memory)")
-        g.add_argument("--threads", type=int, metavar="T", help="CPU threads (default: YUZU_THREADS or all cores)")
+    _add_threads(g)
     g.add_argument("--max-memory", metavar="SIZE", help="memory budget, e.g. 4G or 512M (default: a quarter of RAM)")
     g.add_argument("--genome", metavar="GENOME.fa", help="genome FASTA for BED input (needs pyfaidx)")
     g.add_argument("--strand", action="store_true", help="BED input: reverse-complement regions on the - strand")
@@ -89,6 +110,20 @@ def _add_run_options(p: argparse.ArgumentParser, *, naive: bool = False) -> None
     g.add_argument("--variants", metavar="OUT.tsv", help="also write a variant table (one row per substitution)")
     g.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT.partial")
     g.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
+
+
+def _threads(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number of threads, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _add_threads(g) -> None:
+    g.add_argument("--threads", type=_threads, metavar="T", help="CPU threads (default: YUZU_THREADS or all cores)")
 
 
 def _add_debug(p: argparse.ArgumentParser) -> None:
@@ -103,25 +138,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     _add_debug(parser)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", help="what to do; COMMAND --help for its options")
     sub.required = True
 
     p = sub.add_parser("inspect", help="describe a model: input, layout, local region, stages, expected speedup")
-    p.add_argument("model", metavar="MODEL")
+    p.add_argument("model", metavar="MODEL", help="an ONNX model: the original, or one written by convert")
     _add_model_options(p)
     p.add_argument("--json", action="store_true", help="print JSON")
+    _refuse_seed(p)
     _add_debug(p)
 
     p = sub.add_parser("convert", help="rewrite a model into an ISM model")
-    p.add_argument("model", metavar="MODEL")
-    p.add_argument("-o", "--output", dest="out", required=True, metavar="ISM.onnx")
+    p.add_argument("model", metavar="MODEL", help=ORIGINAL_MODEL_HELP)
+    p.add_argument("-o", "--output", dest="out", required=True, metavar="ISM.onnx",
+                   help="the converted ISM model to write (and its JSON sidecar ISM.onnx.json)")
     _add_model_options(p)
-    p.add_argument("--seed", dest="probe_seed", type=int, metavar="S",
-                   help="gaussian probes: seed of the random probes (same as --probe-seed)")
+    _refuse_seed(p)
     _add_debug(p)
 
     p = sub.add_parser("run", help="run a converted ISM model on sequences")
-    p.add_argument("model", metavar="ISM.onnx")
+    p.add_argument("model", metavar="ISM.onnx", help="a model written by yuzu-onnx convert")
     p.add_argument("input", metavar="INPUT", help=".npy, .npz, FASTA (.gz) or BED (with --genome)")
     _add_run_options(p)
     p.add_argument("--check-source", metavar="MODEL",
@@ -129,43 +165,47 @@ def build_parser() -> argparse.ArgumentParser:
     _add_debug(p)
 
     p = sub.add_parser("ism", help="convert (cached) and run in one go")
-    p.add_argument("model", metavar="MODEL")
+    p.add_argument("model", metavar="MODEL", help=ORIGINAL_MODEL_HELP)
     p.add_argument("input", metavar="INPUT", help=".npy, .npz, FASTA (.gz) or BED (with --genome)")
     _add_model_options(p)
     _add_run_options(p)
     p.add_argument("--cache-dir", metavar="DIR", help="converted-model cache (default: YUZU_CACHE_DIR or ~/.cache/yuzu-onnx)")
+    _refuse_seed(p)
     _add_debug(p)
 
     p = sub.add_parser("naive", help="naive ISM with the original model (the oracle)")
-    p.add_argument("model", metavar="MODEL")
+    p.add_argument("model", metavar="MODEL", help=ORIGINAL_MODEL_HELP)
     p.add_argument("input", metavar="INPUT", help=".npy, .npz, FASTA (.gz) or BED (with --genome)")
     _add_model_options(p, probes=False)
     _add_run_options(p, naive=True)
     _add_debug(p)
 
     p = sub.add_parser("verify", help="check the converted model against naive ISM on random sequences")
-    p.add_argument("model", metavar="MODEL")
+    p.add_argument("model", metavar="MODEL", help=ORIGINAL_MODEL_HELP)
     _add_model_options(p)
     p.add_argument("-n", type=int, default=4, metavar="N", help="random sequences (default 4)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--seed", type=int, default=0, metavar="S",
+                   help="seed of the random sequences (default 0; the Gaussian probes' seed is --probe-seed)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where both runs compute; auto: CUDA when onnxruntime-gpu offers it (default)")
+    _add_threads(p)
     _add_debug(p)
 
     p = sub.add_parser("plot", help="plot ISM of one sequence from a result file")
-    p.add_argument("result", metavar="OUT.npz")
+    p.add_argument("result", metavar="OUT.npz", help="an ISM result file written by run, ism or naive")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--index", type=int, metavar="I", help="sequence index (default 0)")
     which.add_argument("--name", metavar="NAME", help="sequence name")
     p.add_argument("--output", dest="output_name", metavar="NAME", help="which ISM output (default: the first)")
     p.add_argument("--target", type=int, metavar="T", help="output value to plot (default: the sum over values)")
     p.add_argument("--span", metavar="S:E", help="positions to show (default: all)")
-    p.add_argument("-o", dest="out", required=True, metavar="FIG.png")
+    p.add_argument("-o", dest="out", required=True, metavar="FIG.png", help="the figure to write (PNG)")
     _add_debug(p)
 
     p = sub.add_parser("demo", help="run the shipped example model on the shipped example sequences")
     p.add_argument("-o", "--output", dest="out", default="yuzu_demo", metavar="FOLDER",
                    help="where to write (default ./yuzu_demo)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no conversion line")
     _add_debug(p)
     return parser
 
@@ -200,7 +240,7 @@ def _model_kwargs(args) -> dict:
                 except ValueError:
                     raise InputError(f"--alpha must be a number in [1.0, 1.5] or auto, got {alpha!r}") from None
             kw["alpha"] = alpha
-            kw["seed"] = args.probe_seed if args.probe_seed is not None else 0
+            kw["seed"] = args.probe_seed
     return kw
 
 
@@ -236,7 +276,7 @@ def _shape_text(shape) -> str:
 
 
 def _print_original(d: dict) -> None:
-    from .progress import format_bytes
+    from .progress import format_bytes, plural
 
     _say(f"model: {d['model']} (original; sha256 {d['source_sha256'][:16]}...)")
     _say(f"input: {d['input']} {_shape_text(d['input_shape'])}, layout {d['layout']}, "
@@ -247,7 +287,8 @@ def _print_original(d: dict) -> None:
         _say(f"  {name} {_shape_text(shape)}")
     _say("ops: " + ", ".join(f"{op} x{n}" for op, n in d["op_counts"].items()))
     r = d["local_region"]
-    _say(f"local region: {r['nodes']} of {r['total_nodes']} nodes; {r['tail_nodes']} nodes after it")
+    _say(f"local region: {r['nodes']} of {plural(r['total_nodes'], 'node')}; "
+         f"{plural(r['tail_nodes'], 'node')} after it")
     if r["stops"]:
         for s in r["stops"][:5]:
             reason = s["reason"].split(" (ops with rules:")[0]
@@ -271,6 +312,13 @@ def _print_original(d: dict) -> None:
     _say(f"  peak memory        {format_bytes(d['peak_bytes_per_sequence'])} per sequence")
 
 
+def _count(n, noun: str) -> str:
+    """``plural`` for a count read from metadata (``None`` when an old file lacks it)."""
+    from .progress import plural
+
+    return plural(n, noun) if isinstance(n, int) else f"{n} {noun}s"
+
+
 def _say_stages(stages: list[dict]) -> None:
     """The stage list of ``inspect`` (from a plan, or from a converted model's metadata,
     where files written before ``probes_with_unknown_bases`` existed lack that key)."""
@@ -281,8 +329,8 @@ def _say_stages(stages: list[dict]) -> None:
     for i, st in enumerate(stages, 1):
         with_n = st.get("probes_with_unknown_bases")
         extra = f" ({with_n} for sequences with N)" if with_n is not None else ""
-        _say(f"  {i}: {st.get('nodes')} nodes, spacing {st.get('spacing')}, "
-             f"receptive field {st.get('receptive_field')}, {st.get('probes')} probes{extra}")
+        _say(f"  {i}: {_count(st.get('nodes'), 'node')}, spacing {st.get('spacing')}, "
+             f"receptive field {st.get('receptive_field')}, {_count(st.get('probes'), 'probe')}{extra}")
 
 
 def _print_converted(d: dict) -> None:
@@ -332,8 +380,6 @@ def cmd_convert(args) -> int:
     from .sidecar import save_conversion
 
     out = check_output_path(args.out)
-    if is_converted(_peek_props(args.model)):
-        raise ModelError(f"{args.model!r} is already a converted ISM model; convert the original model")
     from .describe import conversion_summary
 
     conv = convert_model(args.model, **_model_kwargs(args))
@@ -413,7 +459,7 @@ def cmd_naive(args) -> int:
     spec = load_model(args.model, seq_len=args.seq_len, input_name=args.input_name, layout=args.layout,
                       alphabet=args.alphabet)
     runner = NaiveRunner(spec, outputs=args.outputs, window=args.window, reductions=args.reduce,
-                         device=args.device)
+                         device=args.device, threads=args.threads)
     return _run_job(args, job, runner, spec.source_sha256)
 
 
@@ -426,6 +472,7 @@ def _probes_of(model) -> str:
 
 def cmd_verify(args) -> int:
     from .convert import convert_model
+    from .progress import plural
     from .verify import GAUSSIAN_MIN_PEARSON, TOLERANCE, random_sequences, verify_conversion
 
     if args.n < 1:
@@ -433,10 +480,11 @@ def cmd_verify(args) -> int:
     conv = convert_model(args.model, **_model_kwargs(args))
     X = random_sequences(args.n, conv.spec, seed=args.seed)
     probes = _probes_of(conv.model)
-    report = verify_conversion(conv, X, probes=probes, device=args.device)
+    report = verify_conversion(conv, X, probes=probes, device=args.device, threads=args.threads)
     gaussian = probes == "gaussian"
-    method = "naive fallback" if conv.plan.fallback_reason else f"{len(conv.plan.stages)} probe stages"
-    _say(f"verify {args.model}: {args.n} random sequences (seed {args.seed}, one with N positions), {method}")
+    method = "naive fallback" if conv.plan.fallback_reason else plural(len(conv.plan.stages), "probe stage")
+    _say(f"verify {args.model}: {plural(args.n, 'random sequence')} (seed {args.seed}, one with N positions), "
+         f"{method}")
     _say(f"  {'output':<20} {'max abs error':>14} {'scale':>12} {'relative':>12} {'pearson r':>12}")
     for name, r in report.items():
         flag = "ok" if r["ok"] else "FAIL"
@@ -530,6 +578,18 @@ def _warning_printer():
     return show
 
 
+def _resume_hint(args) -> str:
+    """What an interrupted ``run``/``ism``/``naive`` left: the partial store's real path."""
+    from .partial_store import partial_path
+
+    if args.command not in ("run", "ism", "naive"):
+        return ""
+    folder = partial_path(Path(args.out))
+    if not folder.is_dir():
+        return ""
+    return f"; finished sequences are kept in {str(folder)!r}: rerun the same command with --resume to continue"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -552,10 +612,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stderr.write(f"{PROG}: error: {message}\n")
             return exc.exit_code
         except KeyboardInterrupt:
-            hint = ""
-            if args.command in ("run", "ism", "naive"):
-                hint = "; finished chunks are kept in OUT.partial: rerun with --resume to continue"
-            sys.stderr.write(f"{PROG}: interrupted{hint}\n")
+            sys.stderr.write(f"{PROG}: interrupted{_resume_hint(args)}\n")
             return 130
         except BrokenPipeError:
             return 1

@@ -96,6 +96,32 @@ def naive_region(spec: ModelSpec, region: LocalRegion) -> LocalRegion:
     )
 
 
+def warn_if_no_speedup(plan: RewritePlan) -> None:
+    """Warn when the rewritten model is expected to be slower than naive ISM, saying why.
+
+    The usual cause: a receptive field as long as the window (a short sequence), so a probe
+    cannot carry two substitutions of the same base and there is one probe per position,
+    as many forward passes as naive ISM plus the overhead of the rewrite.
+    """
+    if plan.fallback_reason or not plan.stages or plan.expected_speedup >= 1.0:
+        return
+    lw = plan.window_length
+    crowded = [st for st in plan.stages if st.spacing >= lw]
+    if crowded:
+        rf = max(st.receptive_field for st in crowded)
+        why = (f"the receptive field ({rf} positions) is not shorter than the "
+               f"{lw}-position window, so every position needs its own probe and the probes cost "
+               "as much as the mutants")
+    else:
+        why = "the probes and the recomputed tail cost more than running every mutant"
+    warnings.warn(
+        f"the rewrite does not pay for this model: expected speedup {plan.expected_speedup:.2f}x over "
+        f"naive ISM, because {why}; naive ISM is faster at this length (--probes naive, or yuzu-onnx naive), "
+        "and longer sequences gain from the rewrite",
+        YuzuWarning, stacklevel=3,
+    )
+
+
 def convert_model(
     model: str | os.PathLike | onnx.ModelProto | ModelSpec,
     *,
@@ -137,6 +163,7 @@ def convert_model(
         plan = plan_rewrite(spec, region, window=window, first_conv=first_conv, outputs=names, options=plan_options)
         try:
             ism_model = emit_model(spec, plan.region, plan, outputs=list(names), reductions=reductions)
+            warn_if_no_speedup(plan)
             return Conversion(ism_model, spec, plan.region, plan, names, reductions)
         except UnsupportedError as exc:
             reason = str(exc)

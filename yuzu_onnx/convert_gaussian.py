@@ -85,7 +85,7 @@ def parse_alpha(alpha: str | float | None) -> float | None:
 
 def _parse_seed(seed) -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise InputError(f"--seed must be a non-negative integer, got {seed!r}")
+        raise InputError(f"the probe seed must be a non-negative integer, got {seed!r}")
     return int(seed)
 
 

@@ -14,6 +14,7 @@ import onnx
 from .convert import Conversion
 from .format import FORMAT, metadata_of, read_converted_info
 from .plan import OutputPlan, RewritePlan
+from .progress import plural
 from .sidecar import graph_output_shapes
 
 
@@ -129,7 +130,7 @@ def conversion_summary(conv: Conversion) -> list[str]:
     else:
         spacings = ", ".join(str(st.spacing) for st in plan.stages)
         probes = sum(st.n_probes * (a - 1) for st in plan.stages)
-        lines.append(f"{len(plan.stages)} stages (spacing {spacings}; {probes} probes in all, "
+        lines.append(f"{plural(len(plan.stages), 'stage')} (spacing {spacings}; {plural(probes, 'probe')} in all, "
                      f"{probes // (a - 1) * a} for sequences with N)")
         if plan.input_convs:
             names = ", ".join(repr(name) for name in first_conv_names(conv))
@@ -150,5 +151,5 @@ def gaussian_summary(model: onnx.ModelProto) -> str | None:
         f"gaussian probes: alpha {shown['alpha']} ({g.alpha_mode}), "
         f"Pearson r {shown['pearson_r']} vs naive ISM on a random sequence, "
         f"worst condition number {shown['condition_number']}, seed {g.seed}; "
-        f"{len(info.stages)} convs ({probes} probes)"
+        f"{plural(len(info.stages), 'conv')} ({probes} probes)"
     )

@@ -24,6 +24,7 @@ from onnx import TensorProto, numpy_helper
 from .alphabets import DEFAULT_FOR_SIZE, resolve_alphabet
 from .encoding import random_one_hot
 from .errors import ModelError, YuzuWarning
+from .format import is_converted
 from .layout import LAYOUTS, NCL, NLC, SequenceSpec
 
 BATCH_DIM_NAME = "batch"
@@ -120,9 +121,11 @@ def load_model(
 
     Raises
     ------
-    ModelError: the file is not a usable ONNX model, or the input is ambiguous.
+    ModelError: the file is not a usable ONNX model, is already a converted ISM model, or
+        the input is ambiguous.
     """
     raw, proto = _read_proto(path_or_proto)
+    check_original(proto, path_or_proto)
     if layout not in ("auto", *LAYOUTS):
         raise ModelError(f"layout must be auto, ncl or nlc, got {layout!r}")
     letters = resolve_alphabet(alphabet)
@@ -168,6 +171,26 @@ def load_model(
         batch_axes=batch_axes,
         irregular=frozenset(irregular),
         source_sha256=hashlib.sha256(raw).hexdigest(),
+    )
+
+
+def check_original(proto: onnx.ModelProto, source: str | os.PathLike | onnx.ModelProto = "model") -> None:
+    """Refuse a converted ISM model where the original model is needed.
+
+    Every entry point that imports a model (convert, inspect, ism, naive, verify and their
+    Python functions) goes through :func:`load_model`, which calls this first.
+
+    Raises
+    ------
+    ModelError: ``proto`` carries yuzu-onnx's converted-model metadata.
+    """
+    if not is_converted(proto):
+        return
+    name = "the model" if isinstance(source, onnx.ModelProto) else repr(str(source))
+    raise ModelError(
+        f"{name} is a converted ISM model (written by yuzu-onnx convert), but this needs the original "
+        "model it was converted from; give the original model, or compute ISM with the converted "
+        "one with `yuzu-onnx run` (Python: ISMSession)"
     )
 
 

@@ -91,6 +91,17 @@ def bytes_per_sample(spec: ModelSpec) -> int:
     return max(total, 1) * BYTES_PER_VALUE
 
 
+def result_bytes_per_sequence(
+    spec: ModelSpec, outputs: str | Sequence[str] | None = None, *, window: tuple[int, int] | None = None
+) -> int:
+    """The bytes of one sequence's ISM result arrays: per output, every mutant (``A`` x
+    ``Lw``) times the output's size, float32, in the result layout (:func:`ism_shape`)."""
+    total = 0
+    for name in resolve_outputs(spec, outputs):
+        total += int(np.prod(ism_shape(spec, name, 1, window=window), dtype=np.int64))
+    return max(total, 1) * BYTES_PER_VALUE
+
+
 def auto_batch_size(spec: ModelSpec, max_memory: int | None = None) -> int:
     """Mutants per batch that fit in ``max_memory`` bytes (default 1 GiB)."""
     budget = DEFAULT_MAX_MEMORY if max_memory is None else int(max_memory)
@@ -225,6 +236,7 @@ def naive_ism(
     providers: Sequence[str] | None = None,
     device: str = "auto",
     progress: Progress | None = None,
+    threads: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Exact in-silico saturation mutagenesis by running every mutant.
 
@@ -241,6 +253,7 @@ def naive_ism(
     providers: ONNX Runtime execution providers (overrides ``device``).
     device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
     progress: called as ``progress(done, total)`` after each batch, counting mutants.
+    threads: CPU threads (default ``YUZU_THREADS`` or all cores).
 
     Returns
     -------
@@ -270,7 +283,7 @@ def naive_ism(
     if n_seq == 0:
         return result
 
-    session = make_session(spec.model, providers=providers, device=device)
+    session = make_session(spec.model, providers=providers, device=device, threads=threads)
     mask = mutant_mask(X, spec.layout, (start, end))
     total = int(mask.sum())
     done = 0

@@ -4,7 +4,8 @@
 ``progress.json``, the record of what the chunks belong to: the SHA-256 of the model, of
 the input file and of the encoded sequences, the options, and the finished chunks. A run
 with ``resume=True`` continues from the store and refuses when the model, the input or
-the options differ; one without it refuses to overwrite a store. Every file is written
+an option that changes the results differs (batch size, device, threads and memory
+budget may change); one without it refuses to overwrite a store. Every file is written
 atomically, so an interruption at any moment leaves a readable store.
 """
 
@@ -23,14 +24,19 @@ import numpy as np
 
 from .atomic import atomic_file, write_json
 from .errors import InputError, YuzuWarning
+from .progress import plural
 from .sequences import SequenceBatch
 
 PARTIAL_FORMAT = "yuzu-onnx-partial/1"
 PARTIAL_SUFFIX = ".partial"
 PROGRESS_FILE = "progress.json"
-#: the entries of the record that must match for a run to resume, and what they identify
-IDENTITY_KEYS = (("model_sha256", "the model"), ("input_sha256", "the input file"),
-                 ("sequences_sha256", "the input sequences"), ("options", "the options"))
+#: the entries of the record that must match for a run to resume, and what differs when not
+IDENTITY_KEYS = (("model_sha256", "the model differs"), ("input_sha256", "the input file differs"),
+                 ("sequences_sha256", "the input sequences differ"), ("options", "the options differ"))
+#: recorded options that do not change the results: a run may resume with other values
+#: (a smaller batch after running out of memory, another device, fewer threads)
+RESULT_NEUTRAL_OPTIONS = frozenset({"batch_size", "sequences_per_call", "provider", "device", "threads",
+                                    "max_memory", "quiet", "progress"})
 
 
 def partial_path(out: Path) -> Path:
@@ -155,7 +161,9 @@ def _check_resumable(folder: Path, old, identity: dict, *, resume: bool) -> None
     if not resume:
         done = ""
         if isinstance(old, dict) and old.get("chunks"):
-            done = f" ({old['chunks'][-1]['stop']} of {old.get('n_sequences', '?')} sequences done)"
+            total = old.get("n_sequences")
+            of = plural(total, "sequence") if isinstance(total, int) else "? sequences"
+            done = f" ({old['chunks'][-1]['stop']} of {of} done)"
         raise InputError(
             f"{str(folder)!r} holds the partial results of an interrupted run{done}; rerun with "
             "--resume to continue it, or delete that folder to start over"
@@ -166,15 +174,25 @@ def _check_resumable(folder: Path, old, identity: dict, *, resume: bool) -> None
             "delete it to start over"
         )
     for key, what in IDENTITY_KEYS:
-        if old.get(key) != identity[key]:
-            detail = _options_difference(old[key], identity[key]) if key == "options" else ""
+        before, now = old.get(key), identity[key]
+        if key == "options":
+            before, now = result_options(before), result_options(now)
+        if before != now:
+            detail = _options_difference(before, now) if key == "options" else ""
             raise InputError(
-                f"cannot resume from {str(folder)!r}: {what} differ from the interrupted run's{detail}; "
+                f"cannot resume from {str(folder)!r}: {what} from the interrupted run's{detail}; "
                 "rerun with the same model, input and options, or delete the folder to start over"
             )
 
 
+def result_options(options) -> dict:
+    """The recorded options that change the results (all but :data:`RESULT_NEUTRAL_OPTIONS`)."""
+    if not isinstance(options, Mapping):
+        return {}
+    return {k: v for k, v in options.items() if k not in RESULT_NEUTRAL_OPTIONS}
+
+
 def _options_difference(old: Mapping, new: Mapping) -> str:
-    """`` (batch_size: was 4, now 8)``: the options that differ."""
+    """`` (window: was [0, 64], now [0, 32])``: the options that differ."""
     diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     return " (" + ", ".join(f"{k}: was {old.get(k)!r}, now {new.get(k)!r}" for k in diff) + ")"

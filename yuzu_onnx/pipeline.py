@@ -9,8 +9,9 @@ This is the logic shared by the ``run``, ``ism``, ``naive`` and ``demo`` command
 * sequences run in batches; finished batches are gathered into *chunks* that go to a
   partial store next to the output (:mod:`yuzu_onnx.partial_store`). ``resume=True``
   continues from it without recomputing finished sequences and refuses when the input,
-  the model or the options differ. Batch boundaries are the same in both runs, so the
-  result is identical to an uninterrupted run. The store is removed after success;
+  the model or an option that changes the results differs (the batch size, the device,
+  the threads and the memory budget may change: a run killed for memory resumes with a
+  smaller batch). The store is removed after success;
 * every ISM value is checked to be finite: a model that produces NaN or inf is refused
   with a message naming the output and the sequence (the converted model has no
   separate reference output, so the check runs on the ISM values; when nearly all of a
@@ -47,6 +48,7 @@ from .partial_store import (
     recorded_batch_size,
     sequences_sha256,
 )
+from .progress import plural
 from .results import NpyStreamWriter, check_output_path, read_npy_dir, write_npz
 from .runners import ConvertedRunner, NaiveRunner, Runner, SequenceSpec
 from .sequences import SequenceBatch, read_sequences
@@ -110,7 +112,7 @@ def check_finite(name: str, values: np.ndarray, *, first_row: int, names: Sequen
     per_row = bad[row].reshape(-1)
     seq = names[first_row + row]
     count, size = int(per_row.sum()), per_row.size
-    more = f" (and {len(rows) - 1} more sequences in this batch)" if len(rows) > 1 else ""
+    more = f" (and {plural(len(rows) - 1, 'more sequence')} in this batch)" if len(rows) > 1 else ""
     if _reference_not_finite(bad[row], len(alphabet)):
         cause = ("the model's output for the sequence itself is not finite, so no difference is; "
                  "check the model and this input")
@@ -191,10 +193,13 @@ def run_to_files(
     """
     out = _check_run_target(runner, batch, out, fmt)
     folder = partial_path(out)
-    if resume and batch_size is None:
+    if resume and batch_size is None and max_memory is None:
+        # the interrupted run's batches, so the result is bit for bit an uninterrupted run's;
+        # a new --max-memory (a run killed for memory) sizes the batches afresh
         batch_size = recorded_batch_size(folder)
     rows_per_batch = runner.plan_batches(batch_size, max_memory)
-    identity = _run_identity(runner, batch, model_sha256=model_sha256, input_sha256=input_sha256, options=options)
+    identity = _run_identity(runner, batch, model_sha256=model_sha256, input_sha256=input_sha256,
+                             options={**dict(options or {}), "format": fmt})
     start_time = time.perf_counter()
     store = PartialStore.open(folder, identity, resume=resume)
     resumed = store.rows_done
@@ -240,8 +245,9 @@ def _run_identity(runner: Runner, batch: SequenceBatch, *, model_sha256: str, in
         "model_sha256": model_sha256,
         "input_sha256": input_sha256,
         "sequences_sha256": sequences_sha256(batch),
-        "options": {**dict(options or {}), **runner.batch_options(), "provider": runner.provider,
-                    "runner": runner.kind},
+        "options": {**dict(options or {}), "window": list(runner.window), "reductions": dict(runner.reductions),
+                    "outputs": list(runner.output_names), **runner.batch_options(),
+                    "provider": runner.provider, "runner": runner.kind},
         "n_sequences": len(batch),
         "outputs": list(runner.output_names),
     }

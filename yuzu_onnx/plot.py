@@ -218,8 +218,10 @@ def plot_from_npz(
         raise InputError(f"result file {str(npz_path)!r} does not exist")
     try:
         data = np.load(npz_path, allow_pickle=False)
-    except Exception as exc:
-        raise InputError(f"cannot read {str(npz_path)!r} as an NPZ file: {type(exc).__name__}") from None
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError("not an NPZ archive")
+    except Exception:
+        raise InputError(_not_a_result_file(npz_path)) from None
     with data:
         keys = list(data.keys())
         for key in RESERVED_KEYS:
@@ -272,6 +274,27 @@ def plot_from_npz(
         span=span,
         path=path,
     )
+
+
+def _not_a_result_file(path: Path) -> str:
+    """Why ``path`` cannot be plotted: it is an ONNX model, or not an ISM result file at all."""
+    expected = ("plot expects an ISM result file, the .npz written by yuzu-onnx run, ism or naive "
+                "(e.g. yuzu-onnx run model.ism.onnx seqs.fa -o ism.npz, then plot ism.npz)")
+    if _looks_like_onnx(path):
+        return f"{str(path)!r} is an ONNX model, not an ISM result; {expected}"
+    return f"cannot read {str(path)!r}: it is not an NPZ archive; {expected}"
+
+
+def _looks_like_onnx(path: Path) -> bool:
+    if path.suffix.lower() == ".onnx":
+        return True
+    try:
+        import onnx
+
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:
+        return False
+    return len(model.graph.node) > 0 and len(model.graph.output) > 0
 
 
 def _metadata(array: np.ndarray, npz_path: Path) -> dict:

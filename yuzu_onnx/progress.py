@@ -15,6 +15,15 @@ BAR_WIDTH = 28
 MIN_REDRAW_SECONDS = 0.1
 
 
+def plural(n: int, noun: str, plural_form: str | None = None) -> str:
+    """``"1 stage"``, ``"2 stages"``, ``"0 stages"``: a count and its noun, agreeing in number.
+
+    ``plural_form`` for nouns whose plural is not ``noun + "s"`` (``plural(n, "was", "were")``
+    gives ``"1 was"``; use it for verbs through the noun).
+    """
+    return f"{n} {noun if n == 1 else (plural_form or noun + 's')}"
+
+
 def format_duration(seconds: float) -> str:
     """``"42s"``, ``"3m05s"`` or ``"2h07m"``."""
     seconds = max(0.0, float(seconds))
@@ -141,6 +150,6 @@ def summary_line(*, n_sequences: int, seconds: float, path, provider: str, resum
     rate = n_sequences / seconds if seconds > 0 else float("inf")
     resumed_text = f", {resumed} resumed from an earlier run" if resumed else ""
     return (
-        f"{what} of {n_sequences} sequences in {format_duration(seconds)} ({rate:.1f} seq/s{resumed_text}) "
+        f"{what} of {plural(n_sequences, 'sequence')} in {format_duration(seconds)} ({rate:.1f} seq/s{resumed_text}) "
         f"on {provider} -> {path}"
     )

@@ -162,6 +162,7 @@ class NaiveRunner:
             raise InputError(f"--batch-size must be at least 1, got {mutant_batch_size}")
         self.mutant_batch_size = mutant_batch_size
         self.max_memory = max_memory
+        self.threads = threads
         self.session = make_session(spec.model, device=device, threads=threads)
         self.providers = self.session.get_providers()
 
@@ -173,23 +174,62 @@ class NaiveRunner:
     def sequence_spec(self) -> SequenceSpec:
         return SequenceSpec(self.layout, self.alphabet, self.seq_len)
 
-    def plan_batches(self, batch_size: int | None, max_memory) -> int:
-        """Sequences per call of ``naive_ism`` (``batch_size`` counts mutants here)."""
-        from .oracle import auto_batch_size, bytes_per_sample
-        from .session import parse_memory
+    #: the most sequences one call of ``naive_ism`` takes (each call opens a session)
+    MAX_SEQUENCES_PER_CALL = 64
 
-        budget = parse_memory(max_memory) if max_memory is not None else None
-        need = bytes_per_sample(self.spec)
-        if budget is not None and need > budget:
+    def result_bytes_per_sequence(self) -> int:
+        """The result arrays one sequence holds during :meth:`run`: ``naive_ism``'s (every
+        mutant times the output size, in the result layout) and, for a reduction other than
+        ``none``, the reduced copy (counted at full size)."""
+        from .oracle import result_bytes_per_sequence
+
+        per_output = {name: result_bytes_per_sequence(self.spec, [name], window=self.window)
+                      for name in self.output_names}
+        return sum(size * (1 if self.reductions[name] == "none" else 2) for name, size in per_output.items())
+
+    def plan_batches(self, batch_size: int | None, max_memory) -> int:
+        """Sequences per call of ``naive_ism`` (``batch_size`` counts mutants here).
+
+        The memory of a call is its result arrays (:meth:`result_bytes_per_sequence` per
+        sequence) plus one forward pass of ``batch_size`` mutants
+        (:func:`~yuzu_onnx.oracle.bytes_per_sample` each). Without ``batch_size`` the
+        results take at most half of the budget and the mutant batch the rest; a call that
+        cannot fit even one sequence (and one mutant, or ``batch_size`` mutants) is refused
+        up front with the smallest budget that would do.
+        """
+        from .oracle import bytes_per_sample
+        from .session import default_memory_budget, parse_memory
+
+        if batch_size is not None and batch_size < 1:
+            raise InputError(f"--batch-size must be at least 1, got {batch_size}")
+        budget = parse_memory(max_memory) if max_memory is not None else default_memory_budget()
+        per_mutant = bytes_per_sample(self.spec)
+        per_sequence = self.result_bytes_per_sequence()
+        mutants = 1 if batch_size is None else int(batch_size)
+        need = per_sequence + mutants * per_mutant
+        if need > budget:
+            batch = ("one mutant's forward pass" if batch_size is None else
+                     f"a forward pass of --batch-size {mutants} mutants")
+            fix = "" if batch_size is None else " or lower --batch-size"
+            if batch_size is None or per_sequence + per_mutant > budget:
+                fix += ", or narrow --window or --outputs"
             raise InputError(
-                f"one mutant needs about {format_bytes(need)} of memory but the budget is "
-                f"{format_bytes(budget)}; raise --max-memory to at least {memory_option(need)}"
+                f"naive ISM of one sequence needs about {format_bytes(need)} of memory: "
+                f"{format_bytes(per_sequence)} for its result arrays (every mutant times the output size) "
+                f"and {format_bytes(mutants * per_mutant)} for {batch}, but the budget is "
+                f"{format_bytes(budget)}; raise --max-memory to at least {memory_option(need)}{fix}"
             )
+        if batch_size is None:
+            rows = max(1, min(self.MAX_SEQUENCES_PER_CALL, (budget // 2) // per_sequence))
+            mutants = max(1, (budget - rows * per_sequence) // per_mutant)
+        else:
+            rows = max(1, min(self.MAX_SEQUENCES_PER_CALL, (budget - mutants * per_mutant) // per_sequence))
+        # about one mutant batch per call: the sequences whose mutants fill it
+        mutants_per_sequence = max(1, (self.spec.alphabet_size - 1) * (self.window[1] - self.window[0]))
+        rows = max(1, min(rows, mutants // mutants_per_sequence))
         self.max_memory = budget
-        mutants = batch_size if batch_size is not None else auto_batch_size(self.spec, budget)
         self.mutant_batch_size = int(mutants)
-        per_sequence = (self.spec.alphabet_size - 1) * (self.window[1] - self.window[0])
-        self.rows_per_batch = max(1, min(64, int(mutants) // max(per_sequence, 1)))
+        self.rows_per_batch = int(rows)
         return self.rows_per_batch
 
     def batch_options(self) -> dict:
@@ -199,7 +239,7 @@ class NaiveRunner:
         from .oracle import naive_ism, reference_outputs
 
         result = naive_ism(self.spec, x, outputs=self.output_names, window=self.window,
-                           batch_size=self.mutant_batch_size, providers=self.providers)
+                           batch_size=self.mutant_batch_size, providers=self.providers, threads=self.threads)
         refs = None
         if "raw" in self.reductions.values():
             refs = reference_outputs(self.session, x, spec=self.spec, outputs=self.output_names)

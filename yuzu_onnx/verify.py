@@ -32,7 +32,8 @@ def random_sequences(n: int, spec, *, seed: int = 0, n_unknown: int = 3) -> np.n
                           n_unknown=n_unknown, unknown_in="last")
 
 
-def verify_conversion(conv, X: np.ndarray, *, probes: str = "spaced", device: str = "auto") -> dict[str, dict]:
+def verify_conversion(conv, X: np.ndarray, *, probes: str = "spaced", device: str = "auto",
+                      threads: int | None = None) -> dict[str, dict]:
     """Converted vs naive ISM on ``X``, per output.
 
     Parameters
@@ -42,6 +43,7 @@ def verify_conversion(conv, X: np.ndarray, *, probes: str = "spaced", device: st
     probes: how ``conv`` was converted; ``gaussian`` is judged by Pearson r, the others
         by the relative error.
     device: ``auto``, ``cpu`` or ``cuda``.
+    threads: CPU threads of both runs (default ``YUZU_THREADS`` or all cores).
 
     Returns
     -------
@@ -51,9 +53,9 @@ def verify_conversion(conv, X: np.ndarray, *, probes: str = "spaced", device: st
     from .runners import NaiveRunner
     from .session import ISMSession
 
-    ism = ISMSession(conv.model, device=device).run(X)
+    ism = ISMSession(conv.model, device=device, threads=threads).run(X)
     naive_runner = NaiveRunner(conv.spec, outputs=list(conv.outputs), window=conv.plan.window,
-                               reductions=dict(conv.reductions), device=device)
+                               reductions=dict(conv.reductions), device=device, threads=threads)
     naive_runner.plan_batches(None, None)
     naive = naive_runner.run(X)
     refs = reference_outputs(naive_runner.session, X, spec=conv.spec, outputs=list(conv.outputs))

@@ -55,23 +55,18 @@ def gemm_flops(node: onnx.NodeProto, shapes: Mapping[str, tuple[int, ...]]) -> f
     return _product_flops(node, shapes, transposed=bool(node_attributes(node).get("transA", 0)))
 
 
-def _constant_matrix(node: onnx.NodeProto, constants: Mapping[str, np.ndarray]) -> np.ndarray | None:
-    """Input 1 as a float32 matrix, when it is a 2-D constant."""
+def matmul_weight(node: onnx.NodeProto, constants: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    """``W`` (features × outputs, as float32) of ``x @ W`` with a constant 2-D ``W``."""
     if len(node.input) < 2 or node.input[1] not in constants:
         return None
     weight = constants[node.input[1]].astype(np.float32)
     return weight if weight.ndim == 2 else None
 
 
-def matmul_weight(node: onnx.NodeProto, constants: Mapping[str, np.ndarray]) -> np.ndarray | None:
-    """``W`` (features × outputs) of ``x @ W`` with a constant 2-D ``W``."""
-    return _constant_matrix(node, constants)
-
-
 def gemm_weight(node: onnx.NodeProto, constants: Mapping[str, np.ndarray]) -> np.ndarray | None:
     """``alpha · B`` (``Bᵀ`` under ``transB``) of ``alpha · x @ B + beta · C``; ``None`` under
     ``transA`` or with a computed bias (only a constant bias cancels from mutant deltas)."""
-    weight = _constant_matrix(node, constants)
+    weight = matmul_weight(node, constants)
     if weight is None:
         return None
     attrs = node_attributes(node)

@@ -2,9 +2,10 @@
 from window sums of probe deltas instead of materialised mutants.
 
 A head is a global mean/sum over the length axis of a local tensor, or ``Flatten →
-Gemm/MatMul`` with constant weights on one. Detection is pure analysis over the model,
-its region, its constants and where the planner's stages put each tensor; the emitter
-(``emit/window_sums.py``) builds what the plan records.
+Gemm/MatMul`` with constant weights on one. Which ops play which part is the op table's
+(``window_sum``, ``flattens``, ``dense_weight``). Detection is pure analysis over the
+model, its region, its constants and where the planner's stages put each tensor; the
+emitter (``emit/window_sums.py``) builds what the plan records.
 """
 
 from __future__ import annotations
@@ -13,12 +14,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import onnx
 
 from ..importer import ModelSpec
-from .region import LocalRegion, node_attributes
+from ..ops import STANDARD_DOMAINS, op_spec
+from .region import LocalRegion
 
-REDUCE_OPS = ("GlobalAveragePool", "ReduceMean", "ReduceSum")
 MAX_OWNERSHIP_ELEMENTS = 32 * 2**20
 MAX_DENSE_WEIGHT_ELEMENTS = 64 * 2**20
 
@@ -36,40 +36,6 @@ class LinearHead:
     source: str
     output: str
     op_type: str
-
-
-def reduced_axes(node: onnx.NodeProto, spec: ModelSpec, constants: Mapping[str, np.ndarray]) -> list[int] | None:
-    """Axes (of the input) a mean/sum node reduces, or ``None`` if not decodable."""
-    rank = len(spec.shapes[node.input[0]])
-    if node.op_type == "GlobalAveragePool":
-        return list(range(2, rank))
-    axes = node_attributes(node).get("axes")
-    if axes is None and len(node.input) > 1 and node.input[1]:
-        value = constants.get(node.input[1])
-        if value is None:
-            return None
-        axes = value.tolist()
-    if axes is None:
-        return None
-    return sorted(a + rank if a < 0 else a for a in np.atleast_1d(axes))
-
-
-def dense_weight(node: onnx.NodeProto, constants: Mapping[str, np.ndarray]) -> np.ndarray | None:
-    """``W`` (features × outputs, alpha applied) of a Gemm/MatMul on a flat (N, F) tensor."""
-    if len(node.input) < 2 or node.input[1] not in constants:
-        return None
-    weight = constants[node.input[1]].astype(np.float32)
-    if weight.ndim != 2:
-        return None
-    if node.op_type == "MatMul":
-        return weight
-    attrs = node_attributes(node)
-    if attrs.get("transA", 0):
-        return None
-    if len(node.input) > 2 and node.input[2] and node.input[2] not in constants:
-        return None
-    weight = weight.T if attrs.get("transB", 0) else weight
-    return weight * np.float32(attrs.get("alpha", 1.0))
 
 
 def find_linear_heads(
@@ -103,13 +69,14 @@ def find_linear_heads(
             continue
         spacing, n_probes = probe_layout[source]
         mutants_per_probe = -(-(window[1] - window[0]) // spacing)
-        if node.domain not in ("", "ai.onnx") or n_probes * m.length * mutants_per_probe > MAX_OWNERSHIP_ELEMENTS:
+        if node.domain not in STANDARD_DOMAINS or n_probes * m.length * mutants_per_probe > MAX_OWNERSHIP_ELEMENTS:
             continue
-        if node.op_type in REDUCE_OPS:
-            axes = reduced_axes(node, spec, constants)
+        role = op_spec(node.op_type)
+        if role.window_sum is not None:
+            axes = role.window_sum.reduced_axes(node, spec.shapes, constants)
             if axes and m.axis in axes and 0 not in axes and node.output[0] in spec.shapes:
                 heads.append(LinearHead((i,), source, node.output[0], node.op_type))
-        elif node.op_type in ("Flatten", "Reshape"):
+        elif role.flattens:
             head = _dense_head(spec, constants, i, readers)
             if head is not None:
                 heads.append(head)
@@ -127,7 +94,8 @@ def _dense_head(spec: ModelSpec, constants: Mapping[str, np.ndarray], index: int
         return None
     dense_index = readers[flat][0]
     dense = graph.node[dense_index]
-    if dense.op_type not in ("Gemm", "MatMul") or dense.input[0] != flat:
+    dense_weight = op_spec(dense.op_type).dense_weight
+    if dense_weight is None or dense.input[0] != flat:
         return None
     weight = dense_weight(dense, constants)
     if weight is None or weight.shape[0] != features or weight.size > MAX_DENSE_WEIGHT_ELEMENTS:

@@ -12,6 +12,7 @@ from onnx import helper, numpy_helper
 
 from ..analysis.region import node_inputs, outer_scope_names, subgraphs
 from ..errors import UnsupportedError
+from ..ops import op_spec
 
 PREFIX = "yuzu/"
 
@@ -49,7 +50,7 @@ class GraphBuilder:
         return self.op("Reshape", [x, self.ints(shape, "shape")], hint=hint)
 
     def unsqueeze(self, x: str, axes: Sequence[int], hint: str = "unsqueeze") -> str:
-        if self.opset >= 13:
+        if self.opset >= op_spec("Unsqueeze").axes_input_since:
             return self.op("Unsqueeze", [x, self.ints(axes, "axes")], hint=hint)
         return self.op("Unsqueeze", [x], hint=hint, axes=list(axes))
 
@@ -59,8 +60,10 @@ class GraphBuilder:
         )
 
     def reduce(self, op_type: str, x: str, axes: Sequence[int], *, keepdims: int, hint: str | None = None) -> str:
-        takes_input = self.opset >= 18 or (op_type == "ReduceSum" and self.opset >= 13)
-        if takes_input:
+        since = op_spec(op_type).axes_input_since
+        if since is None:
+            raise ValueError(f"{op_type} is not a reduction over listed axes")
+        if self.opset >= since:
             return self.op(op_type, [x, self.ints(axes, "axes")], hint=hint, keepdims=keepdims)
         return self.op(op_type, [x], hint=hint, axes=list(axes), keepdims=keepdims)
 

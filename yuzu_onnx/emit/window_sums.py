@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..analysis.linear_heads import REDUCE_OPS, LinearHead, dense_weight, reduced_axes
+from ..analysis.linear_heads import LinearHead
 from ..analysis.positional import PositionalMap
+from ..ops import op_spec
 from .probes import EmitContext
 from .stages import probes_of
 
@@ -57,18 +58,19 @@ def emit_head_mutants(ctx: EmitContext, head: LinearHead) -> str:
     moved = b.transpose(deltas, [length_at] + [i for i in range(rank) if i != length_at], hint="length_first")
     rest = int(np.prod(dims, dtype=np.int64)) // m.length
     last = graph.node[head.nodes[-1]]
-    if last.op_type in REDUCE_OPS:
-        axes = reduced_axes(last, ctx.spec, ctx.constants)
+    role = op_spec(last.op_type)
+    if role.window_sum is not None:
+        axes = role.window_sum.reduced_axes(last, ctx.spec.shapes, ctx.constants)
         other_axes = [k for k in range(1, len(dims) + 1) if k != m.axis]
         reduce_at = [4 + other_axes.index(k) for k in axes if k != m.axis]
         contributions = b.reduce("ReduceSum", moved, reduce_at, keepdims=0, hint="other_axes") if reduce_at else moved
-        if last.op_type in ("GlobalAveragePool", "ReduceMean"):
+        if role.window_sum.kind == "mean":
             count = float(np.prod([ctx.spec.shapes[source][k] for k in axes]))
             contributions = b.op("Div", [contributions, b.const(np.array(count, np.float32), "count")], hint="mean")
         kept = [dims[k - 1] for k in other_axes if k not in axes]
         width = int(np.prod(kept, dtype=np.int64)) if kept else 1
     else:
-        weight = dense_weight(last, ctx.constants)
+        weight = role.dense_weight(last, ctx.constants)
         per_position_weight = np.moveaxis(weight.reshape(*dims, -1), m.axis - 1, 0).reshape(m.length, rest, -1)
         per_position = b.reshape(moved, [m.length, -1, rest], hint="per_position")
         contributions = b.op("MatMul", [per_position, b.const(per_position_weight, "dense_per_position")],

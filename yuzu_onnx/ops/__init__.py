@@ -7,8 +7,10 @@ Each op family has its module here (``elementwise``, ``broadcasting``, ``sliding
 :class:`OpSpec` per op type with :func:`~yuzu_onnx.ops.registry.register`. The engine reads
 the table only: the region analysis (``locality``, ``takes_shape_inputs``, ``meta``),
 the planner (``flops``), stage cropping (``required_spans``, ``crop``), the first-
-convolution shortcut and wide convolutions (``convolution``, ``rearranges``) and
-Gaussian probes (``gaussian_linear``).
+convolution shortcut and wide convolutions (``convolution``, ``rearranges``),
+Gaussian probes (``gaussian_linear``), the linear heads of the tail decoded from window
+sums (``window_sum``, ``flattens``, ``dense_weight``) and the graph builder's emitted
+reductions (``axes_input_since``).
 
 Adding an op
 ------------
@@ -51,6 +53,7 @@ from .registry import (
     RuleContext,
     Span,
     UnsupportedOpError,
+    WindowSum,
     flops_of,
     is_meta,
     locality_rule,
@@ -69,6 +72,7 @@ __all__ = [
     "RuleContext",
     "Span",
     "UnsupportedOpError",
+    "WindowSum",
     "flops_of",
     "is_meta",
     "locality_rule",

@@ -1,5 +1,6 @@
 """Layout ops: Transpose moves the length axis; Reshape, Flatten, Squeeze and Unsqueeze
-keep it while each position's data stays one contiguous block."""
+keep it while each position's data stays one contiguous block. In the tail, a Flatten or
+Reshape to ``(N, features)`` may start a linear head (``flattens``)."""
 
 from __future__ import annotations
 
@@ -66,7 +67,9 @@ def reshape_keeps_order(node: onnx.NodeProto, shapes: Mapping[str, tuple[int, ..
 
 
 register("Transpose", locality=transpose, required_spans=same_span, rearranges=always_rearranges)
-register("Squeeze", "Unsqueeze", locality=reshape, required_spans=same_span, rearranges=always_rearranges)
-register("Flatten", locality=reshape, required_spans=same_span)
+# Squeeze and Unsqueeze read their axes from input 1 since opset 13
+register("Squeeze", "Unsqueeze", locality=reshape, required_spans=same_span, rearranges=always_rearranges,
+         axes_input_since=13)
+register("Flatten", locality=reshape, required_spans=same_span, flattens=True)
 register("Reshape", locality=reshape, required_spans=same_span, crop=reshape_target_crop,
-         takes_shape_inputs=True, rearranges=reshape_keeps_order)
+         takes_shape_inputs=True, rearranges=reshape_keeps_order, flattens=True)

@@ -1,10 +1,12 @@
 """Matrix products: MatMul with one local operand keeps its length axis when it does not
-contract over it; Gemm (2-D) always mixes positions and only counts FLOPs here."""
+contract over it; Gemm (2-D) always mixes positions. In the tail, either with a constant
+weight matrix on flattened features is a linear head's dense layer."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
 import onnx
 
 from ..analysis.positional import PositionalMap
@@ -53,5 +55,28 @@ def gemm_flops(node: onnx.NodeProto, shapes: Mapping[str, tuple[int, ...]]) -> f
     return _product_flops(node, shapes, transposed=bool(node_attributes(node).get("transA", 0)))
 
 
-register("MatMul", locality=matmul, flops=matmul_flops, required_spans=same_span)
-register("Gemm", flops=gemm_flops)
+def matmul_weight(node: onnx.NodeProto, constants: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    """``W`` (features × outputs, as float32) of ``x @ W`` with a constant 2-D ``W``."""
+    if len(node.input) < 2 or node.input[1] not in constants:
+        return None
+    weight = constants[node.input[1]].astype(np.float32)
+    return weight if weight.ndim == 2 else None
+
+
+def gemm_weight(node: onnx.NodeProto, constants: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    """``alpha · B`` (``Bᵀ`` under ``transB``) of ``alpha · x @ B + beta · C``; ``None`` under
+    ``transA`` or with a computed bias (only a constant bias cancels from mutant deltas)."""
+    weight = matmul_weight(node, constants)
+    if weight is None:
+        return None
+    attrs = node_attributes(node)
+    if attrs.get("transA", 0):
+        return None
+    if len(node.input) > 2 and node.input[2] and node.input[2] not in constants:
+        return None
+    weight = weight.T if attrs.get("transB", 0) else weight
+    return weight * np.float32(attrs.get("alpha", 1.0))
+
+
+register("MatMul", locality=matmul, flops=matmul_flops, required_spans=same_span, dense_weight=matmul_weight)
+register("Gemm", flops=gemm_flops, dense_weight=gemm_weight)

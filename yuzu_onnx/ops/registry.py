@@ -8,6 +8,12 @@ One :class:`OpSpec` per ONNX op type holds everything the engine knows about the
 * ``flops``: FLOPs of one node for one sequence (plan);
 * ``gaussian_linear``: the linear part Gaussian probes encode and decode around, for ops
   they sense (emit, Gaussian probes); every other local op is applied to reference + rows;
+* linear heads of the tail (analysis/linear_heads, emit/window_sums): ``window_sum`` (a
+  global mean or sum: :class:`WindowSum`, its kind and the axes a node reduces),
+  ``flattens`` (may flatten ``(N, ...)`` to ``(N, features)`` ahead of a dense layer) and
+  ``dense_weight`` (the constant ``features × outputs`` matrix of a dense layer);
+* ``axes_input_since``: the opset from which the op reads its ``axes`` from an input
+  rather than an attribute (emitted nodes);
 * flags: ``takes_shape_inputs`` (may read tensors derived from the batch size),
   ``meta`` (output depends on its input only through its shape), ``convolution``
   (``Conv`` layout: data, weights ``(Cout, Cin/group, *kernel)``, optional bias),
@@ -22,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Literal
 
 import numpy as np
 import onnx
@@ -179,6 +186,11 @@ CropRewrite = Callable[[CropContext, Span, Mapping[str, Span]], CropEdit]
 FlopsRule = Callable[[onnx.NodeProto, Mapping[str, tuple[int, ...]]], float]
 LinearPart = Callable[[onnx.NodeProto], onnx.NodeProto]
 RearrangeCheck = Callable[[onnx.NodeProto, Mapping[str, tuple[int, ...]]], bool]
+# the sorted axes (of input 0) a node reduces, ``None`` when they are not known constants
+ReducedAxes = Callable[[onnx.NodeProto, Mapping[str, tuple[int, ...]], Mapping[str, np.ndarray]], "list[int] | None"]
+# ``W`` (features × outputs) a dense node multiplies a flat ``(N, features)`` input by, or
+# ``None`` when it is not a constant matrix of that form
+DenseWeight = Callable[[onnx.NodeProto, Mapping[str, np.ndarray]], "np.ndarray | None"]
 
 
 def numel(shape: tuple[int, ...]) -> int:
@@ -208,6 +220,16 @@ def always_rearranges(node: onnx.NodeProto, shapes: Mapping[str, tuple[int, ...]
 
 
 @dataclass(frozen=True)
+class WindowSum:
+    """The head role of a global mean/sum: ``kind`` ``"sum"`` or ``"mean"`` (the sum over
+    the reduced axes divided by their element count) and ``reduced_axes``, the axes a node
+    reduces."""
+
+    kind: Literal["sum", "mean"]
+    reduced_axes: ReducedAxes
+
+
+@dataclass(frozen=True)
 class OpSpec:
     """Everything the engine knows about one op type (see the module docstring).
 
@@ -226,6 +248,10 @@ class OpSpec:
     meta: bool = False
     convolution: bool = False
     rearranges: RearrangeCheck | None = None
+    window_sum: WindowSum | None = None
+    flattens: bool = False
+    dense_weight: DenseWeight | None = None
+    axes_input_since: int | None = None
 
 
 _TABLE: dict[str, OpSpec] = {}

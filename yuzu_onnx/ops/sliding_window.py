@@ -1,5 +1,7 @@
 """Convolutions and pooling: output position ``q`` reads a window of input positions
-``[stride·q - pad_begin, stride·q - pad_begin + span - 1]`` along the length."""
+``[stride·q - pad_begin, stride·q - pad_begin + span - 1]`` along the length.
+GlobalAveragePool mixes every position (no locality rule); in the tail it is a linear head,
+a mean over the spatial axes decoded from window sums."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from .registry import (
     NotLocal,
     RuleContext,
     Span,
+    WindowSum,
     elementwise_flops,
     node_attributes,
     numel,
@@ -160,8 +163,23 @@ def without_bias(node: onnx.NodeProto) -> onnx.NodeProto:
     return linear
 
 
+def global_pool_flops(node: onnx.NodeProto, shapes: Mapping[str, tuple[int, ...]]) -> float:
+    """One FLOP (an addition) per input element."""
+    if node.input[0] in shapes:
+        return float(numel(shapes[node.input[0]]))
+    return elementwise_flops(node, shapes)
+
+
+def spatial_axes(
+    node: onnx.NodeProto, shapes: Mapping[str, tuple[int, ...]], constants: Mapping[str, np.ndarray]
+) -> list[int]:
+    """The axes a global pool reduces: every axis after batch and channels."""
+    return list(range(2, len(shapes[node.input[0]])))
+
+
 register("Conv", locality=conv, flops=conv_flops, required_spans=conv_spans, crop=window_crop,
          gaussian_linear=without_bias, convolution=True)
 register("MaxPool", "AveragePool", "LpPool", locality=pool, flops=pool_flops, required_spans=pool_spans,
          crop=window_crop)
 register("ConvTranspose", flops=conv_flops)
+register("GlobalAveragePool", flops=global_pool_flops, window_sum=WindowSum("mean", spatial_axes))

@@ -263,8 +263,38 @@ def test_plot(cli, tiny_ism, seq_files, tmp_path):
     assert not (tmp_path / "bad.png").exists()
 
 
-@pytest.mark.skipif(not (Path(__file__).resolve().parent.parent / "models" / "demo_motifs.onnx").is_file(),
-                    reason="needs models/demo_motifs.onnx")
+def test_demo_data_is_package_data():
+    """The demo's files come from the package (``yuzu_onnx/demo_data``), and the wheel ships them all."""
+    import fnmatch
+
+    import yuzu_onnx
+    from yuzu_onnx import demo
+
+    tomllib = pytest.importorskip("tomllib")
+    data = Path(yuzu_onnx.__file__).resolve().parent / "demo_data"
+    model, seqs, sites = demo.find_demo_files()
+    assert (model.parent, seqs.parent, sites.parent) == (data, data, data)
+    assert [model.name, seqs.name, sites.name] == ["demo_motifs.onnx", "demo_sequences.fa", "demo_motifs.tsv"]
+    repo = Path(__file__).resolve().parent.parent
+    config = tomllib.loads((repo / "pyproject.toml").read_text("utf-8"))
+    patterns = config["tool"]["setuptools"]["package-data"]["yuzu_onnx.demo_data"]
+    shipped = [p.name for p in data.iterdir() if p.is_file() and p.suffix != ".py"]
+    assert shipped and all(any(fnmatch.fnmatch(name, pat) for pat in patterns) for name in shipped), shipped
+    # one copy of each in the repository: the old places are empty
+    assert not (repo / "models" / "demo_motifs.onnx").exists()
+    assert not list((repo / "examples").glob("demo_*.fa")) and not list((repo / "examples").glob("demo_*.tsv"))
+
+
+def test_demo_without_its_data_says_reinstall(cli, tmp_path, monkeypatch):
+    from yuzu_onnx import demo
+
+    monkeypatch.setattr(demo, "demo_data_file", lambda name: None)
+    res = cli("demo", "-o", tmp_path / "demo")
+    assert res.rc == 2 and len(res.error_lines) == 1, res.err
+    assert "missing from the installed package" in res.err and "reinstall" in res.err
+    assert "repository root" not in res.err
+
+
 def test_demo_in_a_process(cli_subprocess, tmp_path):
     env = {**os.environ, "YUZU_CACHE_DIR": str(tmp_path / "cache")}
     res = cli_subprocess("demo", "-o", tmp_path / "demo", cwd=tmp_path, env=env)

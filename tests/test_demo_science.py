@@ -1,10 +1,10 @@
 """The demo model has learned the planted motifs, and ISM finds them.
 
-``models/demo_motifs.onnx`` was trained by ``tools/train_demo.py`` to tell sequences
-with a GATA (``AGATAA``) or AP-1 (``TGASTCA``) site from random background. On the 16
-held-out example sequences, the positions where a substitution changes the prediction
-most must be the planted motif bases. ISM here is a brute-force loop over ONNX Runtime,
-independent of the rest of yuzu-onnx.
+``yuzu_onnx/demo_data/demo_motifs.onnx`` (package data of the demo) was trained by
+``tools/train_demo.py`` to tell sequences with a GATA (``AGATAA``) or AP-1 (``TGASTCA``)
+site from random background. On the 16 held-out example sequences, the positions where a
+substitution changes the prediction most must be the planted motif bases. ISM here is a
+brute-force loop over ONNX Runtime, independent of the rest of yuzu-onnx.
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ import pytest
 from yuzu_onnx.encoding import random_one_hot
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL = ROOT / "models" / "demo_motifs.onnx"
-FASTA = ROOT / "examples" / "demo_sequences.fa"
-MOTIFS = ROOT / "examples" / "demo_motifs.tsv"
+DEMO_DATA = ROOT / "yuzu_onnx" / "demo_data"
+MODEL = DEMO_DATA / "demo_motifs.onnx"
+FASTA = DEMO_DATA / "demo_sequences.fa"
+MOTIFS = DEMO_DATA / "demo_motifs.tsv"
 ALPHABET = "ACGT"
 TOP_K = 10
 

@@ -2,12 +2,14 @@
 
 Writes, deterministically (fixed seeds, 2 CPU threads):
 
-* ``models/demo_motifs.onnx`` — the trained CNN, exported with the TorchScript exporter
+* ``yuzu_onnx/demo_data/demo_motifs.onnx`` — the trained CNN, exported with the TorchScript exporter
   (opset 17, input ``x`` of shape ``(batch, 4, 200)``, layout ncl, alphabet ACGT, output
   ``logit`` of shape ``(batch,)``: the log-odds that the sequence holds a motif);
-* ``examples/demo_sequences.fa`` — 16 held-out positive sequences;
-* ``examples/demo_motifs.tsv`` — where the motifs were planted in them
+* ``yuzu_onnx/demo_data/demo_sequences.fa`` — 16 held-out positive sequences;
+* ``yuzu_onnx/demo_data/demo_motifs.tsv`` — where the motifs were planted in them
   (``name, motif, start, end, site``; 0-based, end exclusive).
+
+The three files are the package data of ``yuzu-onnx demo`` (``pyproject.toml`` ships them).
 
 The data: uniform random background sequences of length 200 that contain neither motif
 (re-drawn until they do not). A positive holds a GATA site ``AGATAA`` or an AP-1 site
@@ -49,6 +51,7 @@ FILTERS = 16
 KERNEL = 15
 
 ROOT = Path(__file__).resolve().parents[1]
+DEMO_DATA = ROOT / "yuzu_onnx" / "demo_data"  # package data: yuzu-onnx demo reads it from the install
 
 
 def _contains_motif(seq: str) -> bool:
@@ -241,9 +244,9 @@ def write_examples(rng: np.random.Generator, fasta: Path, tsv: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=ROOT / "models" / "demo_motifs.onnx")
-    parser.add_argument("--fasta", type=Path, default=ROOT / "examples" / "demo_sequences.fa")
-    parser.add_argument("--motifs", type=Path, default=ROOT / "examples" / "demo_motifs.tsv")
+    parser.add_argument("--model", type=Path, default=DEMO_DATA / "demo_motifs.onnx")
+    parser.add_argument("--fasta", type=Path, default=DEMO_DATA / "demo_sequences.fa")
+    parser.add_argument("--motifs", type=Path, default=DEMO_DATA / "demo_motifs.tsv")
     parser.add_argument("--seed", type=int, default=SEED)
     args = parser.parse_args(argv)
 

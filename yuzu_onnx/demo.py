@@ -1,27 +1,36 @@
 """The ``demo`` command's work: the shipped motif model on the shipped sequences.
 
-Convert ``models/demo_motifs.onnx``, run it on ``examples/demo_sequences.fa``, find each
-sequence's most important position (the largest mean drop of the output when it is
-mutated), say whether it lies in a planted motif site (``examples/demo_motifs.tsv``), and
-plot the first sequence.
+Convert ``demo_motifs.onnx``, run it on ``demo_sequences.fa``, find each sequence's most
+important position (the largest mean drop of the output when it is mutated), say whether it
+lies in a planted motif site (``demo_motifs.tsv``), and plot the first sequence. The three
+files are package data (``yuzu_onnx/demo_data/``, written by ``tools/train_demo.py``), so
+the demo runs from any folder once the package is installed.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import importlib.util
 import os
 import shutil
 import warnings
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from .errors import InputError, YuzuWarning
 
-DEMO_MODEL = Path("models") / "demo_motifs.onnx"
-DEMO_SEQUENCES = Path("examples") / "demo_sequences.fa"
-DEMO_SITES = Path("examples") / "demo_motifs.tsv"
+DEMO_DATA = "demo_data"  # the package data folder beside this module
+DEMO_MODEL = "demo_motifs.onnx"
+DEMO_SEQUENCES = "demo_sequences.fa"
+DEMO_SITES = "demo_motifs.tsv"
+
+# package data read from a zip (zipimport) is copied to temporary files, removed at exit
+_EXTRACTED = contextlib.ExitStack()
+atexit.register(_EXTRACTED.close)
 
 
 @dataclass(frozen=True)
@@ -45,18 +54,28 @@ class ImportantPosition:
     note: str
 
 
+def demo_data_file(name: str) -> Path | None:
+    """The path of the package data file ``yuzu_onnx/demo_data/<name>`` (``None`` when it is missing)."""
+    try:
+        resource = resources.files(f"{__package__}.{DEMO_DATA}") / name
+    except ModuleNotFoundError:  # an install without the demo_data package
+        return None
+    if not resource.is_file():
+        return None
+    return _EXTRACTED.enter_context(resources.as_file(resource))
+
+
 def find_demo_files() -> tuple[Path, Path, Path | None]:
-    """The demo model and sequences: beside the package (source checkout), else in the working folder."""
-    roots = [Path(__file__).resolve().parent.parent, Path.cwd()]
-    for root in roots:
-        model, seqs = root / DEMO_MODEL, root / DEMO_SEQUENCES
-        if model.is_file() and seqs.is_file():
-            sites = root / DEMO_SITES
-            return model, seqs, sites if sites.is_file() else None
-    raise InputError(
-        f"the demo needs {DEMO_MODEL} and {DEMO_SEQUENCES} from the yuzu-onnx repository; run `yuzu-onnx demo` "
-        "from the repository root (or install it with pip install -e .)"
-    )
+    """The demo model, sequences and (optional) planted-site table, from the installed package."""
+    model, seqs = demo_data_file(DEMO_MODEL), demo_data_file(DEMO_SEQUENCES)
+    if model is None or seqs is None:
+        missing = ", ".join(name for name, path in ((DEMO_MODEL, model), (DEMO_SEQUENCES, seqs)) if path is None)
+        raise InputError(
+            f"the demo data ({missing}) is missing from the installed package in "
+            f"{Path(__file__).resolve().parent / DEMO_DATA}; reinstall yuzu-onnx "
+            "(pip install --force-reinstall '.[plot]' in the yuzu-onnx repository)"
+        )
+    return model, seqs, demo_data_file(DEMO_SITES)
 
 
 def read_sites(path: Path | None) -> dict[str, list[tuple[str, int, int]]]:

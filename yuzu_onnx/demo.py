@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, YuzuWarning
+from .errors import InputError, YuzuWarning, install_hint
 
 DEMO_MODEL = Path("models") / "demo_motifs.onnx"
 DEMO_SEQUENCES = Path("examples") / "demo_sequences.fa"
@@ -141,7 +141,8 @@ def important_positions(run: DemoRun, sites: dict[str, list[tuple[str, int, int]
 def plot_demo(run: DemoRun, folder: Path) -> Path | None:
     """Plot the first sequence's ISM to ``folder/demo_ism.png`` (``None``, with a warning, without matplotlib)."""
     if importlib.util.find_spec("matplotlib") is None:
-        warnings.warn("no plot: matplotlib is missing; pip install 'yuzu-onnx[plot]'", YuzuWarning, stacklevel=2)
+        warnings.warn(f"no plot: matplotlib is missing; {install_hint('matplotlib', 'plot')}", YuzuWarning,
+                      stacklevel=2)
         return None
     from .plot import plot_from_npz
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_file, write_json
-from .errors import InputError, YuzuWarning
+from .errors import InputError, YuzuWarning, option
 from .sequences import SequenceBatch
 
 PARTIAL_FORMAT = "yuzu-onnx-partial/1"
@@ -158,7 +158,7 @@ def _check_resumable(folder: Path, old, identity: dict, *, resume: bool) -> None
             done = f" ({old['chunks'][-1]['stop']} of {old.get('n_sequences', '?')} sequences done)"
         raise InputError(
             f"{str(folder)!r} holds the partial results of an interrupted run{done}; rerun with "
-            "--resume to continue it, or delete that folder to start over"
+            f"{option('resume', True)} to continue it, or delete that folder to start over"
         )
     if not isinstance(old, dict) or old.get("format") != PARTIAL_FORMAT:
         raise InputError(

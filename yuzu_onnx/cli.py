@@ -40,7 +40,8 @@ class _Parser(argparse.ArgumentParser):
 def _add_model_options(p: argparse.ArgumentParser, *, window: bool = True, outputs: bool = True,
                        reduce: bool = True, probes: bool = True) -> None:
     g = p.add_argument_group("model options")
-    g.add_argument("--seq-len", type=int, metavar="L", help="sequence length (needed when the model's length is dynamic)")
+    g.add_argument("--seq-len", type=int, metavar="L",
+                   help="sequence length (needed when the model's length is dynamic; ism and naive take it from INPUT)")
     g.add_argument("--input", dest="input_name", metavar="NAME", help="the one-hot input, when several inputs qualify")
     g.add_argument("--layout", choices=("auto", "ncl", "nlc"), default="auto",
                    help="ncl = (N, A, L) PyTorch, nlc = (N, L, A) Keras/TF (default: auto)")
@@ -351,7 +352,7 @@ def cmd_convert(args) -> int:
 
 def _seq_len_from_input(args) -> int | None:
     """``--seq-len``, or for a dynamic-length model the length of the sequences in INPUT."""
-    from .importer import length_from_sequences
+    from .sequences import length_from_sequences
 
     return length_from_sequences(args.model, args.input, seq_len=args.seq_len, input_name=args.input_name,
                                  layout=args.layout, alphabet=args.alphabet)

@@ -3,6 +3,10 @@
 Every problem a user can cause is a :class:`YuzuError` with a one-line message that
 names the problem and, where there is one, the option that fixes it. The CLI prints
 that line and exits with :attr:`YuzuError.exit_code` (2 for bad input or usage).
+
+Messages name options through :func:`option`, so that each interface spells them its own
+way (``--seq-len`` in the CLI, ``seq_len=`` from Python); install hints for optional
+dependencies come from :func:`install_hint`.
 """
 
 from __future__ import annotations

@@ -176,7 +176,7 @@ class InputAxes:
     """The sequence input as the model file declares it, before any length is fixed.
 
     ``seq_len`` is ``None`` when the model's length is dynamic (then it comes from
-    ``seq_len=`` or from the sequences, see :func:`length_from_sequences`).
+    ``seq_len=`` or from the sequences, see :func:`yuzu_onnx.sequences.length_from_sequences`).
     """
 
     input_name: str
@@ -194,40 +194,13 @@ def input_axes(
 ) -> InputAxes:
     """Find the sequence input, its layout and its length (``None`` when dynamic) without
     running the model; the options and errors are those of :func:`load_model`."""
-    _, proto = _read_proto(path_or_proto)
+    _, proto = _read_proto(path_or_proto, external_data=False)
     if layout not in ("auto", *LAYOUTS):
         raise ModelError(f"{option('layout', layout)} is not auto, ncl or nlc")
     letters = resolve_alphabet(alphabet)
     seq_input = _find_sequence_input(proto, input_name, letters, alphabet)
     lay, size, length = _decide_layout(seq_input, layout, letters, None, alphabet, need_length=False)
     return InputAxes(seq_input.name, lay, size, length)
-
-
-def length_from_sequences(
-    path_or_proto: str | os.PathLike | onnx.ModelProto,
-    X,
-    *,
-    seq_len: int | None = None,
-    input_name: str | None = None,
-    layout: str = "auto",
-    alphabet: str | int | None = None,
-) -> int | None:
-    """The ``seq_len`` to load a model with for the sequences ``X`` (an array, or a
-    sequence file for :func:`yuzu_onnx.sequences.input_length`): ``seq_len`` when given,
-    ``None`` when the model fixes its length, else the length of the sequences."""
-    if seq_len is not None:
-        return seq_len
-    axes = input_axes(path_or_proto, input_name=input_name, layout=layout, alphabet=alphabet)
-    if axes.seq_len is not None:
-        return None
-    if isinstance(X, (str, os.PathLike)):
-        from .sequences import input_length
-
-        return input_length(X, layout=axes.layout, alphabet_size=axes.alphabet_size)
-    shape = np.shape(X)
-    if len(shape) not in (2, 3):
-        return None  # the sequence check names the problem
-    return int(shape[(2 if axes.layout == NCL else 1) - (3 - len(shape))])
 
 
 def opset_of(model: onnx.ModelProto) -> int:
@@ -238,7 +211,9 @@ def opset_of(model: onnx.ModelProto) -> int:
     raise ModelError("model imports no default-domain (ai.onnx) opset")
 
 
-def _read_proto(path_or_proto) -> tuple[bytes, onnx.ModelProto]:
+def _read_proto(path_or_proto, *, external_data: bool = True) -> tuple[bytes, onnx.ModelProto]:
+    """The serialized model and its parsed proto (a given proto is copied); weights stored
+    outside the file are loaded unless ``external_data=False``."""
     if isinstance(path_or_proto, onnx.ModelProto):
         return path_or_proto.SerializeToString(), copy.deepcopy(path_or_proto)
     if not isinstance(path_or_proto, (str, os.PathLike)):
@@ -260,7 +235,7 @@ def _read_proto(path_or_proto) -> tuple[bytes, onnx.ModelProto]:
         ) from None
     if len(proto.graph.node) == 0 or len(proto.graph.output) == 0:
         raise ModelError(f"{str(path)!r} is not an ONNX model with a graph (no nodes or outputs)")
-    if any(t.data_location == TensorProto.EXTERNAL for t in proto.graph.initializer):
+    if external_data and any(t.data_location == TensorProto.EXTERNAL for t in proto.graph.initializer):
         onnx.load_external_data_for_model(proto, str(path.parent))
     return raw, proto
 

@@ -20,9 +20,9 @@ import numpy as np
 import onnx
 
 from .errors import InputError, ModelError, option
-from .importer import NCL, ModelSpec, length_from_sequences, load_model
+from .importer import NCL, ModelSpec, load_model
 from .runtime import make_session
-from .sequences import check_one_hot
+from .sequences import check_one_hot, length_from_sequences
 from .window import parse_window
 
 DEFAULT_MAX_MEMORY = 1 << 30  # 1 GiB

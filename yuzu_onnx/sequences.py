@@ -23,6 +23,8 @@ from .layout import NCL, NLC
 from .textfiles import GZIP_MAGIC, read_text
 
 if TYPE_CHECKING:  # pragma: no cover
+    import onnx
+
     from .importer import ModelSpec
 
 FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".ffn", ".faa", ".frn", ".fas", ".mpfa", ".seq")
@@ -316,6 +318,33 @@ def input_length(
                 f"first, {first_name!r}, has length {first_len}; one run takes one length{fix}"
             )
     return first_len
+
+
+def length_from_sequences(
+    path_or_proto: str | os.PathLike | onnx.ModelProto,
+    X,
+    *,
+    seq_len: int | None = None,
+    input_name: str | None = None,
+    layout: str = "auto",
+    alphabet: str | int | None = None,
+) -> int | None:
+    """The ``seq_len`` to load a model with for the sequences ``X`` (an array, or a
+    sequence file for :func:`input_length`): ``seq_len`` when given,
+    ``None`` when the model fixes its length, else the length of the sequences."""
+    if seq_len is not None:
+        return seq_len
+    from .importer import input_axes
+
+    axes = input_axes(path_or_proto, input_name=input_name, layout=layout, alphabet=alphabet)
+    if axes.seq_len is not None:
+        return None
+    if isinstance(X, (str, os.PathLike)):
+        return input_length(X, layout=axes.layout, alphabet_size=axes.alphabet_size)
+    shape = np.shape(X)
+    if len(shape) not in (2, 3):
+        return None  # the sequence check names the problem
+    return int(shape[(2 if axes.layout == NCL else 1) - (3 - len(shape))])
 
 
 def batch_from_strings(records: Sequence[tuple[str, str]], spec: ModelSpec) -> SequenceBatch:

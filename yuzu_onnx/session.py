@@ -199,7 +199,7 @@ def ism(
     length is converted for the length of ``X`` unless ``seq_len`` is given. Returns
     ``{output: ism}``.
     """
-    from .importer import length_from_sequences
+    from .sequences import length_from_sequences
 
     if convert_options.get("seq_len") is None:
         axes = {k: convert_options[k] for k in ("input_name", "layout", "alphabet") if k in convert_options}

@@ -98,7 +98,7 @@ def test_auto_takes_the_shortcut_only_where_the_cost_model_says_it_pays() -> Non
 
 
 def test_unknown_mode_is_a_clear_error() -> None:
-    with pytest.raises(InputError, match="--first-conv must be one of auto, shortcut, probes"):
+    with pytest.raises(InputError, match="first_conv='fast' is not one of auto, shortcut, probes"):
         convert_model(_spec("tiny_cnn", "ncl"), first_conv="fast")
 
 

@@ -159,7 +159,7 @@ def test_extract_missing_genome_and_pyfaidx(genome, tmp_path, monkeypatch):
     with pytest.raises(InputError, match="does not exist"):
         extract_regions([BedRegion("chr1", 0, 10)], tmp_path / "nope.fa", 4)
     monkeypatch.setitem(sys.modules, "pyfaidx", None)
-    with pytest.raises(InputError, match=r"pip install yuzu-onnx\[genome\]"):
+    with pytest.raises(InputError, match=r"pip install pyfaidx \(or, in a yuzu-onnx checkout, pip install '\.\[genome\]'\)"):
         extract_regions([BedRegion("chr1", 0, 10)], genome, 4)
 
 

@@ -139,7 +139,7 @@ def test_sequential_registry_matches_graph(models, name, layout):
 
 def test_dynamic_length_needs_seq_len():
     model = BUILDERS["dynamic_length"]()
-    with pytest.raises(ModelError, match="seq-len"):
+    with pytest.raises(ModelError, match="seq_len="):
         load_model(model)
     session = _session(model)
     for length in (40, 123):

@@ -286,7 +286,7 @@ def test_empty_batch(nl_spec):
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda x: x[0], "rank 2"),
+        (lambda x: x[0, 0], "rank 1"),
         (lambda x: np.concatenate([x, x[:, :1]], axis=1), "alphabet"),
         (lambda x: x[:, :, :10], "length 10"),
         (lambda x: np.ascontiguousarray(x.transpose(0, 2, 1)), "alphabet"),

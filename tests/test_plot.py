@@ -148,5 +148,5 @@ def test_missing_matplotlib_is_a_clear_error(tmp_path, monkeypatch):
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
     onehot = np.eye(4, dtype=np.float32)[np.arange(8) % 4].T.copy()
-    with pytest.raises(InputError, match=r"pip install yuzu-onnx\[plot\]"):
+    with pytest.raises(InputError, match=r"pip install matplotlib \(or, in a yuzu-onnx checkout, pip install '\.\[plot\]'\)"):
         plot.plot_ism(np.zeros((4, 8)), onehot, "ACGT", path=tmp_path / "x.png")

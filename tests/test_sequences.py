@@ -196,7 +196,8 @@ def test_validate_one_hot(ncl_spec):
     over[0, :, 9] = [0.7, 0.7, 0, 0]
     with pytest.raises(SequenceError, match=r"summing to 1.4 > 1 in sequence 0 at position 9"):
         validate_one_hot(over, ncl_spec)
-    with pytest.raises(SequenceError, match="rank 2"):
-        validate_one_hot(x[0], ncl_spec)
+    with pytest.raises(SequenceError, match="rank 1"):
+        validate_one_hot(x[0, 0], ncl_spec)
+    assert validate_one_hot(x[0], ncl_spec).shape == (1, *x.shape[1:])  # one sequence: a batch of one
     with pytest.raises(SequenceError, match="length 5"):
         validate_one_hot(x[:, :, :5], ncl_spec)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .errors import InputError
+from .errors import InputError, option
 
 DNA = "ACGT"
 RNA = "ACGU"
@@ -28,7 +28,7 @@ def resolve_alphabet(alphabet: str | int | None) -> str | None:
         if size not in DEFAULT_FOR_SIZE:
             raise InputError(
                 f"no default alphabet of size {size}; give its letters instead, "
-                f"e.g. --alphabet ACGT (known sizes: {sorted(DEFAULT_FOR_SIZE)})"
+                f"e.g. {option('alphabet', 'ACGT')} (known sizes: {sorted(DEFAULT_FOR_SIZE)})"
             )
         return DEFAULT_FOR_SIZE[size]
     if not isinstance(alphabet, str) or not alphabet:

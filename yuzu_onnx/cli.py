@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .errors import InputError, ModelError, YuzuError, YuzuWarning
+from .errors import InputError, ModelError, YuzuError, YuzuWarning, interface
 from .format import is_converted, metadata_of, read_converted_info
 from .sidecar import graph_output_shapes
 
@@ -61,7 +61,8 @@ def _refuse_seed(p: argparse.ArgumentParser) -> None:
 def _add_model_options(p: argparse.ArgumentParser, *, window: bool = True, outputs: bool = True,
                        reduce: bool = True, probes: bool = True) -> None:
     g = p.add_argument_group("model options")
-    g.add_argument("--seq-len", type=int, metavar="L", help="sequence length (needed when the model's length is dynamic)")
+    g.add_argument("--seq-len", type=int, metavar="L",
+                   help="sequence length (needed when the model's length is dynamic; ism and naive take it from INPUT)")
     g.add_argument("--input", dest="input_name", metavar="NAME", help="the one-hot input, when several inputs qualify")
     g.add_argument("--layout", choices=("auto", "ncl", "nlc"), default="auto",
                    help="ncl = (N, A, L) PyTorch, nlc = (N, L, A) Keras/TF (default: auto)")
@@ -395,6 +396,14 @@ def cmd_convert(args) -> int:
 # --------------------------------------------------------------------------- run / ism / naive
 
 
+def _seq_len_from_input(args) -> int | None:
+    """``--seq-len``, or for a dynamic-length model the length of the sequences in INPUT."""
+    from .sequences import length_from_sequences
+
+    return length_from_sequences(args.model, args.input, seq_len=args.seq_len, input_name=args.input_name,
+                                 layout=args.layout, alphabet=args.alphabet)
+
+
 def _job_options(args):
     """The ``run``/``ism``/``naive`` options as a :class:`~yuzu_onnx.pipeline.JobOptions`."""
     from .pipeline import JobOptions
@@ -436,7 +445,7 @@ def cmd_ism(args) -> int:
 
     job = _job_options(args)
     check_job_outputs(job)
-    kwargs = _model_kwargs(args)
+    kwargs = {**_model_kwargs(args), "seq_len": _seq_len_from_input(args)}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         path = cached_conversion(args.model, cache_dir=args.cache_dir, **kwargs)
@@ -456,8 +465,8 @@ def cmd_naive(args) -> int:
 
     job = _job_options(args)
     check_job_outputs(job)
-    spec = load_model(args.model, seq_len=args.seq_len, input_name=args.input_name, layout=args.layout,
-                      alphabet=args.alphabet)
+    spec = load_model(args.model, seq_len=_seq_len_from_input(args), input_name=args.input_name,
+                      layout=args.layout, alphabet=args.alphabet)
     runner = NaiveRunner(spec, outputs=args.outputs, window=args.window, reductions=args.reduce,
                          device=args.device, threads=args.threads)
     return _run_job(args, job, runner, spec.source_sha256)
@@ -599,7 +608,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0) if not isinstance(exc.code, str) else 2
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), interface("cli"):  # option names in messages as --seq-len
         warnings.simplefilter("default")
         warnings.simplefilter("always", YuzuWarning)
         warnings.showwarning = _warning_printer()

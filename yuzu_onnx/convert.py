@@ -15,7 +15,7 @@ from .analysis.region import DATA, LocalRegion, analyse_region
 from .atomic import atomic_file
 from .emit.decode import REDUCTIONS
 from .emit.model import emit_model
-from .errors import InputError, UnsupportedError, YuzuWarning
+from .errors import InputError, UnsupportedError, YuzuWarning, option
 from .importer import NCL, ModelSpec, load_model
 from .plan import PlanOptions, RewritePlan, plan_rewrite
 
@@ -50,7 +50,7 @@ def resolve_reductions(reduce: str | Mapping[str, str] | None, outputs: Sequence
     else:
         unknown = set(reduce) - set(outputs)
         if unknown:
-            raise InputError(f"--reduce names unknown outputs {sorted(unknown)}; outputs: {', '.join(outputs)}")
+            raise InputError(f"{option('reduce')} names unknown outputs {sorted(unknown)}; outputs: {', '.join(outputs)}")
         result = {o: reduce.get(o, "none") for o in outputs}
     for name, how in result.items():
         if how not in REDUCTIONS:
@@ -72,12 +72,12 @@ def resolve_outputs(spec: ModelSpec, outputs: str | Sequence[str] | None) -> tup
     if isinstance(outputs, str):
         outputs = [o.strip() for o in outputs.split(",") if o.strip()]
     if not outputs:
-        raise InputError("--outputs selects no output")
+        raise InputError(f"{option('outputs')} selects no output")
     for name in outputs:
         spec.output(name)
         if types.get(name) != onnx.TensorProto.FLOAT:
             kind = onnx.TensorProto.DataType.Name(types.get(name, 0))
-            raise InputError(f"output {name!r} has type {kind}; ISM needs float32 outputs (choose with --outputs)")
+            raise InputError(f"output {name!r} has type {kind}; ISM needs float32 outputs (choose with {option('outputs')})")
     return tuple(outputs)
 
 
@@ -116,7 +116,7 @@ def warn_if_no_speedup(plan: RewritePlan) -> None:
         why = "the probes and the recomputed tail cost more than running every mutant"
     warnings.warn(
         f"the rewrite does not pay for this model: expected speedup {plan.expected_speedup:.2f}x over "
-        f"naive ISM, because {why}; naive ISM is faster at this length (--probes naive, or yuzu-onnx naive), "
+        f"naive ISM, because {why}; naive ISM is faster at this length ({option('probes', 'naive')}), "
         "and longer sequences gain from the rewrite",
         YuzuWarning, stacklevel=3,
     )
@@ -143,7 +143,7 @@ def convert_model(
         model, seq_len=seq_len, input_name=input_name, layout=layout, alphabet=alphabet
     )
     if probes not in PROBE_MODES:
-        raise InputError(f"--probes must be one of {', '.join(PROBE_MODES)}, got {probes!r}")
+        raise InputError(f"{option('probes', probes)} is not one of {', '.join(PROBE_MODES)}")
     names = resolve_outputs(spec, outputs)
     reductions = resolve_reductions(reduce, names)
     region = analyse_region(spec)

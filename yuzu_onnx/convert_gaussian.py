@@ -28,7 +28,7 @@ from .emit.gaussian_design import (
     solve_design,
 )
 from .encoding import random_one_hot
-from .errors import InputError, YuzuError, YuzuWarning
+from .errors import InputError, YuzuError, YuzuWarning, option
 from .importer import ModelSpec
 from .oracle import naive_ism
 from .plan import PlanOptions, RewritePlan, Stage, decide_tail, node_flops, plan_rewrite
@@ -74,18 +74,18 @@ def parse_alpha(alpha: str | float | None) -> float | None:
     try:
         value = float(alpha)
     except (TypeError, ValueError):
-        raise InputError(f"--alpha must be 'auto' or a number in [1.0, 1.5], got {alpha!r}") from None
+        raise InputError(f"{option('alpha', alpha)} is not 'auto' or a number in [1.0, 1.5]") from None
     if not ALPHA_RANGE[0] <= value <= ALPHA_RANGE[1]:
         raise InputError(
-            f"--alpha must be 'auto' or a number in [1.0, 1.5] (probes per unknown of each "
-            f"least-squares system), got {alpha!r}"
+            f"{option('alpha', alpha)} is not 'auto' or a number in [1.0, 1.5] (probes per unknown of each "
+            "least-squares system)"
         )
     return value
 
 
 def _parse_seed(seed) -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise InputError(f"the probe seed must be a non-negative integer, got {seed!r}")
+        raise InputError(f"{option('probe_seed', seed)} is not a non-negative integer")
     return int(seed)
 
 
@@ -159,13 +159,13 @@ def convert_gaussian(
     if chosen is None:
         raise YuzuError(
             f"no alpha in [1.0, 1.5] makes gaussian probes correlate with naive ISM at r >= {min_pearson} "
-            f"on a random sequence (tried {'; '.join(tried)}); use --probes spaced (exact)"
+            f"on a random sequence (tried {'; '.join(tried)}); use {option('probes', 'spaced')} (exact)"
         )
     value, r, solves, plan, check = chosen
     if not r >= min_pearson:
         warnings.warn(
             f"gaussian probes with alpha {value:g} correlate with naive ISM at r={r:.6f} "
-            f"(< {min_pearson}) on a random sequence; raise --alpha or use --probes spaced",
+            f"(< {min_pearson}) on a random sequence; raise {option('alpha')} or use {option('probes', 'spaced')}",
             YuzuWarning,
             stacklevel=3,
         )

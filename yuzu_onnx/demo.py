@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, YuzuWarning
+from .errors import InputError, YuzuWarning, install_hint
 
 DEMO_DATA = "demo_data"  # the package data folder beside this module
 DEMO_MODEL = "demo_motifs.onnx"
@@ -73,7 +73,7 @@ def find_demo_files() -> tuple[Path, Path, Path | None]:
         raise InputError(
             f"the demo data ({missing}) is missing from the installed package in "
             f"{Path(__file__).resolve().parent / DEMO_DATA}; reinstall yuzu-onnx "
-            "(pip install --force-reinstall '.[plot]' in the yuzu-onnx repository)"
+            "(pip uninstall yuzu-onnx, then pip install '.[plot]' in the yuzu-onnx repository)"
         )
     return model, seqs, demo_data_file(DEMO_SITES)
 
@@ -160,7 +160,8 @@ def important_positions(run: DemoRun, sites: dict[str, list[tuple[str, int, int]
 def plot_demo(run: DemoRun, folder: Path) -> Path | None:
     """Plot the first sequence's ISM to ``folder/demo_ism.png`` (``None``, with a warning, without matplotlib)."""
     if importlib.util.find_spec("matplotlib") is None:
-        warnings.warn("no plot: matplotlib is missing; pip install 'yuzu-onnx[plot]'", YuzuWarning, stacklevel=2)
+        warnings.warn(f"no plot: matplotlib is missing; {install_hint('matplotlib', 'plot')}", YuzuWarning,
+                      stacklevel=2)
         return None
     from .plot import plot_from_npz
 

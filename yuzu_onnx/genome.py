@@ -1,6 +1,6 @@
 """BED regions and a genome FASTA: fixed-length sequences centred on each region.
 
-Reading the genome needs ``pyfaidx`` (``pip install yuzu-onnx[genome]``).
+Reading the genome needs ``pyfaidx`` (``pip install pyfaidx``, see :func:`yuzu_onnx.errors.install_hint`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from .alphabets import DNA
 from .encoding import SequenceBatch, one_hot, reverse_complement
-from .errors import InputError, SequenceError, YuzuWarning
+from .errors import InputError, SequenceError, YuzuWarning, install_hint
 from .layout import NCL
 from .textfiles import read_text
 
@@ -94,7 +94,7 @@ def open_genome(genome_fasta):
         import pyfaidx
     except ImportError:
         raise InputError(
-            "reading BED regions needs pyfaidx: pip install yuzu-onnx[genome] (or pip install pyfaidx)"
+            f"reading BED regions needs pyfaidx, which is not installed; {install_hint('pyfaidx', 'genome')}"
         ) from None
     if isinstance(genome_fasta, pyfaidx.Fasta):
         return genome_fasta

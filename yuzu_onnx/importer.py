@@ -23,7 +23,7 @@ from onnx import TensorProto, numpy_helper
 
 from .alphabets import DEFAULT_FOR_SIZE, resolve_alphabet
 from .encoding import random_one_hot
-from .errors import ModelError, YuzuWarning
+from .errors import ModelError, YuzuWarning, option
 from .format import is_converted
 from .layout import LAYOUTS, NCL, NLC, SequenceSpec
 
@@ -127,10 +127,10 @@ def load_model(
     raw, proto = _read_proto(path_or_proto)
     check_original(proto, path_or_proto)
     if layout not in ("auto", *LAYOUTS):
-        raise ModelError(f"layout must be auto, ncl or nlc, got {layout!r}")
+        raise ModelError(f"{option('layout', layout)} is not auto, ncl or nlc")
     letters = resolve_alphabet(alphabet)
-    seq_input = _find_sequence_input(proto, input_name, letters)
-    lay, size, length = _decide_layout(seq_input, layout, letters, seq_len)
+    seq_input = _find_sequence_input(proto, input_name, letters, alphabet)
+    lay, size, length = _decide_layout(seq_input, layout, letters, seq_len, alphabet)
     letters = letters or DEFAULT_FOR_SIZE[size]
     fixed_batch = _dims(seq_input)[0]
     model = _upgrade_opset(proto)
@@ -194,6 +194,38 @@ def check_original(proto: onnx.ModelProto, source: str | os.PathLike | onnx.Mode
     )
 
 
+@dataclass(frozen=True)
+class InputAxes:
+    """The sequence input as the model file declares it, before any length is fixed.
+
+    ``seq_len`` is ``None`` when the model's length is dynamic (then it comes from
+    ``seq_len=`` or from the sequences, see :func:`yuzu_onnx.sequences.length_from_sequences`).
+    """
+
+    input_name: str
+    layout: str
+    alphabet_size: int
+    seq_len: int | None
+
+
+def input_axes(
+    path_or_proto: str | os.PathLike | onnx.ModelProto,
+    *,
+    input_name: str | None = None,
+    layout: str = "auto",
+    alphabet: str | int | None = None,
+) -> InputAxes:
+    """Find the sequence input, its layout and its length (``None`` when dynamic) without
+    running the model; the options and errors are those of :func:`load_model`."""
+    _, proto = _read_proto(path_or_proto, external_data=False)
+    if layout not in ("auto", *LAYOUTS):
+        raise ModelError(f"{option('layout', layout)} is not auto, ncl or nlc")
+    letters = resolve_alphabet(alphabet)
+    seq_input = _find_sequence_input(proto, input_name, letters, alphabet)
+    lay, size, length = _decide_layout(seq_input, layout, letters, None, alphabet, need_length=False)
+    return InputAxes(seq_input.name, lay, size, length)
+
+
 def opset_of(model: onnx.ModelProto) -> int:
     """The model's default-domain (``ai.onnx``) opset version."""
     for imp in model.opset_import:
@@ -202,7 +234,9 @@ def opset_of(model: onnx.ModelProto) -> int:
     raise ModelError("model imports no default-domain (ai.onnx) opset")
 
 
-def _read_proto(path_or_proto) -> tuple[bytes, onnx.ModelProto]:
+def _read_proto(path_or_proto, *, external_data: bool = True) -> tuple[bytes, onnx.ModelProto]:
+    """The serialized model and its parsed proto (a given proto is copied); weights stored
+    outside the file are loaded unless ``external_data=False``."""
     if isinstance(path_or_proto, onnx.ModelProto):
         return path_or_proto.SerializeToString(), copy.deepcopy(path_or_proto)
     if not isinstance(path_or_proto, (str, os.PathLike)):
@@ -224,7 +258,7 @@ def _read_proto(path_or_proto) -> tuple[bytes, onnx.ModelProto]:
         ) from None
     if len(proto.graph.node) == 0 or len(proto.graph.output) == 0:
         raise ModelError(f"{str(path)!r} is not an ONNX model with a graph (no nodes or outputs)")
-    if any(t.data_location == TensorProto.EXTERNAL for t in proto.graph.initializer):
+    if external_data and any(t.data_location == TensorProto.EXTERNAL for t in proto.graph.initializer):
         onnx.load_external_data_for_model(proto, str(path.parent))
     return raw, proto
 
@@ -276,7 +310,7 @@ def _dims(vi: onnx.ValueInfoProto) -> list[int | None]:
 
 
 def _find_sequence_input(
-    proto: onnx.ModelProto, input_name: str | None, letters: str | None
+    proto: onnx.ModelProto, input_name: str | None, letters: str | None, alphabet: str | int | None = None
 ) -> onnx.ValueInfoProto:
     inputs = _graph_inputs(proto)
     if input_name is not None:
@@ -290,14 +324,18 @@ def _find_sequence_input(
         candidates = [i for i in inputs if _is_candidate(i, sizes)]
         if not candidates:
             described = "; ".join(f"{i.name} {_describe(i)}" for i in inputs) or "no inputs"
+            if letters:
+                _refuse_alphabet(inputs, letters, alphabet, described)
             raise ModelError(
                 "model has no one-hot-like input (a float rank-3 input with an axis of size "
                 f"{' or '.join(map(str, sorted(sizes)))}); its inputs: {described}; "
-                "use --alphabet if the alphabet is not DNA or protein"
+                f"use {option('alphabet')} if the alphabet is not DNA or protein"
             )
         if len(candidates) > 1:
             names = ", ".join(i.name for i in candidates)
-            raise ModelError(f"several inputs look like one-hot sequences ({names}); choose one with --input")
+            raise ModelError(
+                f"several inputs look like one-hot sequences ({names}); choose one with {option('input_name')}"
+            )
         chosen = candidates[0]
     others = [i.name for i in inputs if i.name != chosen.name]
     if others:
@@ -316,6 +354,23 @@ def _find_sequence_input(
     return chosen
 
 
+def _refuse_alphabet(inputs: list[onnx.ValueInfoProto], letters: str, alphabet, described: str) -> None:
+    """No input has an axis of ``len(letters)``: say what size the model's alphabet axis has."""
+    given = option("alphabet", alphabet if alphabet is not None else letters)
+    likely = [i for i in inputs if _is_candidate(i, set(DEFAULT_FOR_SIZE))]
+    if len(likely) == 1:
+        found = sorted({d for d in _dims(likely[0])[1:] if d in DEFAULT_FOR_SIZE})
+        raise ModelError(
+            f"the model's alphabet axis has size {' or '.join(map(str, found))}, not {len(letters)} "
+            f"({given} has {len(letters)} letters; input {likely[0].name!r} {_describe(likely[0])}); "
+            f"give the model's alphabet with {option('alphabet')}, or leave it out for DNA or protein"
+        )
+    raise ModelError(
+        f"model has no float rank-3 input with an axis of size {len(letters)} ({given} has "
+        f"{len(letters)} letters); its inputs: {described}"
+    )
+
+
 def _is_candidate(vi: onnx.ValueInfoProto, sizes: set[int]) -> bool:
     if not vi.type.HasField("tensor_type") or vi.type.tensor_type.elem_type != TensorProto.FLOAT:
         return False
@@ -331,8 +386,11 @@ def _describe(vi: onnx.ValueInfoProto) -> str:
 
 
 def _decide_layout(
-    vi: onnx.ValueInfoProto, layout: str, letters: str | None, seq_len: int | None
-) -> tuple[str, int, int]:
+    vi: onnx.ValueInfoProto, layout: str, letters: str | None, seq_len: int | None,
+    alphabet: str | int | None = None, *, need_length: bool = True,
+) -> tuple[str, int, int | None]:
+    """``(layout, alphabet size, length)`` of the input; ``need_length=False`` returns a
+    dynamic length as ``None`` instead of asking for ``seq_len``."""
     _, d1, d2 = _dims(vi)
     sizes = [len(letters)] if letters else sorted(DEFAULT_FOR_SIZE)
     if layout == "auto":
@@ -344,35 +402,78 @@ def _decide_layout(
         if ncl_ok and nlc_ok:
             raise ModelError(
                 f"input {vi.name!r} has shape {_describe(vi)}: both axes could be the alphabet "
-                "(length equals alphabet size); choose with --layout ncl or --layout nlc"
+                f"(length equals alphabet size); choose with {option('layout', NCL)} or {option('layout', NLC)}"
             )
         if not (ncl_ok or nlc_ok):
             raise ModelError(
                 f"input {vi.name!r} has shape {_describe(vi)} and no axis of alphabet size "
-                f"{' or '.join(map(str, sizes))}; give --alphabet and --layout"
+                f"{' or '.join(map(str, sizes))}; give {option('alphabet')} and {option('layout')}"
             )
         layout = NCL if ncl_ok else NLC
+    else:
+        _check_layout_fits(vi, layout, sizes, letters, alphabet)
     size, length = (d1, d2) if layout == NCL else (d2, d1)
     if size is None:
         if len(sizes) != 1:
-            raise ModelError(f"input {vi.name!r} has a dynamic alphabet axis; give --alphabet")
+            raise ModelError(f"input {vi.name!r} has a dynamic alphabet axis; give {option('alphabet')}")
         size = sizes[0]
     if letters and size != len(letters):
         raise ModelError(
-            f"input {vi.name!r} has an alphabet axis of size {size} but alphabet {letters!r} "
-            f"has {len(letters)} letters"
+            f"the model's alphabet axis has size {size}, not {len(letters)} "
+            f"({option('alphabet', alphabet if alphabet is not None else letters)} has {len(letters)} letters; "
+            f"input {vi.name!r} {_describe(vi)})"
         )
     if length is None:
+        if seq_len is None and not need_length:
+            return layout, size, None
         if seq_len is None:
-            raise ModelError(f"input {vi.name!r} has a dynamic sequence length; give --seq-len")
+            raise ModelError(f"input {vi.name!r} has a dynamic sequence length; give {option('seq_len')}")
         length = int(seq_len)
     elif seq_len is not None and int(seq_len) != length:
         raise ModelError(
-            f"--seq-len {seq_len} disagrees with the model's fixed length {length} (input {vi.name!r})"
+            f"{option('seq_len', seq_len)} disagrees with the model's fixed length {length} (input {vi.name!r})"
         )
     if length < 1:
         raise ModelError(f"sequence length must be positive, got {length}")
     return layout, size, length
+
+
+def _check_layout_fits(
+    vi: onnx.ValueInfoProto, layout: str, sizes: list[int], letters: str | None, alphabet: str | int | None
+) -> None:
+    """Refuse a ``layout`` given by the user that puts the alphabet on an axis that cannot
+    hold it, naming the layout the shape suggests (before any message about the alphabet
+    or the length, which would blame the wrong option)."""
+    dims = _dims(vi)
+    axis = 1 if layout == NCL else 2
+    here, there = dims[axis], dims[3 - axis]
+    # a dynamic axis holds the given alphabet, unless the other axis is fixed at its size
+    fits = here in sizes or (here is None and letters is not None and there not in sizes)
+    if fits:
+        return
+    other = NLC if layout == NCL else NCL
+    what = "a dynamic size" if here is None else f"size {here}"
+    if there in sizes:
+        raise ModelError(
+            f"the layout looks wrong: input {vi.name!r} has shape {_describe(vi)}, so {option('layout', layout)} "
+            f"puts the alphabet on axis {axis} ({what}); the shape suggests {option('layout', other)}"
+        )
+    if here is None:
+        raise ModelError(
+            f"input {vi.name!r} has shape {_describe(vi)}: with {option('layout', layout)} the alphabet axis "
+            f"{axis} is dynamic; give {option('alphabet')}"
+        )
+    if letters:
+        raise ModelError(
+            f"the model's alphabet axis has size {here}, not {len(letters)} with {option('layout', layout)} "
+            f"({option('alphabet', alphabet if alphabet is not None else letters)} has {len(letters)} letters; "
+            f"input {vi.name!r} {_describe(vi)})"
+        )
+    raise ModelError(
+        f"input {vi.name!r} has shape {_describe(vi)}: with {option('layout', layout)} the alphabet axis {axis} "
+        f"has size {here}, which is not a known alphabet size ({' or '.join(map(str, sizes))}); "
+        f"give {option('alphabet')} with its letters"
+    )
 
 
 def _fix_input_shape(proto: onnx.ModelProto, name: str, layout: str, size: int, length: int) -> onnx.ModelProto:

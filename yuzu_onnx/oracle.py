@@ -19,10 +19,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import onnx
 
-from .errors import InputError, ModelError
+from .errors import InputError, ModelError, option
 from .importer import NCL, ModelSpec, load_model
 from .runtime import make_session
-from .sequences import check_one_hot
+from .sequences import check_one_hot, length_from_sequences
 from .window import parse_window
 
 DEFAULT_MAX_MEMORY = 1 << 30  # 1 GiB
@@ -32,12 +32,14 @@ MUTANTS_PER_GROUP = 1 << 20
 Progress = Callable[[int, int], None]
 
 
-def as_spec(model: ModelSpec | str | os.PathLike | onnx.ModelProto) -> ModelSpec:
-    """A ``ModelSpec`` as given, or :func:`load_model` with default options."""
+def as_spec(model: ModelSpec | str | os.PathLike | onnx.ModelProto, X=None) -> ModelSpec:
+    """A ``ModelSpec`` as given, or :func:`load_model` with default options (a dynamic
+    length taken from the sequences ``X`` when given)."""
     if isinstance(model, ModelSpec):
         return model
     if isinstance(model, (str, os.PathLike, onnx.ModelProto)):
-        return load_model(model)
+        seq_len = length_from_sequences(model, X) if X is not None else None
+        return load_model(model, seq_len=seq_len)
     raise TypeError(f"model must be a ModelSpec, a path or an onnx.ModelProto, got {type(model).__name__}")
 
 
@@ -106,13 +108,13 @@ def auto_batch_size(spec: ModelSpec, max_memory: int | None = None) -> int:
     """Mutants per batch that fit in ``max_memory`` bytes (default 1 GiB)."""
     budget = DEFAULT_MAX_MEMORY if max_memory is None else int(max_memory)
     if budget <= 0:
-        raise InputError(f"max_memory must be a positive number of bytes, got {max_memory}")
+        raise InputError(f"{option('max_memory', max_memory)} is not a positive number of bytes")
     return max(1, budget // bytes_per_sample(spec))
 
 
 def _check_batch_size(batch_size: int | None) -> None:
     if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
-        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        raise InputError(f"{option('batch_size', batch_size)} is not a positive integer")
 
 
 def _run(session, input_name: str, names: Sequence[str], x: np.ndarray, spec: ModelSpec) -> list[np.ndarray]:
@@ -243,9 +245,11 @@ def naive_ism(
     Parameters
     ----------
     model: a ``ModelSpec`` from :func:`yuzu_onnx.importer.load_model`, or a path /
-        ``onnx.ModelProto`` (loaded with default options).
-    X: shape=(N, A, L) for ncl models or (N, L, A) for nlc, float32 one-hot; all-zero
-        (``N``) and soft columns are allowed.
+        ``onnx.ModelProto`` (loaded with default options; a dynamic length is taken
+        from ``X``).
+    X: shape=(N, A, L) for ncl models or (N, L, A) for nlc, float32 one-hot, or one
+        sequence (A, L) / (L, A) as a batch of one; all-zero (``N``) and soft columns
+        are allowed.
     outputs: output names to compute (default: all outputs).
     window: ``(start, end)``: mutate only positions ``start <= j < end`` (default: all).
     batch_size: mutants per forward pass; default: derived from ``max_memory``.
@@ -267,7 +271,7 @@ def naive_ism(
     SequenceError: ``X`` is not a valid one-hot array for the model.
     InputError: a bad window, output name, batch size or memory budget.
     """
-    spec = as_spec(model)
+    spec = as_spec(model, X)
     X = check_one_hot(X, layout=spec.layout, alphabet_size=spec.alphabet_size, seq_len=spec.seq_len)
     names = resolve_outputs(spec, outputs)
     start, end = parse_window(window, spec.seq_len)

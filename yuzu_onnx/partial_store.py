@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_file, write_json
-from .errors import InputError, YuzuWarning
+from .errors import InputError, YuzuWarning, option
 from .progress import plural
 from .sequences import SequenceBatch
 
@@ -166,7 +166,7 @@ def _check_resumable(folder: Path, old, identity: dict, *, resume: bool) -> None
             done = f" ({old['chunks'][-1]['stop']} of {of} done)"
         raise InputError(
             f"{str(folder)!r} holds the partial results of an interrupted run{done}; rerun with "
-            "--resume to continue it, or delete that folder to start over"
+            f"{option('resume', True)} to continue it, or delete that folder to start over"
         )
     if not isinstance(old, dict) or old.get("format") != PARTIAL_FORMAT:
         raise InputError(

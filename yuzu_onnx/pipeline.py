@@ -39,7 +39,7 @@ import numpy as np
 
 from . import __version__
 from .atomic import atomic_file, write_json
-from .errors import InputError, ModelError, SequenceError, YuzuError
+from .errors import InputError, ModelError, SequenceError, YuzuError, option
 from .importer import NCL, ModelSpec
 from .partial_store import (
     PartialStore,
@@ -89,7 +89,7 @@ def load_sequences(path, spec: SequenceSpec | ModelSpec, *, genome=None, strand:
 def check_source(source: str | os.PathLike, ism_model: str | os.PathLike, source_sha256: str) -> None:
     """Refuse when ``source`` is not the model ``ism_model`` was converted from (``source_sha256``)."""
     if not Path(source).is_file():
-        raise InputError(f"--check-source model {str(source)!r} does not exist")
+        raise InputError(f"{option('check_source')} model {str(source)!r} does not exist")
     sha = file_sha256(source)
     if sha != source_sha256:
         raise InputError(
@@ -225,14 +225,14 @@ def run_to_files(
 def _check_run_target(runner: Runner, batch: SequenceBatch, out: str | os.PathLike, fmt: str) -> Path:
     """Check the format, the output path and the output names before any work."""
     if fmt not in FORMATS:
-        raise InputError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        raise InputError(f"{option('fmt', fmt)} is not one of {', '.join(FORMATS)}")
     out = check_output_path(out, folder=(fmt == "npy"))
     if fmt == "npz" and out.suffix.lower() != ".npz":
-        raise InputError(f"output {str(out)!r} must end in .npz (or use --format npy for a folder)")
+        raise InputError(f"output {str(out)!r} must end in .npz (or use {option('fmt', 'npy')} for a folder)")
     clash = [n for n in runner.output_names if n in RESERVED_KEYS]
     if clash:
         raise InputError(f"model output {clash[0]!r} clashes with the stored array of the same name "
-                         "(x = input, names); convert with --outputs to leave it out")
+                         f"(x = input, names); convert with {option('outputs')} to leave it out")
     if len(batch) == 0:
         raise SequenceError("the input holds no sequences")
     return out
@@ -413,13 +413,13 @@ def parse_modisco(value: str | None, output_names: Sequence[str]) -> tuple[str, 
         return None
     name, _, target_text = value.partition(":")
     if name not in output_names:
-        raise InputError(f"--modisco names output {name!r}; outputs: {', '.join(output_names)}")
+        raise InputError(f"{option('modisco')} names output {name!r}; outputs: {', '.join(output_names)}")
     target = None
     if target_text:
         try:
             target = int(target_text)
         except ValueError:
-            raise InputError(f"--modisco target must be an integer index, got {target_text!r}") from None
+            raise InputError(f"{option('modisco')} target must be an integer index, got {target_text!r}") from None
     return name, target
 
 
@@ -445,7 +445,8 @@ def write_followups(report: RunReport, batch: SequenceBatch, *, fmt: str,
 
         name, target = modisco
         if meta["reductions"].get(name) == "raw":
-            raise InputError(f"--modisco needs ISM differences, but output {name!r} was converted with --reduce raw")
+            raise InputError(f"{option('modisco')} needs ISM differences, but output {name!r} was converted with "
+                             f"{option('reduce', 'raw')}")
         mod = modisco_arrays(arrays[name], batch.x, layout=layout, target=target, window_start=window[0])
         files = write_modisco(modisco_prefix(report.path, fmt), mod)
         lines.append(f"MoDISco inputs: {files.sequences}, {files.attributions} (contributions: {files.contrib})")
@@ -455,7 +456,8 @@ def write_followups(report: RunReport, batch: SequenceBatch, *, fmt: str,
 
         usable = {k: arrays[k] for k in meta["outputs"] if meta["reductions"].get(k) != "raw"}
         if not usable:
-            raise InputError("--variants needs ISM differences, but every output was converted with --reduce raw")
+            raise InputError(f"{option('variants')} needs ISM differences, but every output was converted with "
+                             f"{option('reduce', 'raw')}")
         rows = write_variants_tsv(
             variants, usable, batch.x, layout=layout, alphabet=meta["alphabet"],
             names=list(batch.names), window_start=window[0], coords=batch.coords,

@@ -34,7 +34,7 @@ from .analysis.region import (
     truncated_region,
 )
 from .analysis.wide_convs import is_wide_conv, wide_conv_bytes
-from .errors import InputError
+from .errors import InputError, option
 from .importer import ModelSpec
 from .ops import flops_of, is_meta
 from .window import parse_window
@@ -208,7 +208,7 @@ def plan_rewrite(
     used.
     """
     if first_conv not in FIRST_CONV_MODES:
-        raise InputError(f"--first-conv must be one of {', '.join(FIRST_CONV_MODES)}, got {first_conv!r}")
+        raise InputError(f"{option('first_conv', first_conv)} is not one of {', '.join(FIRST_CONV_MODES)}")
     options = PlanOptions() if options is None else options
     start, end = parse_window(window, spec.seq_len)
     constants = {} if naive else constant_values(spec.model)

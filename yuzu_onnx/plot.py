@@ -7,7 +7,7 @@ reference base at each position with a height equal to its mean-centred attribut
 ``-mean_b ism[b, j]`` (see :mod:`yuzu_onnx.attributions`): tall letters above the axis
 are bases whose loss lowers the output.
 
-matplotlib is optional (``pip install yuzu-onnx[plot]``) and imported only here, with
+matplotlib is optional (``pip install matplotlib``) and imported only here, with
 the Agg canvas, so plotting never needs a display or touches pyplot's global state.
 """
 
@@ -22,7 +22,7 @@ import numpy as np
 
 from .atomic import atomic_file
 from .attributions import select_target, to_ncl
-from .errors import InputError
+from .errors import InputError, install_hint, option
 
 LETTER_COLOURS = {
     "A": "#109648",  # green
@@ -40,8 +40,7 @@ def _matplotlib():
         import matplotlib
     except ImportError:
         raise InputError(
-            "plotting needs matplotlib, which is not installed; install it with "
-            "pip install yuzu-onnx[plot]"
+            f"plotting needs matplotlib, which is not installed; {install_hint('matplotlib', 'plot')}"
         ) from None
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -250,14 +249,14 @@ def plot_from_npz(
         if output is None:
             if len(outputs) > 1:
                 raise InputError(
-                    f"{str(npz_path)!r} holds several outputs ({', '.join(outputs)}); choose one with output="
+                    f"{str(npz_path)!r} holds several outputs ({', '.join(outputs)}); choose one with {option('plot_output')}"
                 )
             output = outputs[0]
         elif output not in outputs:
             raise InputError(f"no output {output!r} in {str(npz_path)!r}; outputs: {', '.join(outputs)}")
         if (meta.get("reductions") or {}).get(output) == "raw":
             raise InputError(
-                f"output {output!r} holds raw mutant outputs (--reduce raw), not ISM differences; "
+                f"output {output!r} holds raw mutant outputs ({option('reduce', 'raw')}), not ISM differences; "
                 "plot needs differences"
             )
         ism = data[output][seq : seq + 1]

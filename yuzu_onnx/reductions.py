@@ -16,7 +16,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, option
 
 
 def l2_norm(values: np.ndarray, *, keep: int = 3) -> np.ndarray:
@@ -59,7 +59,7 @@ def reduce_ism(ism: np.ndarray, how: str, *, reference: np.ndarray | None = None
         return l2_norm(ism).astype(np.float32)
     if how == "sum":
         if sum_axis is None:
-            raise InputError("--reduce sum needs an output with a positional axis; use none or l2")
+            raise InputError(f"{option('reduce', 'sum')} needs an output with a positional axis; use none or l2")
         return ism.sum(axis=3 + sum_axis - 1, dtype=np.float64).astype(np.float32)
     if how == "raw":
         if reference is None:

@@ -15,7 +15,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, option
 from .importer import ModelSpec
 from .layout import SequenceSpec
 from .progress import format_bytes, memory_option
@@ -98,14 +98,14 @@ class ConvertedRunner:
         from .session import default_memory_budget, parse_memory
 
         if batch_size is not None and batch_size < 1:
-            raise InputError(f"--batch-size must be at least 1, got {batch_size}")
+            raise InputError(f"{option('batch_size', batch_size)} is too small; the batch size must be at least 1")
         budget = parse_memory(max_memory) if max_memory is not None else default_memory_budget()
         need = max(self.peak_bytes_per_sequence, 1)
         if need > budget:
             raise InputError(
                 f"one sequence needs about {format_bytes(need)} of memory but the budget is "
-                f"{format_bytes(budget)}; raise --max-memory to at least {memory_option(need)} "
-                "or convert with a narrower --window"
+                f"{format_bytes(budget)}; raise {option('max_memory')} to at least {memory_option(need)} "
+                f"or convert with a narrower {option('window')}"
             )
         self.rows_per_batch = int(batch_size) if batch_size is not None else self.session.batch_size_for(budget)
         return self.rows_per_batch
@@ -154,12 +154,12 @@ class NaiveRunner:
                     m = region.maps.get(name)
                     if m is None:
                         raise InputError(
-                            f"--reduce sum needs a positional output axis, but output {name!r} has none "
+                            f"{option('reduce', 'sum')} needs a positional output axis, but output {name!r} has none "
                             "(it is computed after the local region); use none or l2"
                         )
                     self.sum_axes[name] = m.axis
         if mutant_batch_size is not None and mutant_batch_size < 1:
-            raise InputError(f"--batch-size must be at least 1, got {mutant_batch_size}")
+            raise InputError(f"{option('batch_size', mutant_batch_size)} is too small; the batch size must be at least 1")
         self.mutant_batch_size = mutant_batch_size
         self.max_memory = max_memory
         self.threads = threads
@@ -201,7 +201,7 @@ class NaiveRunner:
         from .session import default_memory_budget, parse_memory
 
         if batch_size is not None and batch_size < 1:
-            raise InputError(f"--batch-size must be at least 1, got {batch_size}")
+            raise InputError(f"{option('batch_size', batch_size)} must be at least 1")
         budget = parse_memory(max_memory) if max_memory is not None else default_memory_budget()
         per_mutant = bytes_per_sample(self.spec)
         per_sequence = self.result_bytes_per_sequence()
@@ -209,15 +209,15 @@ class NaiveRunner:
         need = per_sequence + mutants * per_mutant
         if need > budget:
             batch = ("one mutant's forward pass" if batch_size is None else
-                     f"a forward pass of --batch-size {mutants} mutants")
-            fix = "" if batch_size is None else " or lower --batch-size"
+                     f"a forward pass of {option('batch_size', mutants)} mutants")
+            fix = "" if batch_size is None else f" or lower {option('batch_size')}"
             if batch_size is None or per_sequence + per_mutant > budget:
-                fix += ", or narrow --window or --outputs"
+                fix += f", or narrow {option('window')} or {option('outputs')}"
             raise InputError(
                 f"naive ISM of one sequence needs about {format_bytes(need)} of memory: "
                 f"{format_bytes(per_sequence)} for its result arrays (every mutant times the output size) "
                 f"and {format_bytes(mutants * per_mutant)} for {batch}, but the budget is "
-                f"{format_bytes(budget)}; raise --max-memory to at least {memory_option(need)}{fix}"
+                f"{format_bytes(budget)}; raise {option('max_memory')} to at least {memory_option(need)}{fix}"
             )
         if batch_size is None:
             rows = max(1, min(self.MAX_SEQUENCES_PER_CALL, (budget // 2) // per_sequence))

@@ -18,11 +18,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .encoding import SequenceBatch, check_layout, one_hot
-from .errors import InputError, SequenceError
+from .errors import InputError, SequenceError, option
 from .layout import NCL, NLC
 from .textfiles import GZIP_MAGIC, read_text
 
 if TYPE_CHECKING:  # pragma: no cover
+    import onnx
+
     from .importer import ModelSpec
 
 FASTA_SUFFIXES = (".fa", ".fasta", ".fna", ".ffn", ".faa", ".frn", ".fas", ".mpfa", ".seq")
@@ -47,7 +49,8 @@ def check_one_hot(
 
     Parameters
     ----------
-    X: shape=(N, A, L) for ``"ncl"`` or (N, L, A) for ``"nlc"``.
+    X: shape=(N, A, L) for ``"ncl"`` or (N, L, A) for ``"nlc"``; a single sequence,
+        (A, L) or (L, A), is taken as a batch of one (as the CLI reads a 2-D ``.npy``).
     layout: ``"ncl"`` or ``"nlc"``.
     alphabet_size: ``A``.
     seq_len: ``L``, or ``None`` to accept any length.
@@ -67,10 +70,12 @@ def check_one_hot(
     if X.dtype.kind not in "biuf":
         raise SequenceError(f"{what} has dtype {X.dtype}; a float32 one-hot array is needed")
     expected = _expected_shape(layout, alphabet_size, seq_len)
+    if X.ndim == 2 and X.shape[0 if layout == NCL else 1] == alphabet_size:
+        X = X[None]
     if X.ndim != 3:
         raise SequenceError(
             f"{what} has rank {X.ndim} (shape {X.shape}); expected a rank-3 array of shape "
-            f"{expected} ({layout} layout)"
+            f"{expected} ({layout} layout), or one sequence of shape {expected.replace('(N, ', '(')}"
         )
     a_axis, l_axis = (1, 2) if layout == NCL else (2, 1)
     if X.shape[a_axis] != alphabet_size:
@@ -257,7 +262,7 @@ def read_sequences(
         return _read_npz(p, spec)
     if kind == "bed":
         if genome is None:
-            raise InputError(f"BED input {str(p)!r} needs a genome FASTA (--genome) to read sequences from")
+            raise InputError(f"BED input {str(p)!r} needs a genome FASTA ({option('genome')}) to read sequences from")
         from .genome import extract_regions, read_bed
 
         return extract_regions(
@@ -265,6 +270,81 @@ def read_sequences(
         )
     records = read_fasta(p)
     return batch_from_strings(records, spec)
+
+
+def input_length(
+    path: str | os.PathLike, *, layout: str, alphabet_size: int, what: str = "the model's length is dynamic"
+) -> int:
+    """The one sequence length of an input file, for a model whose length is dynamic.
+
+    FASTA: every record's length (they must agree); NPY/NPZ: the length axis of the array
+    (``(N, A, L)`` or ``(N, L, A)`` by ``layout``, or one sequence without ``N``); BED: the
+    regions' length (they must agree, or ``--seq-len`` resizes them).
+
+    Raises
+    ------
+    SequenceError: records or regions of different lengths, naming the first that
+        differs; an array that is not rank 2 or 3.
+    InputError: a missing file or unknown format.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"sequence file {str(p)!r} does not exist")
+    kind = _sniff(p)
+    if kind in ("npy", "npz"):
+        if kind == "npy":
+            shape = tuple(np.load(p, mmap_mode="r", allow_pickle=False).shape)
+        else:
+            with _load_array(p, "NPZ file") as data:
+                keys = [k for k in data.files if k not in ("names", "__metadata__")]
+                shape = tuple(np.asarray(data["x" if "x" in data.files else keys[0]]).shape) if keys else ()
+        if len(shape) not in (2, 3):
+            raise SequenceError(f"{str(p)!r} holds an array of shape {shape}; expected (N, A, L) or (N, L, A)")
+        length_axis = (2 if layout == NCL else 1) - (3 - len(shape))
+        return int(shape[length_axis])
+    if kind == "bed":
+        from .genome import read_bed
+
+        items = [(r.name or f"{r.chrom}:{r.start}-{r.end}", r.end - r.start) for r in read_bed(p)]
+        noun, fix = "region", f"; give {option('seq_len')} to centre every region on one length"
+    else:
+        items = [(name, len(seq)) for name, seq in read_fasta(p)]
+        noun, fix = "sequence", "; split the file by length"
+    first_name, first_len = items[0]
+    for name, length in items[1:]:
+        if length != first_len:
+            raise SequenceError(
+                f"{what}, so it is taken from the input, but {noun} {name!r} has length {length} and the "
+                f"first, {first_name!r}, has length {first_len}; one run takes one length{fix}"
+            )
+    return first_len
+
+
+def length_from_sequences(
+    path_or_proto: str | os.PathLike | onnx.ModelProto,
+    X,
+    *,
+    seq_len: int | None = None,
+    input_name: str | None = None,
+    layout: str = "auto",
+    alphabet: str | int | None = None,
+) -> int | None:
+    """The ``seq_len`` to load a model with for the sequences ``X`` (an array, or a
+    sequence file for :func:`input_length`): ``seq_len`` when given,
+    ``None`` when the model fixes its length, else the length of the sequences."""
+    if seq_len is not None:
+        return seq_len
+    from .importer import input_axes
+
+    axes = input_axes(path_or_proto, input_name=input_name, layout=layout, alphabet=alphabet)
+    if axes.seq_len is not None:
+        return None
+    if isinstance(X, (str, os.PathLike)):
+        return input_length(X, layout=axes.layout, alphabet_size=axes.alphabet_size)
+    shape = np.shape(X)
+    if len(shape) not in (2, 3):
+        return None  # the sequence check names the problem
+    return int(shape[(2 if axes.layout == NCL else 1) - (3 - len(shape))])
 
 
 def batch_from_strings(records: Sequence[tuple[str, str]], spec: ModelSpec) -> SequenceBatch:

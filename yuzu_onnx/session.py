@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from .errors import InputError, ModelError
+from .errors import InputError, ModelError, option
 from .format import FORMAT, ConvertedModelInfo, read_converted_info
 from .progress import format_bytes, memory_option
 from .sequences import check_one_hot
@@ -104,8 +104,8 @@ class ISMSession:
         if per_sequence > budget:
             raise InputError(
                 f"one sequence needs about {format_bytes(per_sequence)} but the memory budget is "
-                f"{format_bytes(budget)}; raise --max-memory to at least {memory_option(per_sequence)} "
-                "or convert with a narrower --window"
+                f"{format_bytes(budget)}; raise {option('max_memory')} to at least {memory_option(per_sequence)} "
+                f"or convert with a narrower {option('window')}"
             )
         return max(1, min(256, budget // per_sequence))
 
@@ -121,8 +121,9 @@ class ISMSession:
 
         Parameters
         ----------
-        X: shape=(N, A, L) (ncl) or (N, L, A) (nlc), float32 one-hot; all-zero columns
-            are unknown bases (all ``A`` substitutions are reported there).
+        X: shape=(N, A, L) (ncl) or (N, L, A) (nlc), float32 one-hot, or one sequence
+            (A, L) / (L, A), run as a batch of one; all-zero columns are unknown bases (all
+            ``A`` substitutions are reported there).
         batch_size: sequences per run (default from ``max_memory``).
         progress: called as ``progress(done, total)`` after each batch.
 
@@ -159,7 +160,7 @@ class ISMSession:
             text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             if "alloc" in text.lower() or "memory" in text.lower():
                 raise InputError(f"ONNX Runtime ran out of memory on a batch of {len(X)} sequences; "
-                                 "lower --batch-size or --max-memory") from None
+                                 f"lower {option('batch_size')} or {option('max_memory')}") from None
             raise
 
 
@@ -194,8 +195,17 @@ def ism(
 ) -> dict[str, np.ndarray]:
     """Convert ``model`` (cached on disk by source hash and options) and run it on ``X``.
 
-    ``convert_options`` are those of :func:`yuzu_onnx.convert`. Returns ``{output: ism}``.
+    ``convert_options`` are those of :func:`yuzu_onnx.convert`; a model with a dynamic
+    length is converted for the length of ``X`` unless ``seq_len`` is given. Returns
+    ``{output: ism}``.
     """
+    from .sequences import length_from_sequences
+
+    if convert_options.get("seq_len") is None:
+        axes = {k: convert_options[k] for k in ("input_name", "layout", "alphabet") if k in convert_options}
+        seq_len = length_from_sequences(model, X, **axes)
+        if seq_len is not None:
+            convert_options["seq_len"] = seq_len
     converted = cached_conversion(model, cache_dir=cache_dir, **convert_options)
     return ISMSession(converted, device=device).run(X, batch_size=batch_size, max_memory=max_memory)
 

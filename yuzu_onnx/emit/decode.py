@@ -109,12 +109,12 @@ def classes_to_bases(ctx: EmitContext, delta: str, odims: list[int]) -> str:
 
 def sum_axis(ctx: EmitContext, output: str) -> int:
     """The positional axis of ``output`` that ``--reduce sum`` sums over."""
-    from ..errors import InputError
+    from ..errors import InputError, option
 
     m = ctx.region.maps.get(output)
     if m is None:
         raise InputError(
-            f"--reduce sum needs a positional output axis, but output {output!r} is computed after "
+            f"{option('reduce', 'sum')} needs a positional output axis, but output {output!r} is computed after "
             "the local region (it has no length axis); use none or l2"
         )
     return m.axis

@@ -36,7 +36,7 @@ import numpy as np
 import onnx
 
 from ..analysis.region import LocalRegion, node_inputs
-from ..errors import InputError, UnsupportedError, YuzuError
+from ..errors import InputError, UnsupportedError, YuzuError, option
 from ..importer import ModelSpec
 from ..ops import STANDARD_DOMAINS, op_spec
 from ..plan import PlanOptions
@@ -118,7 +118,7 @@ def check_sequential(spec: ModelSpec, region: LocalRegion) -> None:
         stop = f" (the first op after the input is {region.stops[0]})" if region.stops else ""
         raise GaussianUnsupportedError(
             f"gaussian probes need a local convolutional region, and the model has none{stop}; "
-            "use --probes spaced (exact, falls back to naive ISM) or --probes naive"
+            f"use {option('probes', 'spaced')} (exact, falls back to naive ISM) or {option('probes', 'naive')}"
         )
     graph = spec.model.graph
     for i in region.region_nodes:
@@ -127,10 +127,27 @@ def check_sequential(spec: ModelSpec, region: LocalRegion) -> None:
         if len(local) > 1:
             joined = ", ".join(repr(n) for n in local)
             raise GaussianUnsupportedError(
-                "gaussian probes support sequential conv/activation/pool stacks; "
-                f"node {node.name or node.output[0]!r} ({node.op_type}) joins two branches ({joined}); "
-                "use --probes spaced"
+                f"gaussian probes support only sequential conv/activation/pool stacks, and the model "
+                f"{_branch_pattern(node.op_type)} (node {node.name or node.output[0]!r}, {node.op_type} of "
+                f"{joined}); use {option('probes', 'spaced')}"
             )
+
+
+#: what a node joining two branches of the local region is, in the user's terms
+_BRANCH_PATTERNS = {
+    "Mul": "takes an elementwise product of two branches, as a GELU written with Erf, a SiLU/Swish "
+           "written with Sigmoid or a gated unit does",
+    "Div": "divides one branch by another elementwise",
+    "Add": "adds two branches, as a residual (skip) connection does",
+    "Sub": "subtracts one branch from another",
+    "Sum": "adds branches, as a residual (skip) connection does",
+    "Concat": "concatenates branches (parallel convolutions)",
+}
+
+
+def _branch_pattern(op_type: str) -> str:
+    """The user-level pattern behind a node of type ``op_type`` that joins two branches."""
+    return _BRANCH_PATTERNS.get(op_type, "joins two branches")
 
 
 def design_layers(spec: ModelSpec, region: LocalRegion, window: tuple[int, int], *,
@@ -234,7 +251,7 @@ def solve_conv(
         if n_probes < count * c:
             raise SingularSystemError(
                 f"conv {conv.name!r}: {n_probes} probes for {count * c} unknowns at some positions "
-                "(rank-deficient); raise --alpha"
+                f"(rank-deficient); raise {option('alpha')}"
             )
         residues = (unique[group, 2][:, None] + np.arange(count)[None, :]) % d_in  # (G, count)
         columns = (residues[:, :, None] * c + np.arange(c)).reshape(len(group), -1)
@@ -247,7 +264,7 @@ def solve_conv(
         if not np.all(condition <= max_condition):
             raise SingularSystemError(
                 f"conv {conv.name!r}: a least-squares system has condition number {condition.max():.3g} "
-                f"(> {max_condition:.0e}); raise --alpha or change --seed"
+                f"(> {max_condition:.0e}); raise {option('alpha')} or change {option('probe_seed')}"
             )
         worst = max(worst, float(condition.max()))
         for g, u in enumerate(group):

@@ -11,9 +11,9 @@ from collections import Counter
 
 import onnx
 
+from .bands import AUTO_MIN_SAVING
 from .convert import Conversion
 from .format import FORMAT, metadata_of, read_converted_info
-from .bands import AUTO_MIN_SAVING
 from .plan import OutputPlan, RewritePlan
 from .sidecar import graph_output_shapes
 

@@ -359,9 +359,12 @@ def choose_output_forms(spec: ModelSpec, plan: RewritePlan, reductions: Mapping[
             band = full / how.band.saving
             saved += 3 * full - (3 * band + (band if banded else full))
     if output_form == "banded" and not any(how.form == "banded" for how in forms.values()):
+        why = "; ".join(f"{name}: " + (f"reduced with {reductions.get(name)}" if how.band is not None
+                                       else f"computed by {how.strategy.replace('_', ' ')}")
+                        for name, how in plan.outputs.items())
         raise InputError(
             "--output-form banded needs an output that keeps its length axis (a profile decoded in the local "
-            "region, with --reduce none); this conversion has none: use --output-form dense or auto"
+            f"region, with --reduce none); this conversion has none ({why}): use --output-form dense or auto"
         )
     return replace(plan, outputs=forms, peak_bytes_per_sequence=max(plan.peak_bytes_per_sequence - saved, 0.0))
 

@@ -117,7 +117,7 @@ def test_inspect_converted(cli, tiny_ism, tiny_model):
     assert "converted ISM model" in res.out and "reduce=none" in res.out and "source sha256" in res.out
     doc = json.loads(cli("inspect", tiny_ism, "--json").out)
     assert doc["kind"] == "converted" and doc["window"] == [0, 64] and doc["seq_len"] == 64
-    assert doc["outputs"]["y"] == {"reduce": "none", "shape": [None, 4, 64, 3]}
+    assert doc["outputs"]["y"] == {"reduce": "none", "form": "dense", "shape": [None, 4, 64, 3], "band": None}
     assert doc["stages"] and doc["opset"] == 17
     import hashlib
 

@@ -79,6 +79,31 @@ class ToyNet(nn.Module):
         return self.fc(self.body(x))
 
 
+class YuzuToyNet(nn.Module):
+    """The ToyNet of the Yuzu paper (Schreiber & Singh): a profile model, no dense head.
+
+    ``conv(4→32, 7) → ReLU → conv(32→32, 7) → ReLU → conv(32→2, 7)``, same padding:
+    output ``y`` ``(N, 2, L)``, a 2-channel profile over every position (receptive field 19).
+    """
+
+    output_names = ("y",)
+
+    def __init__(self, *, seq_len: int = 1000, n_filters: int = 32, kernel_size: int = 7, n_outputs: int = 2) -> None:
+        super().__init__()
+        k, f = kernel_size, n_filters
+        self.body = nn.Sequential(
+            nn.Conv1d(4, f, k, padding=_same(k)),
+            nn.ReLU(),
+            nn.Conv1d(f, f, k, padding=_same(k)),
+            nn.ReLU(),
+            nn.Conv1d(f, n_outputs, k, padding=_same(k)),
+        )
+        self.head_layers = (self.body[-1],)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
 def _conv_bn_relu(c_in: int, c_out: int, k: int) -> list[nn.Module]:
     return [nn.Conv1d(c_in, c_out, k, padding=_same(k)), nn.BatchNorm1d(c_out), nn.ReLU()]
 
@@ -365,6 +390,7 @@ class ProteinCNN(nn.Module):
 
 ARCHITECTURES: dict[str, tuple[Callable[..., nn.Module], dict]] = {
     "toynet": (ToyNet, {"seq_len": 1000}),
+    "yuzu_toynet": (YuzuToyNet, {"seq_len": 1000}),
     "basset": (Basset, {"seq_len": 600}),
     "factorized_basset": (FactorizedBasset, {"seq_len": 600}),
     "deepsea": (DeepSEA, {"seq_len": 1000}),
@@ -385,7 +411,7 @@ def build(name: str, *, seed: int = 0, **kwargs) -> nn.Module:
 
     Parameters
     ----------
-    name: one of :data:`ARCHITECTURES` (``toynet``, ``basset``, ``factorized_basset``,
+    name: one of :data:`ARCHITECTURES` (``toynet``, ``yuzu_toynet``, ``basset``, ``factorized_basset``,
         ``deepsea``, ``bpnet4``, ``bpnet9``, ``spliceai10k``, ``protein_cnn``).
     seed: ``torch.manual_seed`` for the weights, and the seed of the calibration batch.
     kwargs: architecture options overriding the published defaults (``seq_len``, channel

@@ -37,13 +37,14 @@ contributions, and :attr:`ModiscoFiles.command` gives the command line.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .atomic import atomic_file
+from .bands import Band, dense_chunks
 from .errors import InputError
 from .layout import LAYOUTS
 
@@ -102,6 +103,7 @@ def modisco_arrays(
     layout: str,
     target: int | Sequence[int] | None = None,
     window_start: int = 0,
+    band: Band | Mapping | None = None,
 ) -> dict[str, np.ndarray]:
     """One-hot, hypothetical and actual contributions from an ISM array, for TF-MoDISco.
 
@@ -118,6 +120,9 @@ def modisco_arrays(
         :func:`select_target` (``None`` sums over out_dims, e.g. a whole profile).
     window_start: first sequence position covered by the ISM window (the NPZ
         metadata's ``window[0]``); ignored when ``X`` already has length ``Lw``.
+    band: for a banded ``ism`` (``--output-form banded``), its band (a
+        :class:`~yuzu_onnx.bands.Band` or the metadata record); it is densified a few
+        sequences at a time, so the result equals that of the dense array.
 
     Returns
     -------
@@ -131,7 +136,10 @@ def modisco_arrays(
     _check_layout(layout)
     if X.ndim != 3:
         raise InputError(f"X must have shape (N, A, L) or (N, L, A), got {X.shape}")
-    scores = to_ncl(select_target(ism, target), layout)  # (N, A, Lw)
+    if band is None:
+        scores = to_ncl(select_target(ism, target), layout)  # (N, A, Lw)
+    else:
+        scores = to_ncl(np.concatenate([select_target(part, target) for part in dense_chunks(ism, band)]), layout)
     onehot = to_ncl(X, layout)  # (N, A, L)
     n, a, lw = scores.shape
     if onehot.shape[0] != n or onehot.shape[1] != a:

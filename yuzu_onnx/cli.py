@@ -84,6 +84,10 @@ def _add_model_options(p: argparse.ArgumentParser, *, window: bool = True, outpu
                        help="gaussian probes: oversampling factor 1.0-1.5, or auto (default)")
         g.add_argument("--probe-seed", type=int, default=0, metavar="S",
                        help="gaussian probes: seed of the random probes (default 0)")
+        g.add_argument("--output-form", choices=("dense", "banded", "auto"), default="dense",
+                       help="dense: full output length per mutation (default); banded: profile outputs keep only "
+                            "the positions each mutation reaches (see yuzu_onnx.densify); auto: banded where that "
+                            "saves at least 4x")
         g.add_argument("--first-conv", choices=("auto", "shortcut", "probes"), default="auto",
                        help="spaced probes: convolutions of the sequence input as gathered kernel-column "
                             "differences (shortcut), convolved on the probes (probes), or whichever the "
@@ -231,6 +235,8 @@ def _model_kwargs(args) -> dict:
             kw[key] = value
     if getattr(args, "probes", None):
         kw["probes"] = args.probes
+        if args.output_form != "dense":
+            kw["output_form"] = args.output_form
         if args.probes == "spaced":
             kw["first_conv"] = args.first_conv
         if args.probes == "gaussian":
@@ -306,6 +312,7 @@ def _print_original(d: dict) -> None:
     _say("tail per output:")
     for name, how in d["tails"].items():
         _say(f"  {name} [{d['reductions'][name]}]: {how}")
+    _say_forms(d.get("forms", {}))
     _say("cost per sequence:")
     _say(f"  naive ISM          {_flops(d['naive_flops'])}")
     _say(f"  rewritten          {_flops(d['rewritten_flops'])}  (expected speedup {d['expected_speedup']:.1f}x)")
@@ -334,6 +341,14 @@ def _say_stages(stages: list[dict]) -> None:
              f"receptive field {st.get('receptive_field')}, {_count(st.get('probes'), 'probe')}{extra}")
 
 
+def _say_forms(forms: dict) -> None:
+    """The output forms of ``inspect``: chosen form, band width and what banded saves."""
+    if forms:
+        _say("output form:")
+    for name, f in forms.items():
+        _say(f"  {name}: {f['note']}")
+
+
 def _print_converted(d: dict) -> None:
     from .progress import format_bytes
 
@@ -342,7 +357,9 @@ def _print_converted(d: dict) -> None:
     _say(f"window: positions {d['window'][0]}:{d['window'][1]}; probes: {d['probes']}")
     _say("outputs:")
     for name, o in d["outputs"].items():
-        _say(f"  {name} {_shape_text(o['shape'] or [])} reduce={o['reduce']}")
+        band = o.get("band")
+        form = f", banded: {band['width']} of {band['length']} positions" if band else ""
+        _say(f"  {name} {_shape_text(o['shape'] or [])} reduce={o['reduce']}{form}")
     _say_stages(d["stages"])
     if d["fallback_reason"]:
         _say(f"naive fallback: {d['fallback_reason']}")

@@ -13,11 +13,12 @@ import onnx
 from .analysis.positional import input_map
 from .analysis.region import DATA, LocalRegion, analyse_region
 from .atomic import atomic_file
+from .bands import OUTPUT_FORMS
 from .emit.decode import REDUCTIONS
 from .emit.model import emit_model
 from .errors import InputError, UnsupportedError, YuzuWarning, option
 from .importer import NCL, ModelSpec, load_model
-from .plan import PlanOptions, RewritePlan, plan_rewrite
+from .plan import PlanOptions, RewritePlan, choose_output_forms, plan_rewrite
 
 PROBE_MODES = ("spaced", "naive", "gaussian")
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
@@ -137,6 +138,7 @@ def convert_model(
     seed: int = 0,
     first_conv: str = "auto",
     plan_options: PlanOptions | None = None,
+    output_form: str = "dense",
 ) -> Conversion:
     """Like :func:`convert`, but also returns the spec, region and plan behind the model."""
     spec = model if isinstance(model, ModelSpec) else load_model(
@@ -144,6 +146,11 @@ def convert_model(
     )
     if probes not in PROBE_MODES:
         raise InputError(f"{option('probes', probes)} is not one of {', '.join(PROBE_MODES)}")
+    if output_form not in OUTPUT_FORMS:
+        raise InputError(f"{option('output_form', output_form)} is not one of {', '.join(OUTPUT_FORMS)}")
+    if probes == "gaussian" and output_form == "banded":
+        raise InputError(f"{option('output_form', 'banded')} needs exact probes ({option('probes', 'spaced')}); "
+                         f"use {option('output_form', 'dense')}")
     names = resolve_outputs(spec, outputs)
     reductions = resolve_reductions(reduce, names)
     region = analyse_region(spec)
@@ -161,6 +168,7 @@ def convert_model(
         reason = f"the model has no local region{stop}"
     if reason is None:
         plan = plan_rewrite(spec, region, window=window, first_conv=first_conv, outputs=names, options=plan_options)
+        plan = choose_output_forms(spec, plan, reductions, output_form)
         try:
             ism_model = emit_model(spec, plan.region, plan, outputs=list(names), reductions=reductions)
             warn_if_no_speedup(plan)
@@ -172,6 +180,7 @@ def convert_model(
     fallback = naive_region(spec, region)
     plan = plan_rewrite(spec, fallback, window=window, naive=True, fallback_reason=reason, outputs=names,
                         options=plan_options)
+    plan = choose_output_forms(spec, plan, reductions, output_form)
     ism_model = emit_model(spec, fallback, plan, outputs=list(names), reductions=reductions, probes="naive")
     return Conversion(ism_model, spec, fallback, plan, names, reductions)
 
@@ -191,6 +200,7 @@ def convert(
     seed: int = 0,
     first_conv: str = "auto",
     plan_options: PlanOptions | None = None,
+    output_form: str = "dense",
 ) -> onnx.ModelProto:
     """Rewrite a sequence model into a self-contained ISM model.
 
@@ -213,17 +223,24 @@ def convert(
         the cheaper one by the planner's cost model).
     plan_options: the planner's knobs (:class:`~yuzu_onnx.plan.PlanOptions`: cost-model
         weights, memory budgets, the Gaussian thresholds); default ``PlanOptions()``.
+    output_form: ``dense`` (default: every output has its full length axis), ``banded``
+        (outputs that keep a length axis — profile heads decoded in the local region,
+        reduction ``none`` — hold only the positions each mutation reaches: the length
+        axis becomes a band of ``width`` positions starting at the recorded offset of each
+        mutated position; see :func:`yuzu_onnx.densify`) or ``auto`` (banded where that
+        saves at least 4x the output's memory, else dense). The form of each output is
+        recorded in the metadata.
 
     Returns
     -------
     onnx.ModelProto whose input is the original one-hot input and whose outputs, named
     like the model outputs, hold ``ism`` of shape ``(N, A, Lw, ...)`` (ncl) or
-    ``(N, Lw, A, ...)`` (nlc).
+    ``(N, Lw, A, ...)`` (nlc); a banded output has its band's width in place of its length.
     """
     return convert_model(
         model, seq_len=seq_len, input_name=input_name, layout=layout, alphabet=alphabet,
         window=window, reduce=reduce, outputs=outputs, probes=probes, alpha=alpha, seed=seed,
-        first_conv=first_conv, plan_options=plan_options,
+        first_conv=first_conv, plan_options=plan_options, output_form=output_form,
     ).model
 
 

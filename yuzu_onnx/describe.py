@@ -11,6 +11,7 @@ from collections import Counter
 
 import onnx
 
+from .bands import AUTO_MIN_SAVING
 from .convert import Conversion
 from .format import FORMAT, metadata_of, read_converted_info
 from .plan import OutputPlan, RewritePlan
@@ -33,6 +34,25 @@ def describe_tail(plan: RewritePlan, output: str) -> str:
     if how.strategy == "window_sums":
         return f"decoded from window sums ({ops} of a local tensor; no materialisation)"
     return f"{ops} decoded from window sums, then {how.tail_nodes} tail nodes on per-mutant vectors"
+
+
+def describe_form(plan: RewritePlan, output: str) -> dict:
+    """An output's form: ``form`` (``dense``/``banded``), ``band_width``, ``length``,
+    ``saving`` (``length / band_width``; absent without a band) and ``note``, a sentence
+    saying which form was chosen and whether banded is worthwhile."""
+    how = plan.outputs.get(output)
+    form = how.form if how is not None else "dense"
+    band = how.band if how is not None else None
+    if band is None:
+        return {"form": form, "note": f"{form} (no length axis decoded in the local region: banded does not apply)"}
+    size = f"{band.width} of {band.length} positions"
+    if form == "banded":
+        note = f"banded ({size}, {band.saving:.1f}x smaller than dense)"
+    elif band.saving >= AUTO_MIN_SAVING:
+        note = f"dense (a mutation reaches {size}: --output-form banded or auto stores {band.saving:.1f}x less)"
+    else:
+        note = f"dense (a mutation reaches {size}: banded would save only {band.saving:.1f}x)"
+    return {"form": form, "band_width": band.width, "length": band.length, "saving": band.saving, "note": note}
 
 
 def first_conv_names(conv: Conversion) -> list[str]:
@@ -73,6 +93,7 @@ def describe_conversion(conv: Conversion, model_path: str | None = None) -> dict
             for st in plan.stages
         ],
         "tails": {o: describe_tail(plan, o) for o in conv.outputs},
+        "forms": {o: describe_form(plan, o) for o in conv.outputs},
         "first_conv_shortcut": first_conv_names(conv),
         "reductions": dict(conv.reductions),
         "fallback_reason": plan.fallback_reason,
@@ -102,7 +123,8 @@ def describe_converted(path: str) -> dict:
         "seq_len": info.seq_len,
         "window": list(info.window),
         "probes": info.probes,
-        "outputs": {name: {"reduce": spec.get("reduce", "none"), "shape": shapes.get(name)}
+        "outputs": {name: {"reduce": spec.get("reduce", "none"), "form": spec.get("form", "dense"),
+                           "shape": shapes.get(name), "band": _band_summary(spec.get("band"))}
                     for name, spec in info.outputs.items()},
         "stages": [dict(stage) for stage in info.stages],
         "region_stops": list(info.region_stops),
@@ -114,6 +136,13 @@ def describe_converted(path: str) -> dict:
         "ir_version": int(model.ir_version),
         "source_sha256": info.source_sha256,
     }
+
+
+def _band_summary(record: dict | None) -> dict | None:
+    """A banded output's band without its per-position starts (for ``inspect``)."""
+    if not record:
+        return None
+    return {"width": record["width"], "length": record["length"], "axis": record["axis"]}
 
 
 def conversion_summary(conv: Conversion) -> list[str]:
@@ -136,6 +165,10 @@ def conversion_summary(conv: Conversion) -> list[str]:
             names = ", ".join(repr(name) for name in first_conv_names(conv))
             lines.append(f"first convolution from kernel-column differences: {names}")
     lines.append(f"expected speedup {plan.expected_speedup:.1f}x over naive ISM (bound {plan.bound_speedup:.1f}x)")
+    for name in conv.outputs:
+        form = describe_form(plan, name)
+        if "band_width" in form:
+            lines.append(f"output {name}: {form['note']}")
     return lines
 
 

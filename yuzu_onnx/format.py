@@ -15,7 +15,10 @@ The keys, in the order they are written:
 ``seq_len``                 the sequence length ``L``
 ``window``                  mutated positions ``start:end``
 ``probes``                  ``spaced``, ``naive`` or ``gaussian``
-``outputs``                 JSON ``{output: {"reduce": how}}``
+``outputs``                 JSON ``{output: {"reduce": how, "form": f}}``; ``f`` is
+                            ``dense`` or ``banded``, and a banded output adds
+                            ``"band": {"axis", "window_axis", "width", "length",
+                            "starts"}`` (:class:`yuzu_onnx.bands.Band`)
 ``stages``                  JSON list, one object per probe stage (per conv for gaussian)
 ``first_conv_shortcut``     JSON list of the convolutions run as the shortcut
 ``tail_chunk``              mutants per chunk of a materialised tail
@@ -39,7 +42,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .errors import ModelError
+from .bands import Band
+from .errors import InputError, ModelError
 from .layout import LAYOUTS, SequenceSpec, layout_of
 
 PREFIX = "yuzu_onnx."
@@ -57,6 +61,8 @@ GAUSSIAN_KEYS = ("alpha", "alpha_mode", "pearson_r", "seed", "condition_number")
 #: the keys a model must have to be run
 REQUIRED_KEYS = ("format", "input", "layout", "alphabet", "seq_len", "window", "outputs")
 TAILS = ("none", "vectors", "materialised")
+#: the forms of a converted model's outputs
+FORMS = ("dense", "banded")
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
@@ -120,7 +126,7 @@ class ConvertedModelInfo:
     input_name: str
     sequence: SequenceSpec
     window: tuple[int, int]
-    outputs: Mapping[str, Mapping[str, str]]
+    outputs: Mapping[str, Mapping[str, Any]]
     probes: str = "spaced"
     version: str | None = None
     source_sha256: str = ""
@@ -155,6 +161,11 @@ class ConvertedModelInfo:
     def alphabet_size(self) -> int:
         """``A``, the size of the one-hot axis."""
         return self.sequence.alphabet_size
+
+    @property
+    def forms(self) -> dict[str, str]:
+        """``{output: form}``: ``dense`` or ``banded`` (``dense`` when unrecorded)."""
+        return {name: entry.get("form", "dense") for name, entry in self.outputs.items()}
 
     @property
     def reductions(self) -> dict[str, str]:
@@ -288,9 +299,9 @@ class _Fields:
             return default
         try:
             return parse(text)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, InputError) as exc:
             raise ModelError(f"{self.source} has missing or malformed yuzu_onnx metadata ({PREFIX}{key} = "
-                             f"{text!r}: {exc}); convert the model again") from None
+                             f"{text[:120]!r}: {exc}); convert the model again") from None
 
 
 def _layout(text: str) -> str:
@@ -304,10 +315,16 @@ def _window(text: str) -> tuple[int, int]:
     return start, end
 
 
-def _outputs(text: str) -> dict[str, dict[str, str]]:
+def _outputs(text: str) -> dict[str, dict[str, Any]]:
     value = json.loads(text)
     if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
         raise ValueError("not a JSON object of objects")
+    for name, entry in value.items():
+        form = entry.get("form", "dense")
+        if form not in FORMS:
+            raise ValueError(f"output {name!r} has form {form!r}, not one of {', '.join(FORMS)}")
+        if form == "banded":
+            Band.from_json(entry.get("band") or {})
     return value
 
 

@@ -314,6 +314,7 @@ def _result_metadata(runner: Runner, batch: SequenceBatch, extra: Mapping | None
         "window": list(runner.window),
         "reductions": dict(runner.reductions),
         "outputs": list(runner.output_names),
+        **_form_metadata(runner),
         "source_sha256": runner.source_sha256,
         "provider": runner.provider,
         "method": runner.kind,
@@ -322,6 +323,14 @@ def _result_metadata(runner: Runner, batch: SequenceBatch, extra: Mapping | None
     if batch.coords is not None:
         meta["coords"] = [list(c) for c in batch.coords]
     return meta
+
+
+def _form_metadata(runner: Runner) -> dict:
+    """``forms`` (output → ``dense``/``banded``) and ``bands`` (the band record of each
+    banded output, what :func:`yuzu_onnx.densify` needs)."""
+    bands = dict(getattr(runner, "bands", None) or {})
+    return {"forms": {name: "banded" if name in bands else "dense" for name in runner.output_names},
+            "bands": bands}
 
 
 class _ResultSink:
@@ -447,7 +456,8 @@ def write_followups(report: RunReport, batch: SequenceBatch, *, fmt: str,
         if meta["reductions"].get(name) == "raw":
             raise InputError(f"{option('modisco')} needs ISM differences, but output {name!r} was converted with "
                              f"{option('reduce', 'raw')}")
-        mod = modisco_arrays(arrays[name], batch.x, layout=layout, target=target, window_start=window[0])
+        mod = modisco_arrays(arrays[name], batch.x, layout=layout, target=target, window_start=window[0],
+                             band=(meta.get("bands") or {}).get(name))
         files = write_modisco(modisco_prefix(report.path, fmt), mod)
         lines.append(f"MoDISco inputs: {files.sequences}, {files.attributions} (contributions: {files.contrib})")
         lines.append(f"  run: {files.command()}")

@@ -34,6 +34,7 @@ from .analysis.region import (
     truncated_region,
 )
 from .analysis.wide_convs import is_wide_conv, wide_conv_bytes
+from .bands import AUTO_MIN_SAVING, OUTPUT_FORMS, Band, band_positions
 from .errors import InputError, option
 from .importer import ModelSpec
 from .ops import flops_of, is_meta
@@ -128,12 +129,20 @@ class OutputPlan:
     """How one output's ISM is computed: ``strategy`` is one of :data:`OUTPUT_STRATEGIES`;
     ``heads``: the linear heads it is decoded from; ``tail_nodes``: the tail nodes that run
     on mutants (materialised) or on decoded vectors; ``chunk``: mutated positions per chunk
-    of that tail (0 when none runs)."""
+    of that tail (0 when none runs).
+
+    ``band``: for an output decoded in the region, the output positions each mutation
+    reaches (:class:`~yuzu_onnx.bands.Band`); the decode computes only those, whatever the
+    form. ``form``: ``dense`` (the band written into the full output) or ``banded`` (the
+    band itself is the ISM output), set by :func:`choose_output_forms`.
+    """
 
     strategy: str
     heads: tuple[LinearHead, ...] = ()
     tail_nodes: int = 0
     chunk: int = 0
+    band: Band | None = None
+    form: str = "dense"
 
     @property
     def head_ops(self) -> tuple[str, ...]:
@@ -280,7 +289,7 @@ def _output_plan(spec: ModelSpec, plan: RewritePlan, output: str, heads: Sequenc
     if naive:
         return OutputPlan("naive_fallback", chunk=plan.tail_chunk)
     if output in region.maps:
-        return OutputPlan("decoded_in_region")
+        return OutputPlan("decoded_in_region", band=output_band(spec, region, output, plan.window))
     producers = {o: i for i, node in enumerate(spec.model.graph.node) for o in node.output if o}
     head_by_output = {head.output: head for head in heads}
     used_heads: list[LinearHead] = []
@@ -309,6 +318,56 @@ def _output_plan(spec: ModelSpec, plan: RewritePlan, output: str, heads: Sequenc
         return OutputPlan("window_sums", heads=tuple(used_heads))
     return OutputPlan("window_sums_then_vectors", heads=tuple(used_heads), tail_nodes=len(tail_nodes),
                       chunk=plan.tail_chunk)
+
+
+def output_band(spec: ModelSpec, region: LocalRegion, output: str, window: tuple[int, int]) -> Band | None:
+    """The band of a local output (``None`` for the sequence input itself): from its
+    positional map, the positions each mutated position's receptive field reaches."""
+    m = region.maps[output]
+    if output == spec.input_name:
+        return None
+    width, starts = band_positions(stride=m.stride, lo=m.lo, hi=m.hi, length=m.length, window=window)
+    return Band(axis=m.axis + 2, window_axis=2 if spec.layout == "ncl" else 1, width=width, length=m.length,
+                starts=tuple(int(s) for s in starts))
+
+
+def choose_output_forms(spec: ModelSpec, plan: RewritePlan, reductions: Mapping[str, str],
+                        output_form: str) -> RewritePlan:
+    """``plan`` with each output's form: ``banded`` where ``output_form`` asks for it and
+    the output keeps its length axis (decoded in the region, reduction ``none``), else
+    ``dense``. ``auto`` bands an output when that saves at least
+    :data:`~yuzu_onnx.bands.AUTO_MIN_SAVING` times its memory.
+
+    The peak memory drops accordingly: a banded decode keeps band-sized temporaries and
+    writes the dense output (if any) once, where the estimate of :func:`plan_rewrite`
+    counts three full-size copies of every output.
+
+    Raises
+    ------
+    InputError: ``output_form`` is unknown, or ``banded`` was asked for and no output can be.
+    """
+    if output_form not in OUTPUT_FORMS:
+        raise InputError(f"{option('output_form', output_form)} is not one of {', '.join(OUTPUT_FORMS)}")
+    forms = {}
+    saved = 0.0
+    for name, how in plan.outputs.items():
+        eligible = how.band is not None and reductions.get(name, "none") == "none"
+        banded = eligible and (output_form == "banded" or (output_form == "auto" and how.band.saving >= AUTO_MIN_SAVING))
+        forms[name] = replace(how, form="banded" if banded else "dense")
+        if how.band is not None:
+            full = 4.0 * _numel(spec.output(name).shape[1:]) * plan.window_length * spec.alphabet_size
+            band = full / how.band.saving
+            saved += 3 * full - (3 * band + (band if banded else full))
+    if output_form == "banded" and not any(how.form == "banded" for how in forms.values()):
+        why = "; ".join(f"{name}: " + (f"reduced with {reductions.get(name)}" if how.band is not None
+                                       else f"computed by {how.strategy.replace('_', ' ')}")
+                        for name, how in plan.outputs.items())
+        raise InputError(
+            f"{option('output_form', 'banded')} needs an output that keeps its length axis (a profile decoded in "
+            f"the local region, with {option('reduce', 'none')}); this conversion has none ({why}): use "
+            f"{option('output_form', 'dense')} or {option('output_form', 'auto')}"
+        )
+    return replace(plan, outputs=forms, peak_bytes_per_sequence=max(plan.peak_bytes_per_sequence - saved, 0.0))
 
 
 def _stages_within_memory(spec: ModelSpec, plan: RewritePlan, constants, options: PlanOptions) -> list[int] | None:

@@ -22,6 +22,7 @@ import numpy as np
 
 from .atomic import atomic_file
 from .attributions import select_target, to_ncl
+from .bands import densify
 from .errors import InputError, install_hint, option
 
 LETTER_COLOURS = {
@@ -260,6 +261,9 @@ def plot_from_npz(
                 "plot needs differences"
             )
         ism = data[output][seq : seq + 1]
+        band = (meta.get("bands") or {}).get(output)
+        if band is not None:  # a banded result (--output-form banded): its dense form
+            ism = densify(ism, band)
     scores = to_ncl(select_target(ism, target), layout)[0]  # (A, Lw)
     label = output if target is None or np.ndim(ism) == 3 else f"{output}[{target}]"
     if target is None and np.ndim(ism) > 3 and int(np.prod(ism.shape[3:])) > 1:

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from .bands import Band, densify
 from .errors import InputError, option
 
 
@@ -37,15 +38,20 @@ def l2_norm(values: np.ndarray, *, keep: int = 3) -> np.ndarray:
 
 
 def reduce_ism(ism: np.ndarray, how: str, *, reference: np.ndarray | None = None,
-               sum_axis: int | None = None) -> np.ndarray:
+               sum_axis: int | None = None, band: Band | Mapping | None = None) -> np.ndarray:
     """Apply a reduction to a ``none`` ISM array, as the converted model does.
 
     Parameters
     ----------
-    ism: shape=(N, A, Lw, *odims) or (N, Lw, A, *odims), reduction ``none``.
+    ism: shape=(N, A, Lw, *odims) or (N, Lw, A, *odims), reduction ``none``; or a banded
+        array (``--output-form banded``) with ``band``.
     how: ``none``, ``l2`` (norm over odims), ``sum`` (over odims axis ``sum_axis``,
         counted in the output's own axes, batch = 0) or ``raw`` (mutant outputs: the
         delta plus ``reference`` of shape (N, *odims)).
+    band: the band of a banded ``ism`` (:class:`~yuzu_onnx.bands.Band` or its record).
+        ``l2`` and ``sum`` run on the band itself (the dense values outside it are 0;
+        ``sum`` over the length axis sums the band); ``raw`` densifies first; ``none``
+        returns the banded array.
 
     Returns
     -------
@@ -53,6 +59,8 @@ def reduce_ism(ism: np.ndarray, how: str, *, reference: np.ndarray | None = None
     """
     if how == "none":
         return ism
+    if band is not None and how == "raw":
+        ism = densify(ism, band)
     if how == "l2":
         if ism.ndim == 3:
             return np.abs(ism)

@@ -15,6 +15,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from .bands import bands_of
 from .errors import InputError, option
 from .importer import ModelSpec
 from .layout import SequenceSpec
@@ -34,6 +35,8 @@ class Runner(Protocol):
     window: ``(start, end)`` of the mutated positions.
     reductions: output name → ``none``/``l2``/``sum``/``raw``.
     source_sha256: SHA-256 of the original model.
+    bands: output name → band record (:meth:`yuzu_onnx.bands.Band.to_json`) of each
+        banded output; the others are dense.
     """
 
     kind: str
@@ -44,6 +47,7 @@ class Runner(Protocol):
     window: tuple[int, int]
     reductions: dict[str, str]
     source_sha256: str
+    bands: dict[str, dict]
 
     @property
     def provider(self) -> str:
@@ -84,6 +88,7 @@ class ConvertedRunner:
         self.reductions = {name: spec.get("reduce", "none") for name, spec in info.outputs.items()}
         self.source_sha256 = info.source_sha256
         self.peak_bytes_per_sequence = info.peak_bytes_per_sequence
+        self.bands = {name: band.to_json() for name, band in bands_of(info).items()}
 
     @property
     def provider(self) -> str:
@@ -131,6 +136,7 @@ class NaiveRunner:
     """
 
     kind = "naive ISM"
+    bands: dict[str, dict] = {}  # naive ISM is dense
 
     def __init__(self, spec: ModelSpec, *, outputs: Sequence[str] | None = None, window=None,
                  reductions: Mapping[str, str] | None = None, mutant_batch_size: int | None = None,

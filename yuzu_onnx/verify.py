@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .bands import densify_results
 from .encoding import random_one_hot
 from .errors import YuzuError
 from .plan import PlanOptions
@@ -53,7 +54,8 @@ def verify_conversion(conv, X: np.ndarray, *, probes: str = "spaced", device: st
     from .runners import NaiveRunner
     from .session import ISMSession
 
-    ism = ISMSession(conv.model, device=device, threads=threads).run(X)
+    session = ISMSession(conv.model, device=device, threads=threads)
+    ism = densify_results(session.run(X), {"outputs": session.info.outputs})  # banded outputs as dense
     naive_runner = NaiveRunner(conv.spec, outputs=list(conv.outputs), window=conv.plan.window,
                                reductions=dict(conv.reductions), device=device, threads=threads)
     naive_runner.plan_batches(None, None)

@@ -7,6 +7,9 @@ For every model the benchmark measures, on the same seeded random one-hot sequen
 * ``yuzu_onnx``: the converted model on one sequence (median of the repeats after a warm-up run);
 * ``yuzu_onnx_batch``: the converted model on a batch (sequences per second);
 * with ``--gaussian`` / ``--first-conv-compare``: the model converted with other options;
+* with ``--forms``: the output forms of profile models: ``yuzu_onnx_banded``
+  (``--output-form banded``, densified for the error check) and ``yuzu_onnx_l2``
+  (``--reduce l2``), each timed on one sequence with its output memory and file size;
 * with ``--peers``: the peers of :mod:`.peers`.
 """
 
@@ -50,6 +53,7 @@ class BenchConfig:
     peers: bool = False
     gaussian: bool = False
     first_conv_compare: bool = False
+    forms: bool = False
     peer_names: tuple[str, ...] = tuple(PEERS)
     out: Path = Path("bench_results")
     seed: int = 0
@@ -169,6 +173,8 @@ def bench_model(config: BenchConfig, model: BenchModel, work: Path, peers: Mappi
     if config.first_conv_compare:
         for mode in ("shortcut", "probes"):
             records.append(_first_conv_record(model, work, run, common, oracle, layout, mode))
+    if config.forms:
+        records += _form_records(model, work, run, common, oracle, layout)
     for name, fn in peers.items():
         records.append(_peer_record(config, model, name, fn, work, run, common, oracle, layout))
     add_speedups(info, records)
@@ -214,8 +220,9 @@ def _yuzu_records(config: BenchConfig, model: BenchModel, work: Path, run: Runne
 
 
 def _variant_record(model: BenchModel, work: Path, run: Runner, common: dict, oracle: Oracle | None, layout: str,
-                    method: str, kind: str, **convert_options) -> tuple[dict, dict]:
-    """Convert with ``convert_options``, time one sequence and compare with the oracle.
+                    method: str, kind: str, compared_as: str = "none", **convert_options) -> tuple[dict, dict]:
+    """Convert with ``convert_options``, time one sequence and compare with the oracle
+    (``compared_as="l2_per_output"`` for ``--reduce l2``).
 
     Returns the record and the conversion's result (its plan, when it succeeded).
     """
@@ -227,8 +234,20 @@ def _variant_record(model: BenchModel, work: Path, run: Runner, common: dict, or
     single["convert_s"] = conv["convert_s"]
     rec = make_record(model.name, method, kind, single)
     if single["ok"] and oracle is not None:
-        rec.update(compare(work / f"{method}.npz", oracle, layout, "none"))
+        rec.update(compare(work / f"{method}.npz", oracle, layout, compared_as))
     return rec, conv
+
+
+def _form_records(model: BenchModel, work: Path, run: Runner, common: dict, oracle: Oracle | None,
+                  layout: str) -> list[dict]:
+    """``--output-form banded`` and ``--reduce l2`` on the same sequence (``--forms``)."""
+    banded, conv = _variant_record(model, work, run, common, oracle, layout, "yuzu_onnx_banded", "form",
+                                   output_form="banded")
+    if conv["ok"]:
+        banded["bands"] = conv["plan"].get("bands", {})
+    l2, _ = _variant_record(model, work, run, common, oracle, layout, "yuzu_onnx_l2", "form",
+                            compared_as="l2_per_output", reduce="l2")
+    return [banded, l2]
 
 
 def _gaussian_record(model: BenchModel, work: Path, run: Runner, common: dict, oracle: Oracle | None,
@@ -276,6 +295,11 @@ def compare(path: Path, oracle: Oracle, layout: str, compared_as: str) -> dict:
     """The error of the arrays a worker wrote to ``path`` against the oracle (``compared_as="l2"``: as norms)."""
     got, _ = load_arrays(path)
     want, refs = oracle
+    if compared_as == "l2_per_output":  # --reduce l2: each output's norm, scaled by that output's norm
+        want = {name: l2_reduce({name: value}, layout)["all"] for name, value in want.items()}
+        if layout == "nlc":
+            want = {name: np.swapaxes(value, 1, 2) for name, value in want.items()}
+        refs = {name: np.sqrt(np.sum(r.reshape(len(r), -1).astype(np.float64) ** 2, axis=1)) for name, r in refs.items()}
     if compared_as == "l2":  # the norm of the output change; its scale is the norm of the output
         want = l2_reduce(want, layout)
         norms = [np.sqrt(np.sum(r.reshape(len(r), -1).astype(np.float64) ** 2, axis=1)) for r in refs.values()]

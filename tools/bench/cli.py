@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also run --probes gaussian (the published approximate method; sequential models only)")
     parser.add_argument("--first-conv-compare", action="store_true",
                         help="also time the model converted with --first-conv shortcut and with --first-conv probes")
+    parser.add_argument("--forms", action="store_true",
+                        help="also time --output-form banded and --reduce l2 (output memory and file size reported)")
     parser.add_argument("--peer", action="append", choices=sorted(PEERS), help="run only these peers (repeatable)")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="results folder (default tools/bench_results)")
     parser.add_argument("--quick", action="store_true", help=f"smoke test: {', '.join(QUICK_MODELS)} at L={QUICK_LENGTH}")
@@ -125,6 +127,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         peers=bool(args.peers or args.peer),
         gaussian=args.gaussian,
         first_conv_compare=args.first_conv_compare,
+        forms=args.forms,
         peer_names=tuple(args.peer) if args.peer else tuple(PEERS),
         out=Path(args.out),
         seed=args.seed,

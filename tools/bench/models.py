@@ -43,6 +43,8 @@ MODELS: dict[str, BenchModel] = {
     m.name: m
     for m in (
         BenchModel("toynet", "toynet", 1000, cache_name="toynet_torchscript.onnx"),
+        BenchModel("yuzu_toynet", "yuzu_toynet", 1000, cache_name="yuzu_toynet_torchscript.onnx",
+                   note="the Yuzu paper's ToyNet: three 7-wide convs, a 2-channel profile over all positions"),
         BenchModel("basset600", "basset", 600, cache_name="basset_torchscript.onnx"),
         BenchModel("basset1000", "basset", 1000, cache_name="basset1000.onnx"),
         BenchModel("deepsea", "deepsea", 1000, cache_name="deepsea_torchscript.onnx"),

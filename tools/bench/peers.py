@@ -126,6 +126,8 @@ def yuzu_sequential(module, seq_len: int, torch):
     head = getattr(module, "head", None)
     if head is None and isinstance(getattr(module, "fc", None), nn.Linear):
         head = nn.Sequential(module.fc)
+    if head is None and isinstance(body, nn.Sequential) and not hasattr(module, "fc"):
+        return _profile_sequential(module, body, seq_len, torch)  # a profile model: the body is all of it
     if not isinstance(body, nn.Sequential) or not isinstance(head, nn.Sequential):
         raise BenchError(f"the original Yuzu needs a sequential model (layers applied in order); "
                          f"{type(module).__name__} has residual connections or several outputs")
@@ -150,6 +152,17 @@ def yuzu_sequential(module, seq_len: int, torch):
     if not torch.allclose(want, got, atol=1e-5 * max(float(want.abs().max()), 1e-6)):
         raise BenchError("the sequential copy of the model does not reproduce its output")
     return seq
+
+
+def _profile_sequential(module, body, seq_len: int, torch):
+    """A convolutional profile model (no dense head) as the flat ``nn.Sequential`` Yuzu walks."""
+    x = torch.zeros(1, 4, seq_len)
+    x[0, 0] = 1
+    with torch.no_grad():
+        want, got = module(x), body(x)
+    if not torch.equal(want, got):
+        raise BenchError("the model's body does not reproduce its output")
+    return body.eval()
 
 
 def peer_yuzu_original(job: dict) -> dict:

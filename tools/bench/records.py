@@ -11,11 +11,14 @@ from .peers import PEERS
 
 SCHEMA = "yuzu-onnx-bench/1"
 FIRST_CONV_METHODS = {"shortcut": "yuzu_first_conv_shortcut", "probes": "yuzu_first_conv_on_probes"}
-METHOD_ORDER = ["naive_ort", "yuzu_onnx", "yuzu_onnx_batch", "yuzu_gaussian", *FIRST_CONV_METHODS.values(), *PEERS]
+FORM_METHODS = ("yuzu_onnx_banded", "yuzu_onnx_l2")
+METHOD_ORDER = ["naive_ort", "yuzu_onnx", "yuzu_onnx_batch", *FORM_METHODS, "yuzu_gaussian",
+                *FIRST_CONV_METHODS.values(), *PEERS]
 RECORD_FIELDS = ("status", "ok", "error", "time_per_sequence_s", "runs_s", "warmup_s", "convert_s", "batch",
                  "batch_s", "sequences_per_s", "sequences", "peak_rss_mb", "rss_before_mb", "provider",
                  "compared_as", "package", "peer_batch_size", "alpha", "notes", "wall_s", "load_average_1min",
-                 "batch_limited_by", "rss_growth_per_sequence_mb", "fast_path_used")
+                 "batch_limited_by", "rss_growth_per_sequence_mb", "fast_path_used", "ism_mb_per_sequence",
+                 "result_file_mb_per_sequence")
 
 
 def make_record(model: str, method: str, kind: str, result: dict) -> dict:
@@ -41,7 +44,7 @@ def merge_results(old: dict, new: dict) -> dict:
     fresh_records = {(r["model"], r["method"]) for r in new["records"]}
     kept_models = [m for m in old["models"] if m["model"] not in fresh_models]
     kept_records = [r for r in old_records if (r["model"], r["method"]) not in fresh_records
-                    and (r["model"] not in fresh_models or r["kind"] in ("peer", "gaussian", "first_conv"))]
+                    and (r["model"] not in fresh_models or r["kind"] in ("peer", "gaussian", "first_conv", "form"))]
     used = sorted({x.get("run", 0) for x in kept_models + kept_records})
     remap = {r: i for i, r in enumerate(used)}
     offset = len(used)

@@ -196,6 +196,44 @@ def _first_conv_table(t: _Tables) -> list[str]:
     return lines
 
 
+def _forms_table(t: _Tables) -> list[str]:
+    """``--forms``: dense (the main run), banded and ``l2`` on the same sequence, with the
+    original Yuzu's ``l2`` where it ran."""
+    models = list(dict.fromkeys(r["model"] for r in t.of_kind("form")))
+    if not models:
+        return []
+    lines = ["", "## Output forms (profile models)", "",
+             "The main run (dense output), `--output-form banded` and `--reduce l2`, one sequence each; "
+             "MB: the ISM outputs of one sequence in memory and as a result NPZ. The original Yuzu "
+             "(`yuzu_original`, when run with `--peers`) computes the l2 form.", "",
+             *t.header("| model | dense s/seq (× naive) | banded s/seq (× naive) | l2 s/seq (× naive) "
+                       "| original Yuzu l2 s/seq | l2 vs original Yuzu | band | MB dense / banded "
+                       "| file MB dense / banded | max rel. error dense / banded / l2 |", 10)]
+
+    def timed(r: dict | None) -> str:
+        if not _ok(r):
+            return "–"
+        return f"{seconds(r.get('time_per_sequence_s'))} ({fmt(r.get('speedup_vs_naive'), '.1f')}×)"
+
+    for name in models:
+        dense, banded, l2 = (t.find(name, m) for m in ("yuzu_onnx", "yuzu_onnx_banded", "yuzu_onnx_l2"))
+        yuzu = t.find(name, "yuzu_original")
+        vs = None
+        if _ok(yuzu) and _ok(l2) and _same_run(yuzu, l2):
+            vs = yuzu["time_per_sequence_s"] / l2["time_per_sequence_s"]
+        bands = ", ".join(f"{o}: {b['width']} of {b['length']}" for o, b in ((banded or {}).get("bands") or {}).items())
+        mem = " / ".join(fmt((r or {}).get("ism_mb_per_sequence"), ".3g") if _ok(r) else "–" for r in (dense, banded))
+        files = " / ".join(fmt((r or {}).get("result_file_mb_per_sequence"), ".3g") if _ok(r) else "–"
+                           for r in (dense, banded))
+        errors = " / ".join(fmt((r or {}).get("relative_error"), ".1e") if _ok(r) else "–" for r in (dense, banded, l2))
+        lines.append(
+            f"| {t.run_cell(banded or l2)}{name} | {timed(dense)} | {timed(banded)} | {timed(l2)} "
+            f"| {seconds(yuzu.get('time_per_sequence_s')) if _ok(yuzu) else '–'} "
+            f"| {fmt(vs, '.1f') + '× faster' if vs else '–'} | {bands or (status(banded) if banded else '–')} "
+            f"| {mem} | {files} | {errors} |")
+    return lines
+
+
 def _peer_table(t: _Tables) -> list[str]:
     records = t.of_kind("peer")
     if not records:
@@ -225,7 +263,7 @@ def markdown_report(results: dict) -> str:
     """The tables of ``bench_results.md``."""
     t = _Tables(results)
     lines = ["# yuzu-onnx benchmark", "", *_run_lines(results), "", INTRO, "", *_model_table(t),
-             *_gaussian_table(t), *_first_conv_table(t), *_peer_table(t)]
+             *_gaussian_table(t), *_first_conv_table(t), *_forms_table(t), *_peer_table(t)]
     failures = [line for info in results["models"] for line in _model_failures(t, info)]
     if failures:
         lines += ["", "## Failures", "", *failures]

@@ -91,6 +91,12 @@ def plan_summary(conv) -> dict:
     }
 
 
+def _bands(conv) -> dict:
+    """``{output: {"width", "length"}}`` of the banded outputs of a conversion."""
+    return {name: {"width": how.band.width, "length": how.band.length}
+            for name, how in conv.plan.outputs.items() if how.form == "banded" and how.band is not None}
+
+
 def worker_convert(job: dict) -> dict:
     """Convert the model; save it for the run workers; report the plan."""
     from yuzu_onnx.convert import convert_model, save_model
@@ -101,20 +107,22 @@ def worker_convert(job: dict) -> dict:
         phase("converting")
         t0 = time.perf_counter()
         conv = convert_model(job["model_path"], seq_len=job.get("seq_len"), window=job_window(job),
-                             probes=job.get("probes", "spaced"), first_conv=job.get("first_conv", "auto"))
+                             probes=job.get("probes", "spaced"), first_conv=job.get("first_conv", "auto"),
+                             reduce=job.get("reduce"), output_form=job.get("output_form", "dense"))
         convert_s = time.perf_counter() - t0
     save_model(conv.model, job["converted_path"])
     return {
         "convert_s": convert_s,
         "rss_before_mb": rss_before,
         "converted_mb": round(Path(job["converted_path"]).stat().st_size / 1e6, 2),
-        "plan": plan_summary(conv),
+        "plan": {**plan_summary(conv), "bands": _bands(conv)},
         "notes": [str(w.message) for w in caught],
     }
 
 
 def worker_yuzu(job: dict) -> dict:
     """The converted model on one sequence: warm-up, then the median of the repeats."""
+    from yuzu_onnx.bands import bands_of, densify_results
     from yuzu_onnx.session import ISMSession
 
     rss_before = rss_mb()
@@ -122,9 +130,30 @@ def worker_yuzu(job: dict) -> dict:
     x = load_sequences(job, 1)
     phase(f"runs on one sequence ({session.provider})")
     timing = timed_runs(lambda: session.run(x, batch_size=1), repeats=job["repeats"], budget_s=job["budget_s"])
-    save_arrays(job, timing["result"])
-    return {"time_per_sequence_s": timing["median_s"], "runs_s": timing["runs_s"], "warmup_s": timing["warmup_s"],
-            "rss_before_mb": rss_before, "provider": session.provider, "sequences": 1}
+    result = timing["result"]
+    ism_mb = sum(v.nbytes for v in result.values()) / 1e6
+    notes = []
+    if job.get("arrays_out"):
+        file_mb = _npz_mb(result, Path(job["arrays_out"]).with_suffix(".result.npz"))
+        bands = bands_of(session.info)
+        if bands:  # compared with the oracle in the dense form
+            result = densify_results(result, {"bands": {k: b.to_json() for k, b in bands.items()}})
+            notes.append(f"banded outputs {sorted(bands)} densified (yuzu_onnx.densify) for the error check")
+    save_arrays(job, result)
+    out = {"time_per_sequence_s": timing["median_s"], "runs_s": timing["runs_s"], "warmup_s": timing["warmup_s"],
+           "rss_before_mb": rss_before, "provider": session.provider, "sequences": 1, "ism_mb_per_sequence": ism_mb,
+           "notes": notes}
+    if job.get("arrays_out"):
+        out["result_file_mb_per_sequence"] = file_mb
+    return out
+
+
+def _npz_mb(arrays: dict, path: Path) -> float:
+    """Megabytes of ``arrays`` written as an uncompressed NPZ (as ``run`` writes results); the file is removed."""
+    np.savez(path, **arrays)
+    size = path.stat().st_size / 1e6
+    path.unlink()
+    return size
 
 
 def worker_yuzu_batch(job: dict) -> dict:

@@ -49,11 +49,17 @@ def reference_base_mask(ctx: EmitContext) -> str:
     return b.op("Equal", [window, b.const(np.array(1.0, dtype=np.float32), "one")], hint="is_reference")
 
 
-def emit_output(ctx: EmitContext, output: str, mutants: str, reduce: str, is_reference: str) -> str:
-    """Turn mutant values ``(Lw, C, N, *odims)`` of a model output into its ISM tensor."""
+def emit_output(ctx: EmitContext, output: str, mutants: str, reduce: str, is_reference: str, *,
+                ref: str | None = None, odims: list[int] | None = None) -> str:
+    """Turn mutant values ``(Lw, C, N, *odims)`` of a model output into its ISM tensor.
+
+    ``ref`` and ``odims`` default to the output's reference ``(N, *odims)`` and dims; a
+    banded decode passes its band's (``(Lw, 1, N, *odims)``, the length axis cut to the
+    band).
+    """
     b, spec = ctx.builder, ctx.spec
-    odims = ctx.dims(output)
-    ref = ctx.ref_names[output]
+    odims = ctx.dims(output) if odims is None else list(odims)
+    ref = ctx.ref_names[output] if ref is None else ref
     if ctx.shift:
         delta = classes_to_bases(ctx, b.op("Sub", [mutants, ref], hint="delta"), odims)
         values = b.op("Add", [delta, ref], hint="raw") if reduce == "raw" else delta
@@ -121,8 +127,12 @@ def sum_axis(ctx: EmitContext, output: str) -> int:
 
 
 def ism_dims(ctx: EmitContext, output: str, reduce: str) -> list[int]:
-    """Trailing dims of the ISM output (after the batch, alphabet and window axes)."""
+    """Trailing dims of the ISM output (after the batch, alphabet and window axes); a
+    banded output has its band's width on the length axis."""
     odims = ctx.dims(output)
+    how = ctx.plan.outputs.get(output)
+    if how is not None and how.form == "banded" and how.band is not None:
+        odims[how.band.axis - 3] = how.band.width
     if reduce == "l2":
         return []
     if reduce == "sum":

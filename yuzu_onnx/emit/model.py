@@ -14,6 +14,7 @@ from ..format import ConvertedModelInfo, write_converted_info
 from ..importer import ModelSpec
 from ..plan import RewritePlan
 from ..version import __version__
+from .bands import emit_band_output
 from .builder import PREFIX, GraphBuilder, prune_dead_nodes, referenced_names
 from .decode import (
     REDUCTIONS,
@@ -128,7 +129,9 @@ def emit_decoded_outputs(ctx: EmitContext, outputs: list[str], reductions: dict[
     builder, plan = ctx.builder, ctx.plan
     start, end = plan.window
     positions = np.arange(start, end, dtype=np.int64)
-    local_outputs = [o for o in outputs if o in ctx.region.maps]
+    banded = {o: plan.outputs[o] for o in outputs if o in plan.outputs and plan.outputs[o].band is not None
+              and reductions[o] != "raw"}
+    local_outputs = [o for o in outputs if o in ctx.region.maps and o not in banded]
     tail_outputs = [o for o in outputs if o not in ctx.region.maps]
     values: dict[str, str] = {}
     if local_outputs:
@@ -138,7 +141,9 @@ def emit_decoded_outputs(ctx: EmitContext, outputs: list[str], reductions: dict[
             values[out] = emit_mutants(ctx, out, position_name, index)
     if tail_outputs:
         values.update(emit_tail(ctx, tail_outputs))
-    return [emit_output(ctx, out, values[out], reductions[out], is_reference) for out in outputs]
+    return [emit_band_output(ctx, out, reductions[out], banded[out].form, is_reference, banded[out].band)
+            if out in banded else emit_output(ctx, out, values[out], reductions[out], is_reference)
+            for out in outputs]
 
 
 def _window_is_one_hot(ctx: EmitContext) -> str:
@@ -195,7 +200,7 @@ def converted_info(
         input_name=spec.input_name,
         sequence=spec.sequence,
         window=plan.window,
-        outputs={o: {"reduce": reductions[o]} for o in outputs},
+        outputs={o: _output_record(plan, o, reductions[o]) for o in outputs},
         probes=probes,
         version=__version__,
         source_sha256=spec.source_sha256,
@@ -209,3 +214,12 @@ def converted_info(
         fallback_reason=plan.fallback_reason,
         region_stops=tuple(str(s) for s in region.stops),
     )
+
+
+def _output_record(plan: RewritePlan, output: str, reduce: str) -> dict:
+    """An output's metadata entry: its reduction, its form and, when banded, its band."""
+    how = plan.outputs.get(output)
+    record: dict = {"reduce": reduce, "form": how.form if how is not None else "dense"}
+    if how is not None and how.form == "banded" and how.band is not None:
+        record["band"] = how.band.to_json()
+    return record

@@ -221,6 +221,7 @@ def check_exactness(
     tail_chunk_bytes: int | None = None,
     batch_size: int | None = None,
     first_conv: str = "auto",
+    output_form: str = "dense",
 ) -> ExactnessReport:
     """Convert ``model``, run it on ``X`` and compare every output with the naive oracle.
 
@@ -238,6 +239,8 @@ def check_exactness(
     batch_size: sequences per run of the converted model (default all of ``X``).
     first_conv: passed to :func:`yuzu_onnx.convert.convert_model` (``shortcut`` forces the
         first-convolution shortcut wherever it applies).
+    output_form: passed to :func:`yuzu_onnx.convert.convert_model`; banded outputs are
+        densified (:func:`yuzu_onnx.densify`) before the comparison.
 
     The oracle runs the imported (cleaned) model; the original model's own outputs on
     ``X`` are compared with the cleaned model's too (stage ``importer`` on a mismatch).
@@ -248,6 +251,7 @@ def check_exactness(
     """
     import warnings
 
+    from ..bands import densify_results
     from ..convert import convert_model
     from ..errors import YuzuWarning
     from ..oracle import naive_ism, reference_outputs
@@ -260,7 +264,8 @@ def check_exactness(
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", YuzuWarning)
-            conv = convert_model(model, window=window, reduce=reduce, first_conv=first_conv, plan_options=options)
+            conv = convert_model(model, window=window, reduce=reduce, first_conv=first_conv, plan_options=options,
+                                 output_form=output_form)
         report.conversion = conv
         report.tail_chunk = conv.plan.tail_chunk
         report.fallback = next((str(w.message) for w in caught if issubclass(w.category, YuzuWarning)), None)
@@ -275,7 +280,8 @@ def check_exactness(
         report.stage, report.error = "checker", f"{type(exc).__name__}: {str(exc)[:500]}"
         return report
     try:
-        got = ISMSession(conv.model, device="cpu", threads=1).run(X, batch_size=batch_size or len(X))
+        session = ISMSession(conv.model, device="cpu", threads=1)
+        got = densify_results(session.run(X, batch_size=batch_size or len(X)), {"outputs": session.info.outputs})
     except Exception as exc:
         report.stage, report.error = "run", f"{type(exc).__name__}: {str(exc)[:500]}"
         return report

@@ -507,6 +507,27 @@ def build_crop_pad(*, layout: str = "ncl", seq_len: int = 100, seed: int = 0) ->
     return g.build()
 
 
+def build_strided_profile(*, layout: str = "ncl", seq_len: int = 96, seed: int = 0) -> onnx.ModelProto:
+    """A profile at half resolution: Conv(k5) → ReLU → Conv(k4, stride 2, pads 1/1) →
+    ReLU → MaxPool(2, stride 1, pads 0/1) → Conv(k3) profile ``y`` ``(N, 2, L/2)``."""
+    g = _Graph("strided_profile", layout=layout, seq_len=seq_len, seed=seed)
+    h = g.op("Relu", [g.same_conv(g.seq(), 4, 8, 5)])
+    h = g.op("Relu", [g.conv(h, 8, 8, 4, stride=2, pads=[1, 1])])
+    h = g.op("MaxPool", [h], kernel_shape=[2], strides=[1], pads=[0, 1])
+    g.profile_output(g.same_conv(h, 8, 2, 3, gain=1.0))
+    return g.build()
+
+
+def build_dilated_profile(*, layout: str = "ncl", seq_len: int = 100, seed: int = 0) -> onnx.ModelProto:
+    """Dilated convs (2, 4) without residuals, then a profile Conv(k5) ``y`` ``(N, 3, L)``."""
+    g = _Graph("dilated_profile", layout=layout, seq_len=seq_len, seed=seed)
+    h = g.op("Relu", [g.same_conv(g.seq(), 4, 8, 3)])
+    h = g.op("Relu", [g.same_conv(h, 8, 8, 3, dilation=2)])
+    h = g.op("Relu", [g.same_conv(h, 8, 8, 3, dilation=4)])
+    g.profile_output(g.same_conv(h, 8, 3, 5, gain=1.0))
+    return g.build()
+
+
 def build_transpose_dense(*, layout: str = "ncl", seq_len: int = 100, seed: int = 0) -> onnx.ModelProto:
     """Conv, then channels-last per-position Dense (MatMul on the last axis of ``(N, L, C)``)
     twice, Flatten → Gemm."""
@@ -603,6 +624,8 @@ BUILDERS: dict[str, Callable[..., onnx.ModelProto]] = {
     "attention": build_attention,
     "gru": build_gru,
     "dynamic_length": build_dynamic_length,
+    "strided_profile": build_strided_profile,
+    "dilated_profile": build_dilated_profile,
 }
 
 SEQUENTIAL: frozenset[str] = frozenset(
@@ -618,5 +641,7 @@ SEQUENTIAL: frozenset[str] = frozenset(
         "basset_like",
         "gru",
         "dynamic_length",
+        "strided_profile",
+        "dilated_profile",
     }
 )

@@ -167,3 +167,20 @@ def test_length_the_blocks_take_is_exact(k: int, length: int) -> None:
     fixed.graph.input[0].type.tensor_type.shape.dim[2].dim_value = length  # as --seq-len fixes it
     report = check_exactness(fixed, X, window=(5, 20), float64="never")
     assert report.ok, report.summary()
+
+
+@pytest.mark.parametrize("layout", ["ncl", "nlc"])
+def test_enformer_tower_with_odd_lengths_pads_and_masks_inside_the_region(layout: str) -> None:
+    """101 → 51 → 26 → 13 positions: two poolings pad one position and mask its logit
+    (``Pad`` and a constant ``Where``, as ``enformer-pytorch`` exports them)."""
+    model = build_enformer_like(layout=layout, seq_len=101)
+    spec, region = _region(model)
+    graph = spec.model.graph
+    inside = [graph.node[i].op_type for i in region.region_nodes]
+    assert inside.count("Pad") == 2 and inside.count("Where") == 2
+    stop = first_attention(graph, region.kinds)
+    assert all(i in region.region_nodes for i in range(stop)
+               if any(region.kinds.get(o) == DATA for o in graph.node[i].output))
+    X = random_batch(2, 101, layout=layout, rng=np.random.default_rng(4), n_unknown=3)
+    report = check_exactness(model, X, window=(40, 70), float64="never")
+    assert report.ok, report.summary()

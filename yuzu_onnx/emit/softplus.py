@@ -12,13 +12,13 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from ..ops import STANDARD_DOMAINS
+from ..ops import STANDARD_DOMAINS, op_spec
 from .builder import GraphBuilder
 
 
 def is_softplus(node: onnx.NodeProto) -> bool:
-    """A standard-domain ``Softplus`` node."""
-    return node.op_type == "Softplus" and node.domain in STANDARD_DOMAINS
+    """A standard-domain node whose op table entry asks for the stable Softplus form."""
+    return node.domain in STANDARD_DOMAINS and op_spec(node.op_type).tail_form == "stable_softplus"
 
 
 def emit_softplus(b: GraphBuilder, x: str, out: str) -> None:

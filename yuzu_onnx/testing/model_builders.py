@@ -553,21 +553,33 @@ def build_attention(*, layout: str = "ncl", seq_len: int = 64, seed: int = 0) ->
     return g.build()
 
 
-def _attention_pool(g: _Graph, x: str, c: int) -> str:
-    """Enformer's attention pooling of a channels-first ``(N, C, L)`` tensor over pairs of
-    neighbouring positions: ``Σ_pair softmax(W·x)·x``, as ``enformer-pytorch`` exports it
+def _attention_pool(g: _Graph, x: str, c: int, length: int) -> tuple[str, int]:
+    """Enformer's attention pooling of a channels-first ``(N, C, length)`` tensor over pairs
+    of neighbouring positions: ``Σ_pair softmax(W·x)·x``, as ``enformer-pytorch`` exports it
     (``Reshape`` to ``(N, C, L/2, 2)``, a 1×1 ``Conv`` for the logits, ``Softmax`` and the
-    weighted sum over the last axis). Channels-last models pool ``(N, L/2, 2, C)`` with a
-    ``MatMul`` for the logits, as Keras would."""
+    weighted sum over the last axis). An odd length is padded by one position whose logit
+    is masked to ``-3.4e38``, as ``enformer-pytorch`` does. Channels-last models pool
+    ``(N, L/2, 2, C)`` with a ``MatMul`` for the logits, as Keras would. Returns the pooled
+    tensor and its length."""
+    pad = length % 2
+    pooled = (length + pad) // 2
+    if pad:
+        x = g.op("Pad", [x, g.ints([0, 0, 0, 0, 0, pad], "pool_pads")])
+    mask = np.zeros((pooled, 2), dtype=bool)
+    mask[-1, 1] = bool(pad)
     if g.layout == "ncl":
         blocks = g.op("Reshape", [x, g.ints([0, c, -1, 2], "pool_shape")])
         logits = g.conv(blocks, c, c, (1, 1), bias=False, gain=1.0)
-        weights = g.op("Softmax", [logits], axis=-1)
-        return g.reduce("ReduceSum", g.op("Mul", [blocks, weights]), [-1])
-    blocks = g.op("Reshape", [g.to_last(x), g.ints([0, -1, 2, c], "pool_shape")])
-    logits = g.op("MatMul", [blocks, g.const(g.weight([c, c], c, 1.0), "pool_W")])
-    weights = g.op("Softmax", [logits], axis=2)
-    return g.to_first(g.reduce("ReduceSum", g.op("Mul", [blocks, weights]), [2]))
+    else:
+        blocks = g.op("Reshape", [g.to_last(x), g.ints([0, -1, 2, c], "pool_shape")])
+        logits = g.op("MatMul", [blocks, g.const(g.weight([c, c], c, 1.0), "pool_W")])
+        mask = mask[:, :, None]
+    if pad:
+        logits = g.op("Where", [g.const(mask, "pool_mask", np.bool_), g.const(np.float32(-3.4e38), "min"), logits])
+    if g.layout == "ncl":
+        return g.reduce("ReduceSum", g.op("Mul", [blocks, g.op("Softmax", [logits], axis=-1)]), [-1]), pooled
+    weighted = g.op("Mul", [blocks, g.op("Softmax", [logits], axis=2)])
+    return g.to_first(g.reduce("ReduceSum", weighted, [2])), pooled
 
 
 def _conv_block(g: _Graph, x: str, c_in: int, c_out: int, k: int) -> str:
@@ -580,21 +592,18 @@ def build_enformer_like(*, layout: str = "ncl", seq_len: int = 64, seed: int = 0
     pooling, two tower blocks (conv block k5 + residual 1×1 block + attention pooling;
     8→12→16 channels), then channels-last: a constant positional embedding, one transformer
     layer (single-head attention over the ``L/8`` positions, feed-forward, both residual with
-    LayerNorm), a pointwise GELU layer and two heads ``human`` ``(N, L/8, 5)`` and ``mouse``
-    ``(N, L/8, 3)`` with Softplus. ``seq_len`` must be a multiple of 8."""
-    if seq_len % 8:
-        raise ValueError(f"seq_len must be a multiple of 8 (three pooling by 2), got {seq_len}")
+    LayerNorm), a pointwise GELU layer and two heads ``human`` ``(N, ⌈L/8⌉, 5)`` and ``mouse``
+    ``(N, ⌈L/8⌉, 3)`` with Softplus; odd lengths are padded before pooling."""
     g = _Graph("enformer_like", layout=layout, seq_len=seq_len, seed=seed, opset=18)
     h = g.same_conv(g.seq(), 4, 8, 7)
     h = g.op("Add", [h, _conv_block(g, h, 8, 8, 1)])
-    h = _attention_pool(g, h, 8)
+    h, n = _attention_pool(g, h, 8, seq_len)
     c = 8
     for c_out in (12, 16):
         h = _conv_block(g, h, c, c_out, 5)
         h = g.op("Add", [h, _conv_block(g, h, c_out, c_out, 1)])
-        h = _attention_pool(g, h, c_out)
+        h, n = _attention_pool(g, h, c_out, n)
         c = c_out
-    n = seq_len // 8
     h = g.op("Add", [g.to_last(h), g.const(0.1 * g.rng.standard_normal((1, n, c)), "positions")])  # (N, n, C)
     ones, zeros = g.const(np.ones(c), "ln_scale"), g.const(np.zeros(c), "ln_bias")
     x = g.op("LayerNormalization", [h, ones, zeros], axis=-1, epsilon=1e-5)

@@ -285,6 +285,25 @@ CASES += [
     Case("Reshape-split-channels", ("Reshape",), lambda g, t, u: reshape_split_channels(g, t)),
     Case("Reshape-minus-one", ("Reshape",), lambda g, t, u: (g.op("Reshape", [t, g.ints([0, -1, L], "shape")]), C)),
     Case("Reshape-merging-length", (), lambda g, t, u: reshape_merging_length(g, t), stop="Reshape"),
+    # length-axis blocks: split into neighbour blocks, ops over the block axis, merge back
+    Case("Reshape-split2-attention-pool", ("Reshape", "Conv", "Softmax", "Mul", "ReduceSum"),
+         lambda g, t, u: attention_pool(g, t, 2)),
+    Case("Reshape-split3-attention-pool-padded", ("Pad", "Reshape", "Conv", "Softmax", "Mul", "ReduceSum"),
+         lambda g, t, u: attention_pool(g, g.op("Pad", [t, g.ints([0, 0, 0, 0, 0, 1])]), 3)),
+    Case("Reshape-split2-max", ("Reshape", "ReduceMax"),
+         lambda g, t, u: (reduce(g, "ReduceMax", split_blocks(g, t, 2), [3], 0), C)),
+    Case("Reshape-split3-mean", ("Slice", "Reshape", "ReduceMean"),
+         lambda g, t, u: (reduce(g, "ReduceMean", split_blocks(g, g.op("Slice", [t, g.ints([1]), g.ints([L - 1]),
+                                                                                 g.ints([2])]), 3), [-1], 0), C)),
+    Case("Reshape-split2-merge", ("Reshape", "ReduceMean", "Sub"), lambda g, t, u: block_centred(g, t, 2)),
+    Case("Reshape-split4-merge-staged", ("Reshape", "Softmax", "Conv"), lambda g, t, u: block_softmax_conv(g, t, u)),
+    Case("Reshape-Transpose-split2-max", ("Reshape", "Transpose", "ReduceMax"),
+         lambda g, t, u: split_transposed_max(g, t)),
+    Case("Reshape-Transpose-merge2", ("Reshape", "Transpose", "Softmax"), lambda g, t, u: merge_transposed(g, t)),
+    Case("Reshape-split2-channels-last", ("Reshape", "Transpose", "Softmax", "Mul", "ReduceSum"),
+         lambda g, t, u: attention_pool_channels_last(g, t), layout="nlc"),
+    Case("Reshape-space-to-depth-channels-last", ("Reshape", "Transpose", "MatMul"),
+         lambda g, t, u: space_to_depth(g, t), layout="nlc"),
     Case("Flatten-keeps-length", ("Flatten", "Unsqueeze"), lambda g, t, u: flatten_one_channel(g, t)),
     Case("Flatten-merging-length", (), lambda g, t, u: flatten_merging_length(g, t), stop="Flatten"),
     Case("Unsqueeze-Squeeze-negative-axes", ("Unsqueeze", "Squeeze"),
@@ -454,6 +473,63 @@ def flatten_one_channel(g: _Graph, t: str) -> tuple[str, int]:
 
 def flatten_merging_length(g: _Graph, t: str) -> tuple[str, int]:
     return g.op("Reshape", [g.op("Flatten", [t], axis=1), g.ints([0, C, L])]), C
+
+
+def split_blocks(g: _Graph, t: str, k: int) -> str:
+    """``(N, C, L') -> (N, C, L'/k, k)``: blocks of ``k`` neighbouring positions."""
+    return g.op("Reshape", [t, g.ints([0, C, -1, k])])
+
+
+def attention_pool(g: _Graph, t: str, k: int) -> tuple[str, int]:
+    """Enformer's attention pooling: a softmax-weighted sum over blocks of ``k`` positions,
+    the logits from a 1×1 Conv2d over ``(N, C, L/k, k)``."""
+    x = split_blocks(g, t, k)
+    logits = g.conv(x, C, C, (1, 1), bias=False)
+    weights = g.op("Softmax", [logits], axis=-1)
+    return reduce(g, "ReduceSum", g.op("Mul", [x, weights]), [-1], 0), C
+
+
+def block_centred(g: _Graph, t: str, k: int) -> tuple[str, int]:
+    """Each position minus its block's mean, merged back to ``(N, C, L)``."""
+    x = split_blocks(g, t, k)
+    centred = g.op("Sub", [x, reduce(g, "ReduceMean", x, [3], 1)])
+    return g.op("Reshape", [centred, g.ints([0, C, L])]), C
+
+
+def block_softmax_conv(g: _Graph, t: str, u: str) -> tuple[str, int]:
+    """Softmax within blocks of 4, merged back, a conv, and the same again on another branch."""
+    x = g.op("Reshape", [g.op("Softmax", [split_blocks(g, t, 4)], axis=3), g.ints([-1, C, L])])
+    x = g.op("Add", [g.conv(x, C, C, 3, pads=[1, 1]), u])
+    y = g.op("Reshape", [g.op("Softmax", [g.op("Reshape", [x, g.ints([0, C, L // 4, 4])])], axis=-1),
+                         g.ints([0, C, L])])
+    return y, C
+
+
+def split_transposed_max(g: _Graph, t: str) -> tuple[str, int]:
+    """``(N, C, L) -> (N, C, L/2, 2) -> (N, L/2, 2, C)``, max over the pair, back to ``(N, C, L/2)``."""
+    x = g.op("Transpose", [split_blocks(g, t, 2)], perm=[0, 2, 3, 1])
+    return transposed(g, reduce(g, "ReduceMax", x, [2], 0)), C
+
+
+def merge_transposed(g: _Graph, t: str) -> tuple[str, int]:
+    """``(N, C, L/2, 2)``, softmax over the pair, ``-> (N, L/2, 2, C) -> (N, L, C) -> (N, C, L)``."""
+    x = g.op("Softmax", [split_blocks(g, t, 2)], axis=-1)
+    x = g.op("Reshape", [g.op("Transpose", [x], perm=[0, 2, 3, 1]), g.ints([0, L, C])])
+    return transposed(g, x), C
+
+
+def attention_pool_channels_last(g: _Graph, t: str) -> tuple[str, int]:
+    """Attention pooling on ``(N, L, C) -> (N, L/2, 2, C)``, pooled over axis 2."""
+    x = g.op("Reshape", [transposed(g, t), g.ints([0, L // 2, 2, C])])
+    logits = g.op("MatMul", [x, g.const(g.weight([C, C], C), "W")])
+    pooled = reduce(g, "ReduceSum", g.op("Mul", [x, g.op("Softmax", [logits], axis=2)]), [2], 0)
+    return transposed(g, pooled), C
+
+
+def space_to_depth(g: _Graph, t: str) -> tuple[str, int]:
+    """``(N, L, C) -> (N, L/2, 2·C)`` and a dense layer over each pair of positions."""
+    x = g.op("Reshape", [transposed(g, t), g.ints([0, L // 2, 2 * C])])
+    return transposed(g, g.op("MatMul", [x, g.const(g.weight([2 * C, C], 2 * C), "W")])), C
 
 
 def split_sizes(g: _Graph, t: str) -> tuple[str, int]:

@@ -354,6 +354,130 @@ class SpliceAI(nn.Module):
         return torch.softmax(y, dim=1)
 
 
+class _AttentionPool(nn.Module):
+    """Enformer's attention pooling (``enformer-pytorch``): blocks of ``pool_size``
+    neighbouring positions, ``Σ softmax(W·x)·x`` over each block, the logits from a 1×1
+    ``Conv2d`` initialised to twice the identity."""
+
+    def __init__(self, dim: int, pool_size: int = 2) -> None:
+        super().__init__()
+        self.pool_size = pool_size
+        self.to_attn_logits = nn.Conv2d(dim, dim, 1, bias=False)
+        nn.init.dirac_(self.to_attn_logits.weight)
+        with torch.no_grad():
+            self.to_attn_logits.weight.mul_(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, d, n = x.shape
+        x = x.view(b, d, n // self.pool_size, self.pool_size)
+        attn = self.to_attn_logits(x).softmax(dim=-1)
+        return (x * attn).sum(dim=-1)
+
+
+class _ConvBlock(nn.Sequential):
+    """Enformer's ``ConvBlock``: BatchNorm → GELU → Conv1d (length kept)."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int = 1) -> None:
+        super().__init__(nn.BatchNorm1d(c_in), nn.GELU(), nn.Conv1d(c_in, c_out, kernel, padding=kernel // 2))
+
+
+class _Residual(nn.Module):
+    def __init__(self, fn: nn.Module) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fn(x)
+
+
+class _SelfAttention(nn.Module):
+    """Multi-head self-attention over positions, ``(N, n, dim)`` in and out."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.to_q, self.to_k, self.to_v = (nn.Linear(dim, dim, bias=False) for _ in range(3))
+        self.to_out = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        q, k, v = (f(x).view(b, n, self.heads, d // self.heads).transpose(1, 2)
+                   for f in (self.to_q, self.to_k, self.to_v))
+        attn = (q @ k.transpose(-1, -2) * (d // self.heads) ** -0.5).softmax(dim=-1)
+        return self.to_out((attn @ v).transpose(1, 2).reshape(b, n, d))
+
+
+class EnformerLike(nn.Module):
+    """A reduced Enformer (Avsec et al. 2021; the layout of ``enformer-pytorch``).
+
+    Stem ``Conv1d(4→dim/2, 15)`` + residual 1×1 ``ConvBlock`` + attention pooling; a tower
+    of ``n_tower`` blocks (``ConvBlock`` k5 with channels growing geometrically to ``dim``
+    + residual 1×1 ``ConvBlock`` + attention pooling), so one bin per ``2^(n_tower+1)``
+    positions; a learned absolute positional embedding (instead of Enformer's relative
+    positional features, which no ONNX exporter handles: ``aten::xlogy``) and ``depth``
+    transformer layers (pre-LayerNorm multi-head attention and feed-forward, residual);
+    the central ``target_length`` bins; a pointwise ``ConvBlock(dim→2·dim)`` + GELU; two
+    heads ``Linear → Softplus`` with Enformer's track counts.
+
+    Outputs: ``human`` ``(N, target_length, 5313)`` and ``mouse`` ``(N, target_length, 1643)``.
+    """
+
+    output_names = ("human", "mouse")
+
+    def __init__(
+        self,
+        *,
+        seq_len: int = 2048,
+        dim: int = 192,
+        n_tower: int = 4,
+        depth: int = 2,
+        heads: int = 4,
+        target_length: int = 32,
+        n_human: int = 5313,
+        n_mouse: int = 1643,
+    ) -> None:
+        super().__init__()
+        bins = seq_len // 2 ** (n_tower + 1)
+        if seq_len % 2 ** (n_tower + 1) or not 0 < target_length <= bins:
+            raise ValueError(
+                f"seq_len={seq_len} must be a multiple of {2 ** (n_tower + 1)} with at least "
+                f"target_length={target_length} bins"
+            )
+        half = dim // 2
+        self.stem = nn.Sequential(
+            nn.Conv1d(4, half, 15, padding=7), _Residual(_ConvBlock(half, half)), _AttentionPool(half)
+        )
+        ratio = (dim / half) ** (1 / max(n_tower - 1, 1))
+        filters = [half] + [int(round(half * ratio**i / 16)) * 16 for i in range(n_tower)]
+        filters[-1] = dim
+        self.tower = nn.Sequential(*[
+            nn.Sequential(_ConvBlock(c_in, c_out, 5), _Residual(_ConvBlock(c_out, c_out)), _AttentionPool(c_out))
+            for c_in, c_out in zip(filters[:-1], filters[1:])
+        ])
+        self.positions = nn.Parameter(0.1 * torch.randn(1, bins, dim))
+        layers = []
+        for _ in range(depth):
+            layers.append(_Residual(nn.Sequential(nn.LayerNorm(dim), _SelfAttention(dim, heads))))
+            layers.append(_Residual(nn.Sequential(
+                nn.LayerNorm(dim), nn.Linear(dim, 2 * dim), nn.ReLU(), nn.Linear(2 * dim, dim)
+            )))
+        self.transformer = nn.Sequential(*layers)
+        self.trim = (bins - target_length) // 2
+        self.target_length = target_length
+        self.final = _ConvBlock(dim, 2 * dim)
+        self.human = nn.Linear(2 * dim, n_human)
+        self.mouse = nn.Linear(2 * dim, n_mouse)
+        self.head_layers = (self.human, self.mouse)
+        self.residual_layers = tuple(m for m in self.modules() if isinstance(m, nn.Linear) and m.out_features == dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.tower(self.stem(x))
+        x = self.transformer(x.transpose(1, 2) + self.positions)
+        x = x[:, self.trim : self.trim + self.target_length]
+        x = nn.functional.gelu(self.final(x.transpose(1, 2))).transpose(1, 2)
+        return nn.functional.softplus(self.human(x)), nn.functional.softplus(self.mouse(x))
+
+
 # --------------------------------------------------------------------------------------
 # Registry, seeded initialisation, export.
 
@@ -398,6 +522,7 @@ ARCHITECTURES: dict[str, tuple[Callable[..., nn.Module], dict]] = {
     "bpnet9": (BPNet, {"seq_len": 2114, "n_dilated": 9, "out_len": 1000}),
     "spliceai10k": (SpliceAI, {"seq_len": 11000}),
     "protein_cnn": (ProteinCNN, {"seq_len": 500}),
+    "enformer_like": (EnformerLike, {"seq_len": 2048}),
 }
 
 

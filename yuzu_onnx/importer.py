@@ -564,6 +564,7 @@ def measure_shapes(
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(
             f"ONNX Runtime cannot run the model with a batch of 2 sequences of length {length}: {first}"
+            + _reshape_length_hint(first, length)
         ) from None
     shapes: dict[str, tuple[int, ...]] = {}
     batch_axes: dict[str, int | None] = {}
@@ -591,6 +592,21 @@ def measure_shapes(
         shapes[init.name] = tuple(init.dims)
         batch_axes[init.name] = None
     return shapes, batch_axes, irregular
+
+
+def _reshape_length_hint(error: str, length: int) -> str:
+    """A hint for an ONNX Runtime error raised by a Reshape node: it may split the sequence
+    into blocks of ``k`` positions (attention pooling), which needs a length divisible by ``k``."""
+    import re
+
+    found = re.search(r"Node \(([^)]*)\) Op \(Reshape\)|Reshape node\. Name:'([^']*)'", error)
+    if found is None:
+        return ""
+    node = found.group(1) or found.group(2)
+    return (
+        f"; its Reshape node {node!r} cannot take length {length}: if the model splits the sequence into "
+        "blocks of k positions, give --seq-len a multiple of k"
+    )
 
 
 def _canonicalise_batch_reshapes(

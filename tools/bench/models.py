@@ -56,6 +56,10 @@ MODELS: dict[str, BenchModel] = {
                    note="ISM of the 200 central positions only (--window), naive included"),
         BenchModel("protein_cnn", "protein_cnn", 500, cache_name="protein_cnn_torchscript.onnx",
                    note="20-letter protein alphabet; first convolution 20→128, width 15"),
+        BenchModel("enformer_like", "enformer_like", 2048, window=(974, 1074),
+                   cache_name="enformer_like_torchscript.onnx",
+                   note="conv tower with attention pooling, 2 transformer layers, heads of 5313 and 1643 "
+                        "tracks on 32 bins; ISM of the 100 central positions (--window)"),
     )
 }
 

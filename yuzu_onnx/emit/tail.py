@@ -18,6 +18,7 @@ from onnx import TensorProto, helper
 from .builder import PREFIX, GraphBuilder, copy_nodes
 from .decode import emit_mutants, probe_indices
 from .probes import EmitContext
+from .softplus import emit_softplus, is_softplus
 from .wide_conv import emit_wide_conv, is_wide_conv
 from .window_sums import emit_head_mutants
 
@@ -67,6 +68,9 @@ def emit_tail(ctx: EmitContext, outputs: list[str]) -> dict[str, str]:
     finally:
         ctx.builder = saved_builder
     def faster_form(original: onnx.NodeProto, renamed: onnx.NodeProto) -> bool:
+        if is_softplus(original):
+            emit_softplus(body, renamed.input[0], renamed.output[0])
+            return True
         if not is_wide_conv(original, spec.shapes, ctx.constants):
             return False
         emit_wide_conv(body, original, renamed.input[0], renamed.output[0], spec.shapes, ctx.constants)

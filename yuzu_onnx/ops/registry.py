@@ -14,6 +14,8 @@ One :class:`OpSpec` per ONNX op type holds everything the engine knows about the
   ``dense_weight`` (the constant ``features × outputs`` matrix of a dense layer);
 * ``axes_input_since``: the opset from which the op reads its ``axes`` from an input
   rather than an attribute (emitted nodes);
+* ``tail_form``: the name of a faster equivalent form the emitter writes for the op in the
+  materialised tail (``emit/softplus.py``: ``"stable_softplus"``), ``None`` for the op itself;
 * flags: ``takes_shape_inputs`` (may read tensors derived from the batch size),
   ``meta`` (output depends on its input only through its shape), ``convolution``
   (``Conv`` layout: data, weights ``(Cout, Cin/group, *kernel)``, optional bias),
@@ -252,6 +254,7 @@ class OpSpec:
     flattens: bool = False
     dense_weight: DenseWeight | None = None
     axes_input_since: int | None = None
+    tail_form: str | None = None
 
 
 _TABLE: dict[str, OpSpec] = {}

@@ -574,6 +574,72 @@ def build_attention(*, layout: str = "ncl", seq_len: int = 64, seed: int = 0) ->
     return g.build()
 
 
+def _attention_pool(g: _Graph, x: str, c: int, length: int) -> tuple[str, int]:
+    """Enformer's attention pooling of a channels-first ``(N, C, length)`` tensor over pairs
+    of neighbouring positions: ``Σ_pair softmax(W·x)·x``, as ``enformer-pytorch`` exports it
+    (``Reshape`` to ``(N, C, L/2, 2)``, a 1×1 ``Conv`` for the logits, ``Softmax`` and the
+    weighted sum over the last axis). An odd length is padded by one position whose logit
+    is masked to ``-3.4e38``, as ``enformer-pytorch`` does. Channels-last models pool
+    ``(N, L/2, 2, C)`` with a ``MatMul`` for the logits, as Keras would. Returns the pooled
+    tensor and its length."""
+    pad = length % 2
+    pooled = (length + pad) // 2
+    if pad:
+        x = g.op("Pad", [x, g.ints([0, 0, 0, 0, 0, pad], "pool_pads")])
+    mask = np.zeros((pooled, 2), dtype=bool)
+    mask[-1, 1] = bool(pad)
+    if g.layout == "ncl":
+        blocks = g.op("Reshape", [x, g.ints([0, c, -1, 2], "pool_shape")])
+        logits = g.conv(blocks, c, c, (1, 1), bias=False, gain=1.0)
+    else:
+        blocks = g.op("Reshape", [g.to_last(x), g.ints([0, -1, 2, c], "pool_shape")])
+        logits = g.op("MatMul", [blocks, g.const(g.weight([c, c], c, 1.0), "pool_W")])
+        mask = mask[:, :, None]
+    if pad:
+        logits = g.op("Where", [g.const(mask, "pool_mask", np.bool_), g.const(np.float32(-3.4e38), "min"), logits])
+    if g.layout == "ncl":
+        return g.reduce("ReduceSum", g.op("Mul", [blocks, g.op("Softmax", [logits], axis=-1)]), [-1]), pooled
+    weighted = g.op("Mul", [blocks, g.op("Softmax", [logits], axis=2)])
+    return g.to_first(g.reduce("ReduceSum", weighted, [2])), pooled
+
+
+def _conv_block(g: _Graph, x: str, c_in: int, c_out: int, k: int) -> str:
+    """Enformer's ``ConvBlock``: BatchNorm → GELU → Conv (length kept)."""
+    return g.same_conv(_gelu_erf(g, g.batch_norm(x, c_in)), c_in, c_out, k)
+
+
+def build_enformer_like(*, layout: str = "ncl", seq_len: int = 64, seed: int = 0) -> onnx.ModelProto:
+    """Opset 18, a small Enformer: stem Conv(4→8, k7) + residual 1×1 conv block + attention
+    pooling, two tower blocks (conv block k5 + residual 1×1 block + attention pooling;
+    8→12→16 channels), then channels-last: a constant positional embedding, one transformer
+    layer (single-head attention over the ``L/8`` positions, feed-forward, both residual with
+    LayerNorm), a pointwise GELU layer and two heads ``human`` ``(N, ⌈L/8⌉, 5)`` and ``mouse``
+    ``(N, ⌈L/8⌉, 3)`` with Softplus; odd lengths are padded before pooling."""
+    g = _Graph("enformer_like", layout=layout, seq_len=seq_len, seed=seed, opset=18)
+    h = g.same_conv(g.seq(), 4, 8, 7)
+    h = g.op("Add", [h, _conv_block(g, h, 8, 8, 1)])
+    h, n = _attention_pool(g, h, 8, seq_len)
+    c = 8
+    for c_out in (12, 16):
+        h = _conv_block(g, h, c, c_out, 5)
+        h = g.op("Add", [h, _conv_block(g, h, c_out, c_out, 1)])
+        h, n = _attention_pool(g, h, c_out, n)
+        c = c_out
+    h = g.op("Add", [g.to_last(h), g.const(0.1 * g.rng.standard_normal((1, n, c)), "positions")])  # (N, n, C)
+    ones, zeros = g.const(np.ones(c), "ln_scale"), g.const(np.zeros(c), "ln_bias")
+    x = g.op("LayerNormalization", [h, ones, zeros], axis=-1, epsilon=1e-5)
+    q, k, v = (g.dense(x, c, c, bias=False) for _ in range(3))
+    scores = g.op("MatMul", [q, g.op("Transpose", [k], perm=[0, 2, 1])])
+    weights = g.op("Softmax", [g.op("Div", [scores, g.const(np.sqrt(c), "sqrt_d")])], axis=-1)
+    h = g.op("Add", [h, g.dense(g.op("MatMul", [weights, v]), c, c)])
+    x = g.op("LayerNormalization", [h, ones, zeros], axis=-1, epsilon=1e-5)
+    h = g.op("Add", [h, g.dense(g.op("Relu", [g.dense(x, c, 2 * c)]), 2 * c, c)])
+    h = _gelu_erf(g, g.dense(h, c, 2 * c))
+    g.output(g.op("Softplus", [g.dense(h, 2 * c, 5)]), "human")
+    g.output(g.op("Softplus", [g.dense(h, 2 * c, 3)]), "mouse")
+    return g.build()
+
+
 def build_gru(*, layout: str = "ncl", seq_len: int = 64, seed: int = 0) -> onnx.ModelProto:
     """Conv tower, then an ONNX ``GRU`` over positions (sequence-first, as PyTorch exports
     it); the last hidden state → Gemm."""
@@ -622,6 +688,7 @@ BUILDERS: dict[str, Callable[..., onnx.ModelProto]] = {
     "transpose_dense": build_transpose_dense,
     "keras_conv2d": build_keras_conv2d,
     "attention": build_attention,
+    "enformer_like": build_enformer_like,
     "gru": build_gru,
     "dynamic_length": build_dynamic_length,
     "strided_profile": build_strided_profile,

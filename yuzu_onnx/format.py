@@ -10,6 +10,9 @@ The keys, in the order they are written:
 ``version``                 the yuzu-onnx version that wrote the model
 ``source_sha256``           SHA-256 of the source model
 ``input``                   name of the one-hot sequence input
+``extra_inputs``            JSON ``{name: {"shape": [...], "dtype": ...}}``: the graph's other
+                            inputs (per-sequence shape without the batch), the same for
+                            every mutant of a sequence; ``{}`` when there are none
 ``layout``                  ``ncl`` or ``nlc``
 ``alphabet``                letters of the one-hot axis, e.g. ``ACGT``
 ``seq_len``                 the sequence length ``L``
@@ -40,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import ModelError
+from .extra_inputs import ExtraInput, extra_inputs_from_json
 from .layout import LAYOUTS, SequenceSpec, layout_of
 
 PREFIX = "yuzu_onnx."
@@ -48,7 +52,7 @@ FORMAT = "ism/1"
 
 #: every key of a converted model (without :data:`PREFIX`), in the order it is written
 KEYS = (
-    "format", "version", "source_sha256", "input", "layout", "alphabet", "seq_len", "window", "probes",
+    "format", "version", "source_sha256", "input", "extra_inputs", "layout", "alphabet", "seq_len", "window", "probes",
     "outputs", "stages", "first_conv_shortcut", "tail_chunk", "peak_bytes_per_sequence", "naive_flops",
     "rewritten_flops", "fallback", "region_stops", "tail",
 )
@@ -115,6 +119,7 @@ class ConvertedModelInfo:
         model before its emitter has chosen ``alpha``).
     props: every ``metadata_props`` entry as read (empty for a record built in memory);
         never written back.
+    extra_inputs: the graph's inputs besides the sequence (held fixed for every mutant).
     """
 
     input_name: str
@@ -135,6 +140,7 @@ class ConvertedModelInfo:
     region_stops: tuple[str, ...] = ()
     gaussian: GaussianInfo | None = None
     props: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    extra_inputs: tuple[ExtraInput, ...] = ()
 
     @property
     def layout(self) -> str:
@@ -168,6 +174,7 @@ class ConvertedModelInfo:
             "version": self.version or "",
             "source_sha256": self.source_sha256,
             "input": self.input_name,
+            "extra_inputs": json.dumps({e.name: e.to_json() for e in self.extra_inputs}),
             "layout": self.layout,
             "alphabet": self.alphabet,
             "seq_len": str(self.seq_len),
@@ -261,6 +268,7 @@ def read_converted_info(
         region_stops=tuple(str(v) for v in fields.get("region_stops", _json_list, [])),
         gaussian=gaussian,
         props=props,
+        extra_inputs=fields.get("extra_inputs", _extra_inputs, ()),
     )
     if model is not None:
         _check_graph(model, info, source)
@@ -311,6 +319,16 @@ def _outputs(text: str) -> dict[str, dict[str, str]]:
     return value
 
 
+def _extra_inputs(text: str) -> tuple[ExtraInput, ...]:
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")
+    try:
+        return extra_inputs_from_json(value)
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"an entry lacks {exc}") from None
+
+
 def _json_list(text: str) -> list:
     value = json.loads(text)
     if not isinstance(value, list):
@@ -338,6 +356,12 @@ def _check_graph(model: onnx.ModelProto, info: ConvertedModelInfo, source: str) 
     if dims[1:] != list(expected[1:]):
         raise ModelError(f"{source}: metadata (layout {info.layout}, alphabet {info.alphabet!r}, length "
                          f"{info.seq_len}) disagrees with the graph's input shape; convert the model again")
+    missing = [e.name for e in info.extra_inputs if e.name not in inputs]
+    unlisted = [name for name in inputs if name != info.input_name and name not in {e.name for e in info.extra_inputs}
+                and name not in {t.name for t in model.graph.initializer}]
+    if missing or unlisted:
+        raise ModelError(f"{source}: metadata extra inputs {[e.name for e in info.extra_inputs]} differ from the "
+                         f"graph's other inputs; convert the model again")
     graph_outputs = {o.name for o in model.graph.output}
     if set(info.outputs) != graph_outputs:
         raise ModelError(f"{source}: metadata outputs {sorted(info.outputs)} differ from the graph's "

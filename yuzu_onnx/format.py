@@ -10,9 +10,10 @@ The keys, in the order they are written:
 ``version``                 the yuzu-onnx version that wrote the model
 ``source_sha256``           SHA-256 of the source model
 ``input``                   name of the one-hot sequence input
-``extra_inputs``            JSON ``{name: {"shape": [...], "dtype": ...}}``: the graph's other
-                            inputs (per-sequence shape without the batch), the same for
-                            every mutant of a sequence; ``{}`` when there are none
+``extra_inputs``            only in models with inputs besides the sequence: JSON
+                            ``{name: {"shape": [...], "dtype": ...}}``, the graph's other
+                            inputs (per-sequence shape without the batch), held fixed for
+                            every mutant of a sequence
 ``layout``                  ``ncl`` or ``nlc``
 ``alphabet``                letters of the one-hot axis, e.g. ``ACGT``
 ``seq_len``                 the sequence length ``L``
@@ -52,10 +53,12 @@ FORMAT = "ism/1"
 
 #: every key of a converted model (without :data:`PREFIX`), in the order it is written
 KEYS = (
-    "format", "version", "source_sha256", "input", "extra_inputs", "layout", "alphabet", "seq_len", "window", "probes",
+    "format", "version", "source_sha256", "input", "layout", "alphabet", "seq_len", "window", "probes",
     "outputs", "stages", "first_conv_shortcut", "tail_chunk", "peak_bytes_per_sequence", "naive_flops",
     "rewritten_flops", "fallback", "region_stops", "tail",
 )
+#: the key a model with inputs besides the sequence adds (after ``input``)
+EXTRA_INPUT_KEYS = ("extra_inputs",)
 #: the keys a Gaussian-probe model adds
 GAUSSIAN_KEYS = ("alpha", "alpha_mode", "pearson_r", "seed", "condition_number")
 #: the keys a model must have to be run
@@ -174,7 +177,8 @@ class ConvertedModelInfo:
             "version": self.version or "",
             "source_sha256": self.source_sha256,
             "input": self.input_name,
-            "extra_inputs": json.dumps({e.name: e.to_json() for e in self.extra_inputs}),
+            **({"extra_inputs": json.dumps({e.name: e.to_json() for e in self.extra_inputs})}
+               if self.extra_inputs else {}),
             "layout": self.layout,
             "alphabet": self.alphabet,
             "seq_len": str(self.seq_len),

@@ -269,7 +269,7 @@ def _free_batch_of_one(model: onnx.ModelProto, input_name: str, layout: str, siz
         raise failure
     model, changes = freed
     warnings.warn(
-        f"the model's graph fixed the batch at 1 (an export without a dynamic batch); {len(changes)} shape "
+        f"the model was exported with a fixed batch of 1; {len(changes)} shape "
         f"constant(s) were made batch-independent so that mutants can be batched (checked: a batch of 3 gives what "
         f"each sequence gives alone): {'; '.join(changes[:3])}{' ...' if len(changes) > 3 else ''}",
         YuzuWarning,

@@ -222,3 +222,23 @@ def test_cli_ism_and_naive_agree_key_by_key(cli, tmp_path):
     assert res.rc == 0 and "as given with --extra-input" in res.out
     res = cli("verify", model, "-n", "2")
     assert res.rc == 0 and "random values" in res.out
+
+
+def test_extra_input_at_another_resolution_ends_the_region_and_stays_exact():
+    """A (N, 8, L/2) extra input added after a stride-2 pool has no position map: the Add
+    ends the local region, and the tail reads the input tiled to the mutants."""
+    from yuzu_onnx.testing.extra_input_models import _MultiInputGraph
+
+    g = _MultiInputGraph("pooled_extra", layout="ncl", seq_len=48, seed=0)
+    bias = g.add_input("bias", TensorProto.FLOAT, ["batch", 8, 24])
+    h = g.op("Relu", [g.same_conv(g.seq(), 4, 8, 5)])
+    h = g.op("Add", [g.op("MaxPool", [h], kernel_shape=[2], strides=[2]), bias])
+    g.output(g.same_conv(g.op("Relu", [h]), 8, 2, 3, gain=1.0), "y")
+    spec = load_model(g.build())
+    conv = convert_model(spec)
+    assert any(s.op_type == "Add" and "'bias'" in s.reason for s in conv.region.stops)
+    assert conv.plan.stages  # the conv and pool before it still run on probes
+    X = sequences(spec)
+    extra = sample_extra_values(spec.extra_inputs, len(X), seed=2)
+    assert_exact(ISMSession(conv.model).run(X, extra=extra), naive_ism(spec, X, extra=extra),
+                 reference_outputs(spec, X, extra=extra))

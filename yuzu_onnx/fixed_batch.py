@@ -84,16 +84,11 @@ def _batch_dependent(model: onnx.ModelProto) -> set[str]:
 
 
 def _constant_of(model: onnx.ModelProto, name: str) -> np.ndarray | None:
+    """An initializer's value (the importer's constant folding has made ``Constant`` nodes
+    initializers)."""
     for t in model.graph.initializer:
         if t.name == name:
             return numpy_helper.to_array(t)
-    for node in model.graph.node:
-        if node.op_type == "Constant" and node.output[0] == name:
-            for attr in node.attribute:
-                if attr.name == "value":
-                    return numpy_helper.to_array(attr.t)
-                if attr.name == "value_ints":
-                    return np.array(list(attr.ints), dtype=np.int64)
     return None
 
 

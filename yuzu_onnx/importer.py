@@ -268,6 +268,8 @@ def _free_batch_of_one(model: onnx.ModelProto, input_name: str, layout: str, siz
     if freed is None:  # it does not run on one sequence either: not a batch problem
         raise failure
     model, changes = freed
+    if not changes:  # nothing batch-1 to free, and batches work: the failure is something else
+        raise failure
     warnings.warn(
         f"the model was exported with a fixed batch of 1; {len(changes)} shape "
         f"constant(s) were made batch-independent so that mutants can be batched (checked: a batch of 3 gives what "

@@ -115,6 +115,13 @@ def _add_run_options(p: argparse.ArgumentParser, *, naive: bool = False) -> None
     g.add_argument("--variants", metavar="OUT.tsv", help="also write a variant table (one row per substitution)")
     g.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT.partial")
     g.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
+    _add_extra_inputs(g)
+
+
+def _add_extra_inputs(g) -> None:
+    g.add_argument("--extra-input", action="append", dest="extra_inputs", default=[], metavar="NAME=FILE.npy",
+                   help="values of a model input besides the sequence (control tracks, a covariate): one row per "
+                        "sequence, or one row for all; held fixed for every mutant; repeat for several inputs")
 
 
 def _threads(text: str) -> int:
@@ -194,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where both runs compute; auto: CUDA when onnxruntime-gpu offers it (default)")
     _add_threads(p)
+    _add_extra_inputs(p)
     _add_debug(p)
 
     p = sub.add_parser("plot", help="plot ISM of one sequence from a result file")
@@ -288,6 +296,7 @@ def _print_original(d: dict) -> None:
     _say(f"model: {d['model']} (original; sha256 {d['source_sha256'][:16]}...)")
     _say(f"input: {d['input']} {_shape_text(d['input_shape'])}, layout {d['layout']}, "
          f"alphabet {d['alphabet']}, length {d['seq_len']}")
+    _say_extra_inputs(d.get("extra_inputs"))
     _say(f"opset {d['opset']}, IR version {d['ir_version']}")
     _say("outputs:")
     for name, shape in d["outputs"].items():
@@ -318,6 +327,13 @@ def _print_original(d: dict) -> None:
     _say(f"  rewritten          {_flops(d['rewritten_flops'])}  (expected speedup {d['expected_speedup']:.1f}x)")
     _say(f"  sparse bound       {_flops(d['bound_flops'])}  (bound speedup {d['bound_speedup']:.1f}x)")
     _say(f"  peak memory        {format_bytes(d['peak_bytes_per_sequence'])} per sequence")
+
+
+def _say_extra_inputs(extras: dict | None) -> None:
+    """The inputs besides the sequence (``--extra-input NAME=FILE.npy`` at run time)."""
+    for name, e in (extras or {}).items():
+        _say(f"extra input: {name} {_shape_text(['batch', *e['shape']])} {e['dtype']}, held fixed for every "
+             f"mutant (--extra-input {name}=FILE.npy)")
 
 
 def _count(n, noun: str) -> str:
@@ -354,6 +370,7 @@ def _print_converted(d: dict) -> None:
 
     _say(f"model: {d['model']} (converted ISM model, format {d['format']}, yuzu-onnx {d['yuzu_onnx_version']})")
     _say(f"input: {d['input']}, layout {d['layout']}, alphabet {d['alphabet']}, length {d['seq_len']}")
+    _say_extra_inputs(d.get("extra_inputs"))
     _say(f"window: positions {d['window'][0]}:{d['window'][1]}; probes: {d['probes']}")
     _say("outputs:")
     for name, o in d["outputs"].items():
@@ -428,7 +445,7 @@ def _job_options(args):
     return JobOptions(
         input=args.input, out=args.out, command=args.command, fmt=args.fmt, batch_size=args.batch_size,
         max_memory=args.max_memory, genome=args.genome, strand=args.strand, resume=args.resume,
-        modisco=args.modisco, variants=args.variants, quiet=args.quiet,
+        modisco=args.modisco, variants=args.variants, quiet=args.quiet, extra_inputs=tuple(args.extra_inputs),
     )
 
 
@@ -503,14 +520,21 @@ def cmd_verify(args) -> int:
 
     if args.n < 1:
         raise InputError(f"-n must be at least 1, got {args.n}")
+    from .extra_inputs import load_extra_files
+
     conv = convert_model(args.model, **_model_kwargs(args))
     X = random_sequences(args.n, conv.spec, seed=args.seed)
     probes = _probes_of(conv.model)
-    report = verify_conversion(conv, X, probes=probes, device=args.device, threads=args.threads)
+    extra = load_extra_files(args.extra_inputs) or None
+    report = verify_conversion(conv, X, probes=probes, device=args.device, threads=args.threads, extra=extra,
+                               seed=args.seed)
     gaussian = probes == "gaussian"
     method = "naive fallback" if conv.plan.fallback_reason else plural(len(conv.plan.stages), "probe stage")
     _say(f"verify {args.model}: {plural(args.n, 'random sequence')} (seed {args.seed}, one with N positions), "
          f"{method}")
+    if conv.spec.extra_inputs:
+        given = "as given with --extra-input" if extra else "random values (give real ones with --extra-input)"
+        _say(f"  extra inputs {', '.join(e.name for e in conv.spec.extra_inputs)}: {given}")
     _say(f"  {'output':<20} {'max abs error':>14} {'scale':>12} {'relative':>12} {'pearson r':>12}")
     for name, r in report.items():
         flag = "ok" if r["ok"] else "FAIL"

@@ -154,6 +154,11 @@ def convert_model(
     names = resolve_outputs(spec, outputs)
     reductions = resolve_reductions(reduce, names)
     region = analyse_region(spec)
+    if probes == "gaussian" and spec.extra_inputs:
+        raise InputError(
+            f"{option('probes', 'gaussian')} handles models whose only input is the sequence, but this one also "
+            f"takes {', '.join(e.name for e in spec.extra_inputs)}; use {option('probes', 'spaced')} (exact)"
+        )
     if probes == "gaussian":  # approximate, never falls back (convert_gaussian.py)
         from .convert_gaussian import convert_gaussian
 

@@ -73,6 +73,7 @@ OPTION_SPELLINGS: dict[str, tuple[str, str]] = {
     "fmt": ("--format", "fmt"),
     "probe_seed": ("--probe-seed", "seed"),
     "plot_output": ("--output", "output"),
+    "extra": ("--extra-input", "extra"),
 }
 INTERFACES = ("python", "cli")
 

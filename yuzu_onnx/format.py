@@ -10,6 +10,10 @@ The keys, in the order they are written:
 ``version``                 the yuzu-onnx version that wrote the model
 ``source_sha256``           SHA-256 of the source model
 ``input``                   name of the one-hot sequence input
+``extra_inputs``            only in models with inputs besides the sequence: JSON
+                            ``{name: {"shape": [...], "dtype": ...}}``, the graph's other
+                            inputs (per-sequence shape without the batch), held fixed for
+                            every mutant of a sequence
 ``layout``                  ``ncl`` or ``nlc``
 ``alphabet``                letters of the one-hot axis, e.g. ``ACGT``
 ``seq_len``                 the sequence length ``L``
@@ -44,6 +48,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .bands import Band
 from .errors import InputError, ModelError
+from .extra_inputs import ExtraInput, extra_inputs_from_json
 from .layout import LAYOUTS, SequenceSpec, layout_of
 
 PREFIX = "yuzu_onnx."
@@ -56,6 +61,8 @@ KEYS = (
     "outputs", "stages", "first_conv_shortcut", "tail_chunk", "peak_bytes_per_sequence", "naive_flops",
     "rewritten_flops", "fallback", "region_stops", "tail",
 )
+#: the key a model with inputs besides the sequence adds (after ``input``)
+EXTRA_INPUT_KEYS = ("extra_inputs",)
 #: the keys a Gaussian-probe model adds
 GAUSSIAN_KEYS = ("alpha", "alpha_mode", "pearson_r", "seed", "condition_number")
 #: the keys a model must have to be run
@@ -121,6 +128,7 @@ class ConvertedModelInfo:
         model before its emitter has chosen ``alpha``).
     props: every ``metadata_props`` entry as read (empty for a record built in memory);
         never written back.
+    extra_inputs: the graph's inputs besides the sequence (held fixed for every mutant).
     """
 
     input_name: str
@@ -141,6 +149,7 @@ class ConvertedModelInfo:
     region_stops: tuple[str, ...] = ()
     gaussian: GaussianInfo | None = None
     props: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    extra_inputs: tuple[ExtraInput, ...] = ()
 
     @property
     def layout(self) -> str:
@@ -179,6 +188,8 @@ class ConvertedModelInfo:
             "version": self.version or "",
             "source_sha256": self.source_sha256,
             "input": self.input_name,
+            **({"extra_inputs": json.dumps({e.name: e.to_json() for e in self.extra_inputs})}
+               if self.extra_inputs else {}),
             "layout": self.layout,
             "alphabet": self.alphabet,
             "seq_len": str(self.seq_len),
@@ -272,6 +283,7 @@ def read_converted_info(
         region_stops=tuple(str(v) for v in fields.get("region_stops", _json_list, [])),
         gaussian=gaussian,
         props=props,
+        extra_inputs=fields.get("extra_inputs", _extra_inputs, ()),
     )
     if model is not None:
         _check_graph(model, info, source)
@@ -328,6 +340,16 @@ def _outputs(text: str) -> dict[str, dict[str, Any]]:
     return value
 
 
+def _extra_inputs(text: str) -> tuple[ExtraInput, ...]:
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")
+    try:
+        return extra_inputs_from_json(value)
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"an entry lacks {exc}") from None
+
+
 def _json_list(text: str) -> list:
     value = json.loads(text)
     if not isinstance(value, list):
@@ -355,6 +377,12 @@ def _check_graph(model: onnx.ModelProto, info: ConvertedModelInfo, source: str) 
     if dims[1:] != list(expected[1:]):
         raise ModelError(f"{source}: metadata (layout {info.layout}, alphabet {info.alphabet!r}, length "
                          f"{info.seq_len}) disagrees with the graph's input shape; convert the model again")
+    missing = [e.name for e in info.extra_inputs if e.name not in inputs]
+    unlisted = [name for name in inputs if name != info.input_name and name not in {e.name for e in info.extra_inputs}
+                and name not in {t.name for t in model.graph.initializer}]
+    if missing or unlisted:
+        raise ModelError(f"{source}: metadata extra inputs {[e.name for e in info.extra_inputs]} differ from the "
+                         f"graph's other inputs; convert the model again")
     graph_outputs = {o.name for o in model.graph.output}
     if set(info.outputs) != graph_outputs:
         raise ModelError(f"{source}: metadata outputs {sorted(info.outputs)} differ from the graph's "

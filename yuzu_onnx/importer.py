@@ -24,6 +24,7 @@ from onnx import TensorProto, numpy_helper
 from .alphabets import DEFAULT_FOR_SIZE, resolve_alphabet
 from .encoding import random_one_hot
 from .errors import ModelError, YuzuWarning, option
+from .extra_inputs import ExtraInput, sample_extra_values
 from .format import is_converted
 from .layout import LAYOUTS, NCL, NLC, SequenceSpec
 
@@ -57,6 +58,8 @@ class ModelSpec:
         the tensor does not depend on the batch size.
     irregular: tensors whose batch is merged with another axis (e.g. ``(N*L, C)``).
     source_sha256: SHA-256 of the serialized source model as given.
+    extra_inputs: the model's inputs besides the sequence (control tracks, covariates),
+        held fixed for every mutant of a sequence.
     """
 
     model: onnx.ModelProto
@@ -70,6 +73,7 @@ class ModelSpec:
     batch_axes: Mapping[str, int | None] = field(repr=False)
     irregular: frozenset[str] = field(repr=False, default=frozenset())
     source_sha256: str = ""
+    extra_inputs: tuple[ExtraInput, ...] = ()
 
     @property
     def sequence(self) -> SequenceSpec:
@@ -132,23 +136,19 @@ def load_model(
     seq_input = _find_sequence_input(proto, input_name, letters, alphabet)
     lay, size, length = _decide_layout(seq_input, layout, letters, seq_len, alphabet)
     letters = letters or DEFAULT_FOR_SIZE[size]
-    fixed_batch = _dims(seq_input)[0]
+    extras = _extra_inputs(proto, seq_input, length)
+    fixed_batch = _dims(seq_input)[0] == 1
     model = _upgrade_opset(proto)
-    model = _fix_input_shape(model, seq_input.name, lay, size, length)
+    model = _fix_input_shape(model, seq_input.name, lay, size, length, extras)
     model = _fold_constants(model)
     try:
-        shapes, batch_axes, irregular = measure_shapes(model, seq_input.name, lay, size, length)
-    except ModelError:
-        if fixed_batch != 1:
-            raise
-        model = _free_batch_of_one(model)
-        shapes, batch_axes, irregular = measure_shapes(model, seq_input.name, lay, size, length)
-        warnings.warn(
-            "the model was exported with a fixed batch of 1; its Reshape targets were made "
-            "batch-independent so that mutants can be batched",
-            YuzuWarning,
-            stacklevel=2,
-        )
+        shapes, batch_axes, irregular = measure_shapes(model, seq_input.name, lay, size, length, extras)
+        lost = [o.name for o in model.graph.output if batch_axes.get(o.name) != 0]
+        if fixed_batch and lost:  # a batch-1 export whose outputs do not follow the batch
+            raise ModelError(f"output {lost[0]!r} does not follow the batch size")
+    except ModelError as failure:
+        model = _free_batch_of_one(model, seq_input.name, lay, size, length, extras, failure)
+        shapes, batch_axes, irregular = measure_shapes(model, seq_input.name, lay, size, length, extras)
     model = _canonicalise_batch_reshapes(model, shapes, batch_axes)
     outputs = tuple(
         OutputSpec(o.name, shapes[o.name], batch_axes.get(o.name)) for o in model.graph.output
@@ -171,6 +171,7 @@ def load_model(
         batch_axes=batch_axes,
         irregular=frozenset(irregular),
         source_sha256=hashlib.sha256(raw).hexdigest(),
+        extra_inputs=extras,
     )
 
 
@@ -284,19 +285,32 @@ def _upgrade_opset(proto: onnx.ModelProto) -> onnx.ModelProto:
     return upgraded
 
 
-def _free_batch_of_one(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Replace a leading 1 in constant Reshape targets by 0 (copy the batch from the input)."""
-    model = copy.deepcopy(model)
-    inits = {t.name: t for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type != "Reshape" or len(node.input) < 2 or node.input[1] not in inits:
-            continue
-        target = numpy_helper.to_array(inits[node.input[1]]).copy()
-        if target.ndim == 1 and target.size and target[0] == 1:
-            target[0] = 0
-            new_name = f"yuzu_free_batch_{node.output[0]}"
-            model.graph.initializer.append(numpy_helper.from_array(target.astype(np.int64), new_name))
-            node.input[1] = new_name
+def _free_batch_of_one(model: onnx.ModelProto, input_name: str, layout: str, size: int, length: int,
+                       extras: tuple[ExtraInput, ...], failure: ModelError) -> onnx.ModelProto:
+    """A model that fails on a batch of 2 but may have been exported with a fixed batch of 1:
+    its batch-1 shape constants made dynamic and checked (:mod:`yuzu_onnx.fixed_batch`).
+
+    Raises the original ``failure`` when the model does not run on one sequence either.
+    """
+    from .fixed_batch import free_fixed_batch
+
+    def feeds(n: int) -> dict[str, np.ndarray]:
+        return {input_name: random_one_hot(n, length, alphabet_size=size, layout=layout, seed=n),
+                **sample_extra_values(extras, n, seed=n)}
+
+    freed = free_fixed_batch(model, input_name, feeds)
+    if freed is None:  # it does not run on one sequence either: not a batch problem
+        raise failure
+    model, changes = freed
+    if not changes:  # nothing batch-1 to free, and batches work: the failure is something else
+        raise failure
+    warnings.warn(
+        f"the model was exported with a fixed batch of 1; {len(changes)} shape "
+        f"constant(s) were made batch-independent so that mutants can be batched (checked: a batch of 3 gives what "
+        f"each sequence gives alone): {'; '.join(changes[:3])}{' ...' if len(changes) > 3 else ''}",
+        YuzuWarning,
+        stacklevel=3,
+    )
     return model
 
 
@@ -337,12 +351,6 @@ def _find_sequence_input(
                 f"several inputs look like one-hot sequences ({names}); choose one with {option('input_name')}"
             )
         chosen = candidates[0]
-    others = [i.name for i in inputs if i.name != chosen.name]
-    if others:
-        raise ModelError(
-            f"model has inputs besides the sequence input {chosen.name!r}: {', '.join(others)}; "
-            "yuzu-onnx needs a model whose only input is the one-hot sequence"
-        )
     elem = chosen.type.tensor_type.elem_type
     if elem != TensorProto.FLOAT:
         raise ModelError(
@@ -369,6 +377,50 @@ def _refuse_alphabet(inputs: list[onnx.ValueInfoProto], letters: str, alphabet, 
         f"model has no float rank-3 input with an axis of size {len(letters)} ({given} has "
         f"{len(letters)} letters); its inputs: {described}"
     )
+
+
+def _extra_inputs(proto: onnx.ModelProto, seq_input: onnx.ValueInfoProto, length: int) -> tuple[ExtraInput, ...]:
+    """The inputs besides the sequence, with their per-sequence shapes resolved.
+
+    The first axis must be the batch (dynamic, or 1 in a fixed-batch export); a dynamic
+    axis named like the sequence input's length axis takes the sequence length ``L``.
+    """
+    seq_dims = seq_input.type.tensor_type.shape.dim
+    length_names = {d.dim_param for d in list(seq_dims)[1:] if d.HasField("dim_param") and d.dim_param}
+    extras = []
+    for vi in _graph_inputs(proto):
+        if vi.name == seq_input.name:
+            continue
+        if not vi.type.HasField("tensor_type"):
+            raise ModelError(f"model input {vi.name!r} is not a tensor; yuzu-onnx takes tensor inputs only")
+        elem = vi.type.tensor_type.elem_type
+        try:
+            dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem))
+        except Exception:
+            dtype = np.dtype(object)
+        if dtype.kind not in "biuf":
+            raise ModelError(f"extra input {vi.name!r} has element type {TensorProto.DataType.Name(elem)}; "
+                             "yuzu-onnx passes numeric extra inputs only")
+        dims = list(vi.type.tensor_type.shape.dim)
+        if not dims or (dims[0].HasField("dim_value") and dims[0].dim_value != 1):
+            raise ModelError(
+                f"extra input {vi.name!r} has shape {_describe(vi)}; inputs besides the sequence need the batch "
+                "on their first axis (one row per sequence), e.g. (batch, 2, L) control tracks or (batch, 1) "
+                "covariates"
+            )
+        shape = []
+        for axis, d in enumerate(dims[1:], start=1):
+            if d.HasField("dim_value"):
+                shape.append(int(d.dim_value))
+            elif d.HasField("dim_param") and d.dim_param in length_names:
+                shape.append(int(length))
+            else:
+                raise ModelError(
+                    f"extra input {vi.name!r} has shape {_describe(vi)} with a dynamic axis {axis}; re-export "
+                    "the model with only the batch dynamic (or that axis named like the sequence length axis)"
+                )
+        extras.append(ExtraInput(vi.name, tuple(shape), dtype.name))
+    return tuple(extras)
 
 
 def _is_candidate(vi: onnx.ValueInfoProto, sizes: set[int]) -> bool:
@@ -476,9 +528,16 @@ def _check_layout_fits(
     )
 
 
-def _fix_input_shape(proto: onnx.ModelProto, name: str, layout: str, size: int, length: int) -> onnx.ModelProto:
+def _fix_input_shape(proto: onnx.ModelProto, name: str, layout: str, size: int, length: int,
+                     extras: tuple[ExtraInput, ...] = ()) -> onnx.ModelProto:
     model = copy.deepcopy(proto)
+    extra_shapes = {e.name: e.shape for e in extras}
     for vi in model.graph.input:
+        if vi.name in extra_shapes:
+            del vi.type.tensor_type.shape.dim[:]
+            vi.type.tensor_type.shape.dim.add().dim_param = BATCH_DIM_NAME
+            for value in extra_shapes[vi.name]:
+                vi.type.tensor_type.shape.dim.add().dim_value = value
         if vi.name == name:
             dims = vi.type.tensor_type.shape.dim
             for d, value in zip(dims, (None, size, length) if layout == NCL else (None, length, size)):
@@ -523,9 +582,12 @@ def _fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def measure_shapes(
-    model: onnx.ModelProto, input_name: str, layout: str, size: int, length: int
+    model: onnx.ModelProto, input_name: str, layout: str, size: int, length: int,
+    extra_inputs: tuple[ExtraInput, ...] = (),
 ) -> tuple[dict[str, tuple[int, ...]], dict[str, int | None], set[str]]:
     """Run the model on batches of 2 and 3 and record every tensor's shape.
+
+    ``extra_inputs`` (the inputs besides the sequence) get random values.
 
     Returns ``(shapes, batch_axes, irregular)``: shapes with ``-1`` on the batch axis,
     the batch axis of each tensor (``None``: batch-independent), and the tensors whose
@@ -558,7 +620,8 @@ def measure_shapes(
         session = ort.InferenceSession(
             probe.SerializeToString(), cpu_session_options(optimize=False), providers=["CPUExecutionProvider"]
         )
-        runs = [session.run(names, {input_name: random_one_hot(b, length, alphabet_size=size, layout=layout, seed=b)})
+        runs = [session.run(names, {input_name: random_one_hot(b, length, alphabet_size=size, layout=layout, seed=b),
+                                    **sample_extra_values(extra_inputs, b, seed=b)})
                 for b in (2, 3)]
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -588,6 +651,9 @@ def measure_shapes(
         if vi.name == input_name:
             shapes[vi.name] = (-1, size, length) if layout == NCL else (-1, length, size)
             batch_axes[vi.name] = 0
+    for extra in extra_inputs:
+        shapes[extra.name] = (-1, *extra.shape)
+        batch_axes[extra.name] = 0
     for init in model.graph.initializer:
         shapes[init.name] = tuple(init.dims)
         batch_axes[init.name] = None

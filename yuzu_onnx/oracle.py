@@ -20,6 +20,7 @@ import numpy as np
 import onnx
 
 from .errors import InputError, ModelError, option
+from .extra_inputs import ExtraValues, check_extra_values, take_rows
 from .importer import NCL, ModelSpec, load_model
 from .runtime import make_session
 from .sequences import check_one_hot, length_from_sequences
@@ -117,8 +118,9 @@ def _check_batch_size(batch_size: int | None) -> None:
         raise InputError(f"{option('batch_size', batch_size)} is not a positive integer")
 
 
-def _run(session, input_name: str, names: Sequence[str], x: np.ndarray, spec: ModelSpec) -> list[np.ndarray]:
-    outs = session.run(list(names), {input_name: x})
+def _run(session, input_name: str, names: Sequence[str], x: np.ndarray, spec: ModelSpec,
+         extra: ExtraValues | None = None) -> list[np.ndarray]:
+    outs = session.run(list(names), {input_name: x, **dict(extra or {})})
     for name, out in zip(names, outs, strict=True):
         want = (x.shape[0], *spec.output(name).shape[1:])
         if tuple(out.shape) != want:
@@ -139,6 +141,7 @@ def reference_outputs(
     max_memory: int | None = None,
     providers: Sequence[str] | None = None,
     device: str = "auto",
+    extra: ExtraValues | None = None,
 ) -> dict[str, np.ndarray]:
     """The model's outputs for the sequences themselves.
 
@@ -150,6 +153,8 @@ def reference_outputs(
     X: shape=(N, A, L) for ncl models or (N, L, A) for nlc, float32 one-hot.
     spec: the model, when a session is passed.
     outputs: output names (default: all the session's outputs).
+    extra: the model's inputs besides the sequence, name → shape=(N, ...) or (1, ...)
+        (checked against ``spec``; passed as given without one).
 
     Returns
     -------
@@ -165,6 +170,7 @@ def reference_outputs(
     if spec is not None:
         names = resolve_outputs(spec, outputs)
         X = check_one_hot(X, layout=spec.layout, alphabet_size=spec.alphabet_size, seq_len=spec.seq_len)
+        extra = check_extra_values(spec.extra_inputs, extra, len(X))
     else:
         available = [o.name for o in session.get_outputs()]
         names = tuple(available if outputs is None else ([outputs] if isinstance(outputs, str) else outputs))
@@ -173,11 +179,12 @@ def reference_outputs(
         batch_size = auto_batch_size(spec, max_memory) if spec is not None else 64
     chunks: dict[str, list[np.ndarray]] = {name: [] for name in names}
     for lo in range(0, len(X), batch_size):
-        xb = X[lo : lo + batch_size]
+        rows = slice(lo, lo + batch_size)
+        xb = X[rows]
         if spec is not None:
-            outs = _run(session, input_name, names, xb, spec)
+            outs = _run(session, input_name, names, xb, spec, take_rows(extra, rows))
         else:
-            outs = session.run(list(names), {input_name: xb})
+            outs = session.run(list(names), {input_name: xb, **take_rows(extra, rows)})
         for name, out in zip(names, outs, strict=True):
             chunks[name].append(np.asarray(out))
     result = {}
@@ -239,6 +246,7 @@ def naive_ism(
     device: str = "auto",
     progress: Progress | None = None,
     threads: int | None = None,
+    extra: ExtraValues | None = None,
 ) -> dict[str, np.ndarray]:
     """Exact in-silico saturation mutagenesis by running every mutant.
 
@@ -258,6 +266,9 @@ def naive_ism(
     device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
     progress: called as ``progress(done, total)`` after each batch, counting mutants.
     threads: CPU threads (default ``YUZU_THREADS`` or all cores).
+    extra: the model's inputs besides the sequence (``spec.extra_inputs``), name →
+        shape=(N, *shape) (one row per sequence) or (1, *shape) (one row for all); every
+        mutant of sequence ``n`` gets row ``n``, never mutated.
 
     Returns
     -------
@@ -273,6 +284,7 @@ def naive_ism(
     """
     spec = as_spec(model, X)
     X = check_one_hot(X, layout=spec.layout, alphabet_size=spec.alphabet_size, seq_len=spec.seq_len)
+    extra = check_extra_values(spec.extra_inputs, extra, len(X))
     names = resolve_outputs(spec, outputs)
     start, end = parse_window(window, spec.seq_len)
     _check_batch_size(batch_size)
@@ -300,13 +312,13 @@ def naive_ism(
     group_size = max(1, min(batch_size, cap // per_seq_max))
     for g0 in range(0, n_seq, group_size):
         g1 = min(n_seq, g0 + group_size)
-        refs = _run(session, spec.input_name, names, X[g0:g1], spec)
+        refs = _run(session, spec.input_name, names, X[g0:g1], spec, take_rows(extra, slice(g0, g1)))
         refs = [np.asarray(r) for r in refs]
         n_idx, j_idx, a_idx = np.nonzero(mask[g0:g1])
         for lo in range(0, len(n_idx), batch_size):
             nb, jb, ab = n_idx[lo : lo + batch_size], j_idx[lo : lo + batch_size], a_idx[lo : lo + batch_size]
             mutants = build_mutants(X, spec.layout, nb + g0, jb + start, ab)
-            outs = _run(session, spec.input_name, names, mutants, spec)
+            outs = _run(session, spec.input_name, names, mutants, spec, take_rows(extra, nb + g0))
             for name, out, ref in zip(names, outs, refs, strict=True):
                 delta = _difference(np.asarray(out), ref[nb])
                 if spec.layout == NCL:

@@ -40,6 +40,13 @@ import numpy as np
 from . import __version__
 from .atomic import atomic_file, write_json
 from .errors import InputError, ModelError, SequenceError, YuzuError, option
+from .extra_inputs import (
+    ExtraValues,
+    check_extra_values,
+    extra_values_sha256,
+    load_extra_files,
+    take_rows,
+)
 from .importer import NCL, ModelSpec
 from .partial_store import (
     PartialStore,
@@ -169,6 +176,7 @@ def run_to_files(
     metadata: Mapping | None = None,
     progress=None,
     keep_arrays: bool = False,
+    extra: ExtraValues | None = None,
 ) -> RunReport:
     """Compute ISM for every sequence of ``batch`` and write it to ``out``.
 
@@ -186,12 +194,17 @@ def run_to_files(
     metadata: extra entries of the result's ``__metadata__``.
     progress: called as ``progress(done, total)`` in sequences; may have ``restart_at``.
     keep_arrays: return the arrays in the report (NPZ) for follow-up steps.
+    extra: the model's inputs besides the sequence (``runner.extra_inputs``), name →
+        one row per sequence of ``batch`` or one row for all.
 
     Returns
     -------
     RunReport
     """
     out = _check_run_target(runner, batch, out, fmt)
+    extra = check_extra_values(getattr(runner, "extra_inputs", ()), extra, len(batch))
+    if extra:  # a resumed run must use the same values
+        options = {**dict(options or {}), "extra_inputs_sha256": extra_values_sha256(extra)}
     folder = partial_path(out)
     if resume and batch_size is None and max_memory is None:
         # the interrupted run's batches, so the result is bit for bit an uninterrupted run's;
@@ -210,7 +223,7 @@ def run_to_files(
     sink = _ResultSink(out, fmt, batch, list(runner.output_names))
     try:
         sink.write_stored(store)
-        _compute_chunks(runner, batch, rows_per_batch, store, sink, progress)
+        _compute_chunks(runner, batch, rows_per_batch, store, sink, progress, extra)
         meta = _result_metadata(runner, batch, metadata)
         arrays = sink.finish(store, meta)
     except BaseException:
@@ -276,7 +289,7 @@ class _PendingChunk:
 
 
 def _compute_chunks(runner: Runner, batch: SequenceBatch, rows_per_batch: int, store: PartialStore,
-                    sink: _ResultSink, progress) -> None:
+                    sink: _ResultSink, progress, extra: ExtraValues | None = None) -> None:
     """Run the sequences the store lacks, batch by batch, storing chunks as they fill."""
     order = list(runner.output_names)
     x, names, n = batch.x, list(batch.names), len(batch)
@@ -285,7 +298,9 @@ def _compute_chunks(runner: Runner, batch: SequenceBatch, rows_per_batch: int, s
     try:
         while begin < n:
             stop = min(n, begin + rows_per_batch)
-            values = runner.run(x[begin:stop])
+            rows = slice(begin, stop)
+            # runners of single-input models may take the sequences alone
+            values = runner.run(x[rows], take_rows(extra, rows)) if extra else runner.run(x[rows])
             for name in order:
                 check_finite(name, values[name], first_row=begin, names=names, layout=runner.layout,
                              window_start=runner.window[0], alphabet=runner.alphabet)
@@ -486,7 +501,8 @@ class JobOptions:
     ``input``: sequences (NPY, NPZ, FASTA, BED with ``genome``); ``out``: the result
     (``.npz``, or a folder with ``fmt="npy"``); ``command``: recorded in the metadata;
     ``modisco``: ``OUTPUT[:TARGET]``; ``variants``: a TSV path; ``quiet``: no progress
-    bar and no summary line. The rest as in :func:`run_to_files`.
+    bar and no summary line; ``extra_inputs``: ``NAME=FILE.npy`` values of the model's
+    inputs besides the sequence. The rest as in :func:`run_to_files`.
     """
 
     input: str
@@ -501,6 +517,7 @@ class JobOptions:
     modisco: str | None = None
     variants: str | None = None
     quiet: bool = False
+    extra_inputs: tuple[str, ...] = ()
 
 
 def check_job_outputs(job: JobOptions) -> tuple[Path, Path | None]:
@@ -522,13 +539,14 @@ def run_job(runner: Runner, job: JobOptions, *, model_path: str, model_sha256: s
     out, variants = check_job_outputs(job)
     modisco = parse_modisco(job.modisco, runner.output_names)
     batch = load_sequences(job.input, runner.sequence_spec, genome=job.genome, strand=job.strand)
+    extra = load_extra_files(job.extra_inputs)
     progress = Progress(len(batch), quiet=job.quiet, label=runner.kind)
     options = {"genome": job.genome, "strand": bool(job.strand)}
     metadata = {"command": job.command, "model": model_path, "input": job.input}
     report = run_to_files(
         runner, batch, out, fmt=job.fmt, batch_size=job.batch_size, max_memory=job.max_memory,
         resume=job.resume, model_sha256=model_sha256, input_sha256=file_sha256(job.input),
-        options=options, metadata=metadata, progress=progress, keep_arrays=True,
+        options=options, metadata=metadata, progress=progress, keep_arrays=True, extra=extra,
     )
     progress.summary(summary_line(n_sequences=report.n_sequences, seconds=report.seconds, path=report.path,
                                   provider=report.provider, resumed=report.resumed, what=runner.kind))

@@ -17,6 +17,7 @@ import numpy as np
 
 from .bands import bands_of
 from .errors import InputError, option
+from .extra_inputs import ExtraInput, ExtraValues
 from .importer import ModelSpec
 from .layout import SequenceSpec
 from .progress import format_bytes, memory_option
@@ -37,6 +38,7 @@ class Runner(Protocol):
     source_sha256: SHA-256 of the original model.
     bands: output name → band record (:meth:`yuzu_onnx.bands.Band.to_json`) of each
         banded output; the others are dense.
+    extra_inputs: the model's inputs besides the sequence (held fixed for its mutants).
     """
 
     kind: str
@@ -48,6 +50,7 @@ class Runner(Protocol):
     reductions: dict[str, str]
     source_sha256: str
     bands: dict[str, dict]
+    extra_inputs: tuple[ExtraInput, ...]
 
     @property
     def provider(self) -> str:
@@ -67,8 +70,11 @@ class Runner(Protocol):
         """The batch settings a resumed run must share (recorded in the partial store)."""
         ...
 
-    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        """ISM of ``x``: shape=(n, A, L) or (n, L, A) → output name → (n, A, Lw, ...) or (n, Lw, A, ...)."""
+    def run(self, x: np.ndarray, extra: ExtraValues | None = None) -> dict[str, np.ndarray]:
+        """ISM of ``x``: shape=(n, A, L) or (n, L, A) → output name → (n, A, Lw, ...) or (n, Lw, A, ...).
+
+        ``extra``: the extra inputs' rows of these sequences, name → shape=(n, ...).
+        """
         ...
 
 
@@ -87,6 +93,7 @@ class ConvertedRunner:
         self.window = tuple(info.window)
         self.reductions = {name: spec.get("reduce", "none") for name, spec in info.outputs.items()}
         self.source_sha256 = info.source_sha256
+        self.extra_inputs = info.extra_inputs
         self.peak_bytes_per_sequence = info.peak_bytes_per_sequence
         self.bands = {name: band.to_json() for name, band in bands_of(info).items()}
 
@@ -118,8 +125,8 @@ class ConvertedRunner:
     def batch_options(self) -> dict:
         return {"batch_size": self.rows_per_batch}
 
-    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        values = self.session.run_batch(x)
+    def run(self, x: np.ndarray, extra: ExtraValues | None = None) -> dict[str, np.ndarray]:
+        values = self.session.run_batch(x, extra)
         return {name: np.asarray(v, dtype=np.float32) for name, v in zip(self.output_names, values, strict=True)}
 
 
@@ -152,6 +159,7 @@ class NaiveRunner:
         self.window = parse_window(window, spec.seq_len)
         self.layout, self.alphabet, self.seq_len = spec.layout, spec.alphabet, spec.seq_len
         self.source_sha256 = spec.source_sha256
+        self.extra_inputs = spec.extra_inputs
         self.sum_axes: dict[str, int | None] = {}
         if "sum" in self.reductions.values():
             region = analyse_region(spec)
@@ -241,14 +249,15 @@ class NaiveRunner:
     def batch_options(self) -> dict:
         return {"batch_size": self.mutant_batch_size, "sequences_per_call": self.rows_per_batch}
 
-    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+    def run(self, x: np.ndarray, extra: ExtraValues | None = None) -> dict[str, np.ndarray]:
         from .oracle import naive_ism, reference_outputs
 
         result = naive_ism(self.spec, x, outputs=self.output_names, window=self.window,
-                           batch_size=self.mutant_batch_size, providers=self.providers, threads=self.threads)
+                           batch_size=self.mutant_batch_size, providers=self.providers, threads=self.threads,
+                           extra=extra)
         refs = None
         if "raw" in self.reductions.values():
-            refs = reference_outputs(self.session, x, spec=self.spec, outputs=self.output_names)
+            refs = reference_outputs(self.session, x, spec=self.spec, outputs=self.output_names, extra=extra)
         return {
             name: reduce_ism(result[name], self.reductions[name],
                              reference=None if refs is None else refs[name], sum_axis=self.sum_axes.get(name))

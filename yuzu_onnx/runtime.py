@@ -26,12 +26,29 @@ def default_threads() -> int:
     return os.cpu_count() or 1
 
 
+#: ONNX Runtime's FATAL severity: its own log lines stay off stderr (failures still raise)
+QUIET_LOG_SEVERITY = 4
+
+
+def quiet_onnxruntime() -> None:
+    """Keep ONNX Runtime's default logger off stderr.
+
+    Failures reach yuzu-onnx as exceptions and become one-line messages; ORT's own
+    ``[E:onnxruntime:...]`` lines (a failed run while measuring shapes, a CUDA library that
+    does not load) would only repeat them in another format.
+    """
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(QUIET_LOG_SEVERITY)
+
+
 def cpu_session_options(*, optimize: bool = True, threads: int | None = None):
     """Session options tuned for ISM runs: full graph optimisation, quiet logging."""
     import onnxruntime as ort
 
+    quiet_onnxruntime()
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = QUIET_LOG_SEVERITY
     options.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     )

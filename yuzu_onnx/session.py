@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 
 from .errors import InputError, ModelError, option
+from .extra_inputs import ExtraValues, check_extra_values, take_rows
 from .format import FORMAT, ConvertedModelInfo, read_converted_info
 from .progress import format_bytes, memory_option
 from .sequences import check_one_hot
@@ -25,6 +26,7 @@ def converted_sidecar(model: onnx.ModelProto) -> dict:
     return {
         "format": FORMAT,
         "input": info.input_name,
+        "extra_inputs": {e.name: e.to_json() for e in info.extra_inputs},
         "layout": info.layout,
         "alphabet": info.alphabet,
         "seq_len": info.seq_len,
@@ -113,6 +115,7 @@ class ISMSession:
         self,
         X: np.ndarray,
         *,
+        extra: ExtraValues | None = None,
         batch_size: int | None = None,
         max_memory: int | str | None = None,
         progress: Callable[[int, int], None] | None = None,
@@ -124,6 +127,9 @@ class ISMSession:
         X: shape=(N, A, L) (ncl) or (N, L, A) (nlc), float32 one-hot, or one sequence
             (A, L) / (L, A), run as a batch of one; all-zero columns are unknown bases (all
             ``A`` substitutions are reported there).
+        extra: the model's inputs besides the sequence (``info.extra_inputs``), name →
+            shape=(N, *shape) (one row per sequence) or (1, *shape) (one row for all);
+            held fixed for every mutant of a sequence.
         batch_size: sequences per run (default from ``max_memory``).
         progress: called as ``progress(done, total)`` after each batch.
 
@@ -133,29 +139,36 @@ class ISMSession:
         """
         info = self.info
         X = check_one_hot(X, layout=info.layout, alphabet_size=info.alphabet_size, seq_len=info.seq_len)
+        extra = check_extra_values(info.extra_inputs, extra, len(X))
         if batch_size is None:
             batch_size = self.batch_size_for(max_memory)
         if batch_size < 1:
             raise InputError(f"batch size must be at least 1, got {batch_size}")
         parts: dict[str, list[np.ndarray]] = {name: [] for name in self.output_names}
         for begin in range(0, len(X), batch_size):
-            chunk = X[begin : begin + batch_size]
-            for name, value in zip(self.output_names, self.run_batch(chunk)):
+            rows = slice(begin, begin + batch_size)
+            for name, value in zip(self.output_names, self.run_batch(X[rows], take_rows(extra, rows))):
                 parts[name].append(value)
             if progress is not None:
                 progress(min(begin + batch_size, len(X)), len(X))
         return {name: np.concatenate(values) if values else np.zeros((0,), np.float32) for name, values in parts.items()}
 
-    def run_batch(self, X: np.ndarray) -> list[np.ndarray]:
+    def run_batch(self, X: np.ndarray, extra: ExtraValues | None = None) -> list[np.ndarray]:
         """One ONNX Runtime call on an already validated batch.
 
-        On CUDA the input and outputs are bound with IO binding: the batch is copied to the
-        device once and each ISM output straight back into host memory.
+        ``extra``: the extra inputs' rows of these sequences (checked with
+        :func:`~yuzu_onnx.extra_inputs.check_extra_values`). On CUDA the inputs and outputs
+        are bound with IO binding: the batch is copied to the device once and each ISM
+        output straight back into host memory.
         """
+        feeds = {self.info.input_name: X, **dict(extra or {})}
+        missing = [e.name for e in self.info.extra_inputs if e.name not in feeds]
+        if missing:
+            raise InputError(f"the model also takes {', '.join(missing)}; pass them with extra=")
         try:
             if self.use_io_binding:
-                return self._run_bound(X)
-            return self.session.run(self.output_names, {self.info.input_name: X})
+                return self._run_bound(feeds)
+            return self.session.run(self.output_names, feeds)
         except Exception as exc:
             text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             if "alloc" in text.lower() or "memory" in text.lower():
@@ -164,9 +177,10 @@ class ISMSession:
             raise
 
 
-    def _run_bound(self, X: np.ndarray) -> list[np.ndarray]:
+    def _run_bound(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         binding = self.session.io_binding()
-        binding.bind_cpu_input(self.info.input_name, np.ascontiguousarray(X))
+        for name, value in feeds.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(value))
         for name in self.output_names:
             binding.bind_output(name, "cpu")
         self.session.run_with_iobinding(binding)
@@ -191,10 +205,12 @@ def ism(
     device: str = "auto",
     batch_size: int | None = None,
     max_memory: int | str | None = None,
+    extra: ExtraValues | None = None,
     **convert_options,
 ) -> dict[str, np.ndarray]:
     """Convert ``model`` (cached on disk by source hash and options) and run it on ``X``.
 
+    ``extra``: the model's inputs besides the sequence (see :meth:`ISMSession.run`).
     ``convert_options`` are those of :func:`yuzu_onnx.convert`; a model with a dynamic
     length is converted for the length of ``X`` unless ``seq_len`` is given. Returns
     ``{output: ism}``.
@@ -207,7 +223,7 @@ def ism(
         if seq_len is not None:
             convert_options["seq_len"] = seq_len
     converted = cached_conversion(model, cache_dir=cache_dir, **convert_options)
-    return ISMSession(converted, device=device).run(X, batch_size=batch_size, max_memory=max_memory)
+    return ISMSession(converted, device=device).run(X, extra=extra, batch_size=batch_size, max_memory=max_memory)
 
 
 def cached_conversion(model, *, cache_dir=None, **convert_options) -> Path:

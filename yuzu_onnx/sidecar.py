@@ -1,7 +1,9 @@
 """The JSON sidecar of a converted model, ``ISM.onnx.json``, which the browser host reads.
 
 It repeats what a host needs before it loads the model: the input's name, layout,
-alphabet and length, the mutated window, and per ISM output its reduction and shape.
+alphabet and length, the model's other inputs (``extra_inputs``: name → per-sequence
+shape and dtype; a host passes them with the batch first, the same rows as the
+sequences), the mutated window, and per ISM output its reduction and shape.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ def sidecar_document(conv) -> dict:
     shapes = graph_output_shapes(conv.model)
     return {
         "input": conv.spec.input_name,
+        "extra_inputs": {e.name: e.to_json() for e in conv.spec.extra_inputs},
         "layout": conv.spec.layout,
         "alphabet": conv.spec.alphabet,
         "seq_len": conv.spec.seq_len,

@@ -34,7 +34,7 @@ def random_sequences(n: int, spec, *, seed: int = 0, n_unknown: int = 3) -> np.n
 
 
 def verify_conversion(conv, X: np.ndarray, *, probes: str = "spaced", device: str = "auto",
-                      threads: int | None = None) -> dict[str, dict]:
+                      threads: int | None = None, extra=None, seed: int = 0) -> dict[str, dict]:
     """Converted vs naive ISM on ``X``, per output.
 
     Parameters
@@ -45,22 +45,28 @@ def verify_conversion(conv, X: np.ndarray, *, probes: str = "spaced", device: st
         by the relative error.
     device: ``auto``, ``cpu`` or ``cuda``.
     threads: CPU threads of both runs (default ``YUZU_THREADS`` or all cores).
+    extra: the model's inputs besides the sequence, name → one row per sequence or one
+        for all; default: random values (floats uniform in [0, 1), integers 0) from ``seed``.
 
     Returns
     -------
     output name → ``max_abs_error``, ``scale``, ``relative_error``, ``pearson_r``, ``ok``.
     """
+    from .extra_inputs import check_extra_values, sample_extra_values
     from .oracle import reference_outputs
     from .runners import NaiveRunner
     from .session import ISMSession
 
+    extras = conv.spec.extra_inputs
+    extra = sample_extra_values(extras, len(X), seed=seed) if extra is None else extra
+    extra = check_extra_values(extras, extra, len(X))
     session = ISMSession(conv.model, device=device, threads=threads)
-    ism = densify_results(session.run(X), {"outputs": session.info.outputs})  # banded outputs as dense
+    ism = densify_results(session.run(X, extra=extra), {"outputs": session.info.outputs})  # banded outputs as dense
     naive_runner = NaiveRunner(conv.spec, outputs=list(conv.outputs), window=conv.plan.window,
                                reductions=dict(conv.reductions), device=device, threads=threads)
     naive_runner.plan_batches(None, None)
-    naive = naive_runner.run(X)
-    refs = reference_outputs(naive_runner.session, X, spec=conv.spec, outputs=list(conv.outputs))
+    naive = naive_runner.run(X, extra)
+    refs = reference_outputs(naive_runner.session, X, spec=conv.spec, outputs=list(conv.outputs), extra=extra)
     return {name: compare_ism(name, ism[name], naive[name], refs[name], probes=probes) for name in conv.outputs}
 
 

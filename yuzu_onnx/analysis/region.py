@@ -2,9 +2,17 @@
 
 Walks the graph in topological order from the sequence input, classifies every tensor
 as *const* (independent of the sequence), *meta* (depends on it only through shapes,
-e.g. ``Shape`` outputs) or *data*, and gives every data tensor that a locality rule can
-place a :class:`PositionalMap`. The first op that mixes positions ends the region there;
-those stops are recorded with the op, the node and the reason.
+e.g. ``Shape`` outputs), *fixed* (computed from the model's extra inputs only, such as
+control tracks: per sequence, but the same for every mutant) or *data*, and gives every
+data tensor that a locality rule can place a :class:`PositionalMap`. The first op that
+mixes positions ends the region there; those stops are recorded with the op, the node
+and the reason.
+
+Fixed tensors get a map too where the rules place one (an extra input with the sequence
+length on the sequence's length axis, and what local ops make of it): a region node may
+then read them position by position, and the emitted probes read them tiled to the
+probes (``emit/extra.py``). A fixed tensor without a map may be read by a region node
+only when it does not run along the sequence (a per-sequence covariate).
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from ..ops import NotLocal, RuleContext, is_meta, locality_rule, op_spec
 from ..ops import node_attributes as node_attributes
 from .positional import PositionalMap, input_map
 
-CONST, META, DATA = "const", "meta", "data"
+CONST, META, DATA, FIXED = "const", "meta", "data", "fixed"
 
 
 @dataclass(frozen=True)
@@ -44,8 +52,9 @@ class LocalRegion:
 
     Attributes
     ----------
-    maps: positional map of every local tensor (the sequence input included).
-    kinds: ``const`` / ``meta`` / ``data`` for every tensor.
+    maps: positional map of every local tensor (the sequence input included, and the
+        fixed tensors that have one).
+    kinds: ``const`` / ``meta`` / ``data`` / ``fixed`` for every tensor.
     region_nodes: indices (into ``model.graph.node``, topological order) of region nodes.
     tail_nodes: indices of data nodes outside the region.
     frontier: local tensors read by the tail, or model outputs inside the region.
@@ -62,6 +71,10 @@ class LocalRegion:
     @property
     def is_empty(self) -> bool:
         return not self.region_nodes
+
+    def is_fixed(self, name: str) -> bool:
+        """``name`` is computed from the extra inputs only (the same for every mutant)."""
+        return self.kinds.get(name) == FIXED
 
 
 def node_inputs(node: onnx.NodeProto) -> list[str]:
@@ -115,6 +128,11 @@ def analyse_region(spec: ModelSpec) -> LocalRegion:
     kinds[spec.input_name] = DATA
     axis = 2 if spec.layout == NCL else 1
     maps: dict[str, PositionalMap] = {spec.input_name: input_map(axis, spec.seq_len)}
+    for extra in spec.extra_inputs:
+        kinds[extra.name] = FIXED
+        shape = spec.shapes.get(extra.name, ())
+        if len(shape) > axis and shape[axis] == spec.seq_len:
+            maps[extra.name] = input_map(axis, spec.seq_len)
     region: list[int] = []
     tail: list[int] = []
     stops: list[RegionStop] = []
@@ -127,11 +145,15 @@ def analyse_region(spec: ModelSpec) -> LocalRegion:
             kind = DATA
         elif META in in_kinds:
             kind = META
+        elif FIXED in in_kinds:
+            kind = FIXED
         else:
             kind = CONST
         for out in node.output:
             if out:
                 kinds[out] = kind
+        if kind == FIXED:
+            _place_fixed(node, spec, maps, kinds, constants)
         if kind != DATA:
             continue
         data_inputs = [name for name in inputs if kinds.get(name) == DATA]
@@ -159,11 +181,28 @@ def analyse_region(spec: ModelSpec) -> LocalRegion:
     )
 
 
-def _apply_rule(node, spec: ModelSpec, maps, kinds, constants) -> list[PositionalMap]:
+def _place_fixed(node, spec: ModelSpec, maps, kinds, constants) -> None:
+    """Maps for a fixed node's outputs where its rule places them (no map otherwise)."""
+    if not any(name in maps for name in node.input if name):
+        return
+    try:
+        out_maps = _apply_rule(node, spec, maps, kinds, constants, reading=FIXED)
+    except NotLocal:
+        return
+    for out, m in zip(node.output, out_maps):
+        if out:
+            maps[out] = m
+
+
+def _apply_rule(node, spec: ModelSpec, maps, kinds, constants, reading: str = DATA) -> list[PositionalMap]:
     if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
         raise NotLocal("it holds a subgraph")
     fn = locality_rule(node)
-    input_maps = [maps.get(name) if kinds.get(name) == DATA else None for name in node.input]
+    if reading == FIXED:
+        # a fixed node: every input with a map counts as positional
+        input_maps = [maps.get(name) if kinds.get(name) == FIXED else None for name in node.input]
+    else:
+        input_maps = [maps.get(name) if kinds.get(name) in (DATA, FIXED) else None for name in node.input]
     takes_shapes = op_spec(node.op_type).takes_shape_inputs
     for name in node.input:
         if name and kinds.get(name) == META and not takes_shapes:
@@ -173,6 +212,8 @@ def _apply_rule(node, spec: ModelSpec, maps, kinds, constants) -> list[Positiona
         if name and name not in spec.shapes and kinds.get(name) == DATA:
             raise NotLocal(f"the shape of input {name!r} is unknown")
     out_maps = fn(ctx)
+    if reading == DATA:
+        _check_fixed_inputs(node, spec, kinds, maps, out_maps)
     for out, m in zip(node.output, out_maps):
         if not out:
             continue
@@ -183,13 +224,31 @@ def _apply_rule(node, spec: ModelSpec, maps, kinds, constants) -> list[Positiona
     return out_maps
 
 
+def _check_fixed_inputs(node, spec: ModelSpec, kinds, maps, out_maps: list[PositionalMap]) -> None:
+    """A fixed input without a map may not run along the output's length axis (it would
+    have to be cut with the probes' spans, and nothing says which positions it holds)."""
+    out = next((o for o in node.output if o), None)
+    if out is None or not out_maps:
+        return
+    out_rank, axis = len(spec.shapes.get(out, ())), out_maps[0].axis
+    for name in node.input:
+        if not name or kinds.get(name) != FIXED or name in maps:
+            continue
+        shape = spec.shapes.get(name, ())
+        k = axis - (out_rank - len(shape))
+        if 0 <= k < len(shape) and shape[k] not in (1,):
+            raise NotLocal(f"it reads {name!r}, computed from the model's extra inputs, along the sequence "
+                           "without a known position map")
+
+
 def truncated_region(spec: ModelSpec, region: LocalRegion, keep: list[int], reason: str) -> LocalRegion:
     """``region`` with only the nodes ``keep``; the rest of it joins the tail."""
     graph = spec.model.graph
     kept = set(keep)
     moved = [i for i in region.region_nodes if i not in kept]
     produced = {o for i in keep for o in graph.node[i].output if o}
-    maps = {t: m for t, m in region.maps.items() if t == spec.input_name or t in produced}
+    maps = {t: m for t, m in region.maps.items()
+            if t == spec.input_name or t in produced or region.kinds.get(t) == FIXED}
     tail = sorted(set(region.tail_nodes) | set(moved))
     node = graph.node[moved[0]] if moved else None
     stops = region.stops
@@ -222,9 +281,9 @@ def frontier_of(spec: ModelSpec, region: list[int], tail: list[int], maps, kinds
     frontier: list[str] = []
     for i in sorted(readers):
         for name in node_inputs(graph.node[i]):
-            if name in maps and name not in frontier:
+            if name in maps and kinds.get(name) == DATA and name not in frontier:
                 frontier.append(name)
     for out in graph.output:
-        if out.name in maps and out.name not in frontier:
+        if out.name in maps and kinds.get(out.name) == DATA and out.name not in frontier:
             frontier.append(out.name)
     return tuple(frontier)

@@ -107,12 +107,14 @@ def emit_ism_model(
         shape = ["batch", *_ism_axes(spec, plan)] + ism_dims(outer, out, reductions[out])
         final_outputs.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, shape))
     seq_input = next(i for i in graph.input if i.name == spec.input_name)
+    extra_names = {e.name for e in spec.extra_inputs}
+    extra_inputs = [i for i in graph.input if i.name in extra_names]  # kept, in the model's order
     nodes = prune_dead_nodes(builder.nodes, outputs)
     used = referenced_names(nodes)
     new_graph = helper.make_graph(
         nodes,
         f"{graph.name or 'model'}_ism",
-        [seq_input],
+        [seq_input, *extra_inputs],
         final_outputs,
         list(graph.initializer) + [t for t in builder.initializers if t.name in used],
     )
@@ -177,6 +179,8 @@ def _emit_reference(spec: ModelSpec, builder: GraphBuilder) -> dict[str, str]:
             if out:
                 names[out] = renamed.get(out, out)
     names[spec.input_name] = spec.input_name
+    for extra in spec.extra_inputs:
+        names[extra.name] = extra.name
     return names
 
 
@@ -198,6 +202,7 @@ def converted_info(
     ]
     return ConvertedModelInfo(
         input_name=spec.input_name,
+        extra_inputs=spec.extra_inputs,
         sequence=spec.sequence,
         window=plan.window,
         outputs={o: _output_record(plan, o, reductions[o]) for o in outputs},

@@ -8,6 +8,7 @@ import onnx
 
 from .builder import PREFIX, copy_nodes
 from .crop import Span, emit_cropped_node, fit_span, required_spans, stage_spans
+from .extra import fixed_inputs, tile_fixed
 from .input_conv import emit_input_conv
 from .probes import EmitContext, emit_input_probes, valid_positions
 from .wide_conv import emit_wide_conv, is_wide_conv
@@ -55,6 +56,8 @@ def emit_repack(ctx: EmitContext, tensor: str, to_stage: int, want: Span | None 
     stage = plan.stages[to_stage]
     m = ctx.region.maps[tensor]
     want = want or full_span(ctx, tensor)
+    if ctx.region.is_fixed(tensor):  # the same for every probe of a sequence
+        return tile_fixed(ctx, tensor, stage.n_probes * ctx.n_classes, want)
     if tensor == ctx.x:
         probes = emit_input_probes(ctx, stage.spacing)
         if want == full_span(ctx, tensor):
@@ -100,6 +103,9 @@ def _emit_full_stage(ctx: EmitContext, s: int) -> None:
     stage = ctx.plan.stages[s]
     rename = {name: emit_repack(ctx, name, s) for name in stage.inputs}
     graph = ctx.spec.model.graph
+    for name in fixed_inputs(ctx, [graph.node[i] for i in stage.nodes]):
+        if name not in rename:
+            rename[name] = tile_fixed(ctx, name, stage.n_probes * ctx.n_classes)
 
     shortcuts = {conv.output: conv for conv in ctx.plan.input_convs}
 
@@ -134,6 +140,9 @@ def _emit_cropped_stage(ctx: EmitContext, s: int, spans: dict[str, Span]) -> Non
     prefix = f"{PREFIX}{ctx.builder.scope}s{s}/"
     names = {name: emit_repack(ctx, name, s, spans[name]) for name in stage.inputs}
     have = {name: spans[name] for name in stage.inputs}
+    for name in fixed_inputs(ctx, [graph.node[i] for i in stage.nodes]):
+        if name not in maps:  # per-sequence values without a length axis: tiled, never cut
+            names[name] = tile_fixed(ctx, name, stage.n_probes * ctx.n_classes)
     shortcuts = {conv.output: conv for conv in ctx.plan.input_convs}
     for i in stage.nodes:
         node = graph.node[i]
@@ -148,7 +157,8 @@ def _emit_cropped_stage(ctx: EmitContext, s: int, spans: dict[str, Span]) -> Non
             continue
         required = required_spans(ctx, node, out_span)
         inputs = [
-            fit_span(ctx, names[name], name, have[name], required[name], stage.n_probes) if name in maps else name
+            fit_span(ctx, names[name], name, have[name], required[name], stage.n_probes) if name in maps
+            else names.get(name, name) if ctx.region.is_fixed(name) else name
             for name in node.input
         ]
         outputs = [prefix + o if o else "" for o in node.output]

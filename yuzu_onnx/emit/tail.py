@@ -17,6 +17,7 @@ from onnx import TensorProto, helper
 
 from .builder import PREFIX, GraphBuilder, copy_nodes
 from .decode import emit_mutants, probe_indices
+from .extra import fixed_inputs, tile_fixed
 from .probes import EmitContext
 from .softplus import emit_softplus, is_softplus
 from .wide_conv import emit_wide_conv, is_wide_conv
@@ -67,6 +68,9 @@ def emit_tail(ctx: EmitContext, outputs: list[str]) -> dict[str, str]:
             rename[tensor] = body.reshape(mutants, [-1, *ctx.dims(tensor)], hint="frontier_mutants")
     finally:
         ctx.builder = saved_builder
+    for name in fixed_inputs(ctx, tail_nodes):  # extra inputs: the same for every mutant of a sequence
+        rename[name] = tile_fixed(ctx, name, chunk * ctx.n_classes, builder=body)
+
     def faster_form(original: onnx.NodeProto, renamed: onnx.NodeProto) -> bool:
         if is_softplus(original):
             emit_softplus(body, renamed.input[0], renamed.output[0])

@@ -12,6 +12,7 @@ from .errors import InputError, ModelError, SequenceError, UnsupportedError, Yuz
 from .importer import ModelSpec, load_model
 from .oracle import naive_ism
 from .session import ISMSession, ism
+from .shards import load_results
 from .version import __version__ as __version__
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "convert_model",
     "ism",
     "load_model",
+    "load_results",
     "naive_ism",
     "save_model",
 ]

@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import socket
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -46,6 +47,7 @@ RAY_INSTALL_HINT = "pip install 'yuzu-onnx[ray]'"
 #: CPUs reserved by one encoding task: none, so the actors may take every CPU of a node
 #: (encoding is light; Ray Data's backpressure bounds how many run at once)
 ENCODE_CPUS = 0
+_RAISED = re.compile(r"yuzu_onnx\.errors\.(\w+): ([^\n]*)")
 
 
 def import_ray():
@@ -209,6 +211,7 @@ def run_ray(model: str | os.PathLike, source: SequenceSource, store: ShardStore,
     if variants is not None:
         Path(variants).mkdir(parents=True, exist_ok=True)
     with ray_cluster(engine.address) as ray:
+        _check_gpus(ray, engine)
         rows = [{"shard": i, "start": lo, "stop": hi, "source": pickle.dumps(source.part(lo, hi))}
                 for i, lo, hi in todo]
         dataset = _pipeline(ray, rows, str(path.resolve()), store, engine, batch_size=batch_size,
@@ -225,6 +228,25 @@ def run_ray(model: str | os.PathLike, source: SequenceSource, store: ShardStore,
         except Exception as exc:
             raise _yuzu_error_of(exc) from None
     return records
+
+
+def _check_gpus(ray, engine: EngineOptions) -> None:
+    """Refuse GPU workers a local Ray cannot place (they would wait forever); warn on a cluster."""
+    need = float(engine.gpus_per_worker)
+    if need <= 0:
+        return
+    have = float(ray.cluster_resources().get("GPU", 0))
+    if have >= need:
+        return
+    text = (f"--gpus-per-worker {need:g} but the Ray cluster has {have:g} GPUs")
+    if engine.address is None:
+        raise InputError(f"{text}; run on a machine with GPUs (and onnxruntime-gpu), join a GPU cluster with "
+                         "--address, or leave out --gpus-per-worker")
+    import warnings
+
+    from .errors import YuzuWarning
+
+    warnings.warn(f"{text} now; the workers wait until the autoscaler adds GPU nodes", YuzuWarning, stacklevel=3)
 
 
 def _pipeline(ray, rows: list[dict], model: str, store: ShardStore, engine: EngineOptions, *,
@@ -269,6 +291,14 @@ def _yuzu_error_of(exc: BaseException) -> YuzuError:
         if isinstance(e, YuzuError):
             return e
         todo += [getattr(e, "cause", None), e.__cause__, e.__context__]
+    from . import errors
+
+    found = _RAISED.findall(str(exc))  # an actor's constructor error arrives as text only
+    if found:
+        name, message = found[-1]
+        kind = getattr(errors, name, None)
+        if isinstance(kind, type) and issubclass(kind, YuzuError):
+            return kind(message.strip())
     text = " ".join(str(exc).split())[:300] or type(exc).__name__
     return YuzuError(f"the Ray run failed: {type(exc).__name__}: {text} (finished shards are kept; rerun with "
                      "--resume to continue)")

@@ -209,3 +209,13 @@ def test_import_and_local_engine_do_not_import_ray(tiny_ism, seq_files, tmp_path
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "(5, 4, 64, 3)"
+
+
+def test_naive_writes_shards_that_match_the_converted_model(cli, tiny_model, tiny_ism, seq_files, tmp_path):
+    assert cli("naive", tiny_model, seq_files["ncl"], "-o", tmp_path / "naive", "--format", "shards",
+               "--shard-size", "3", "--quiet").rc == 0
+    assert cli("run", tiny_ism, seq_files["ncl"], "-o", tmp_path / "conv", "--format", "shards", "--quiet").rc == 0
+    naive, conv = load_results(tmp_path / "naive"), load_results(tmp_path / "conv")
+    assert naive.metadata["method"] == "naive ISM" and naive.bounds == [(0, 3), (3, 5)]
+    a, b = np.asarray(naive["y"]), np.asarray(conv["y"])
+    assert np.abs(a - b).max() <= 1e-5 * max(np.abs(a).max(), np.abs(b).max())

@@ -183,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", metavar="INPUT", help=".npy, .npz, FASTA (.gz) or BED (with --genome)")
     _add_model_options(p, probes=False)
     _add_run_options(p, naive=True)
+    p.add_argument("--shard-size", type=int, metavar="S", help="sequences per shard with --format shards (default 256)")
     _add_debug(p)
 
     p = sub.add_parser("verify", help="check the converted model against naive ISM on random sequences")

@@ -45,8 +45,10 @@ from .sources import SequenceSource
 
 RAY_INSTALL_HINT = "pip install 'yuzu-onnx[ray]'"
 #: CPUs reserved by one encoding task: none, so the actors may take every CPU of a node
-#: (encoding is light; Ray Data's backpressure bounds how many run at once)
+#: (encoding is light) ...
 ENCODE_CPUS = 0
+#: ... and so the number of encoding tasks at once is capped: this many per ISM worker
+ENCODE_TASKS_PER_WORKER = 2
 _RAISED = re.compile(r"yuzu_onnx\.errors\.(\w+): ([^\n]*)")
 
 
@@ -261,7 +263,8 @@ def _pipeline(ray, rows: list[dict], model: str, store: ShardStore, engine: Engi
         raise InputError(f"worker_class must be a subclass of ISMWorker, got {worker!r}")
     gpus = float(engine.gpus_per_worker)
     dataset = ray.data.from_items(rows, override_num_blocks=len(rows))
-    dataset = dataset.map_batches(encode_shards, batch_size=1, batch_format="numpy", num_cpus=ENCODE_CPUS)
+    dataset = dataset.map_batches(encode_shards, batch_size=1, batch_format="numpy", num_cpus=ENCODE_CPUS,
+                                  compute=ray.data.TaskPoolStrategy(size=ENCODE_TASKS_PER_WORKER * engine.workers))
     return dataset.map_batches(
         worker,
         batch_size=1,

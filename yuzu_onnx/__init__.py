@@ -16,6 +16,7 @@ from .errors import InputError, ModelError, SequenceError, UnsupportedError, Yuz
 from .importer import ModelSpec, load_model
 from .oracle import naive_ism
 from .session import ISMSession, ism
+from .shards import load_results
 from .version import __version__ as __version__
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "densify",
     "ism",
     "load_model",
+    "load_results",
     "naive_ism",
     "save_model",
 ]

@@ -1,7 +1,7 @@
 """The ``yuzu-onnx`` command line: parse, then call the library.
 
 Commands: ``inspect``, ``convert``, ``run``, ``ism``, ``naive``, ``verify``, ``plot``,
-``demo``. Every :class:`~yuzu_onnx.errors.YuzuError` becomes one line
+``variants``, ``demo``. Every :class:`~yuzu_onnx.errors.YuzuError` becomes one line
 ``yuzu-onnx: error: <message>`` on stderr and the exit code ``exc.exit_code`` (2 for bad
 input or usage, 1 otherwise); every :class:`~yuzu_onnx.errors.YuzuWarning` one line
 ``yuzu-onnx: warning: <message>``. Other exceptions print one line and exit 1; ``--debug``
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .errors import InputError, ModelError, YuzuError, YuzuWarning, interface
+from .errors import InputError, ModelError, YuzuError, YuzuWarning, install_hint, interface
 from .format import is_converted, metadata_of, read_converted_info
 from .sidecar import graph_output_shapes
 
@@ -108,11 +108,14 @@ def _add_run_options(p: argparse.ArgumentParser, *, naive: bool = False) -> None
     g.add_argument("--max-memory", metavar="SIZE", help="memory budget, e.g. 4G or 512M (default: a quarter of RAM)")
     g.add_argument("--genome", metavar="GENOME.fa", help="genome FASTA for BED input (needs pyfaidx)")
     g.add_argument("--strand", action="store_true", help="BED input: reverse-complement regions on the - strand")
-    g.add_argument("--format", dest="fmt", choices=("npz", "npy"), default="npz",
-                   help="npz: one archive (default); npy: a folder of .npy files written in constant memory")
+    g.add_argument("--format", dest="fmt", choices=("npz", "npy", "shards"), default="npz",
+                   help="npz: one archive (default); npy: a folder of .npy files written in constant memory; "
+                        "shards: a folder of shards with manifest.json (genome-scale, resumable)")
     g.add_argument("--modisco", metavar="OUTPUT[:TARGET]",
                    help="also write TF-MoDISco inputs (one-hot, hypothetical and actual contributions) for OUTPUT")
-    g.add_argument("--variants", metavar="OUT.tsv", help="also write a variant table (one row per substitution)")
+    g.add_argument("--variants", metavar="OUT.tsv|OUT.parquet",
+                   help="also write a variant table (one row per substitution): TSV, or Parquet (needs pyarrow; "
+                        "a folder of per-shard parts with --engine ray)")
     g.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT.partial")
     g.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
     _add_extra_inputs(g)
@@ -136,6 +139,44 @@ def _threads(text: str) -> int:
 
 def _add_threads(g) -> None:
     g.add_argument("--threads", type=_threads, metavar="T", help="CPU threads (default: YUZU_THREADS or all cores)")
+
+
+def _add_engine_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("engine options (genome scale)")
+    g.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local: this process (default); ray: an actor pool on Ray (needs Ray: "
+                        + install_hint("'ray[data]' pyarrow", "ray") + ")")
+    g.add_argument("--address", metavar="ADDR",
+                   help="Ray: auto or ray://HOST:10001 to join a cluster (default: start a local Ray)")
+    g.add_argument("--workers", type=int, default=1, metavar="N", help="Ray: ISM actors (default 1)")
+    g.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="G",
+                   help="Ray: GPUs per actor; runs the CUDA provider and fails if an actor cannot (default 0)")
+    g.add_argument("--cpus-per-worker", type=float, default=1.0, metavar="C",
+                   help="Ray: CPUs per actor, also its ONNX Runtime threads (default 1)")
+    g.add_argument("--shard-size", type=int, metavar="S",
+                   help="sequences per shard with --format shards or --engine ray (default 256)")
+
+
+def _engine_options(args):
+    """The engine options of ``run``/``ism``, or ``None`` for the plain local run."""
+    from .engines import EngineOptions
+
+    engine = getattr(args, "engine", "local")
+    if engine == "local" and args.fmt != "shards":
+        return None
+    return EngineOptions(engine=engine, address=getattr(args, "address", None), workers=getattr(args, "workers", 1),
+                         gpus_per_worker=getattr(args, "gpus_per_worker", 0.0),
+                         cpus_per_worker=getattr(args, "cpus_per_worker", 1.0),
+                         shard_size=getattr(args, "shard_size", None))
+
+
+def _run_sharded(args, job, runner, model_sha256: str, ray_model) -> int:
+    from .shard_jobs import run_sharded_job
+
+    for line in run_sharded_job(runner, job, _engine_options(args), model_path=args.model,
+                                model_sha256=model_sha256, ray_model=ray_model):
+        _note(line, args.quiet)
+    return 0
 
 
 def _add_debug(p: argparse.ArgumentParser) -> None:
@@ -174,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p)
     p.add_argument("--check-source", metavar="MODEL",
                    help="refuse when MODEL is not the model the ISM model was converted from")
+    _add_engine_options(p)
     _add_debug(p)
 
     p = sub.add_parser("ism", help="convert (cached) and run in one go")
@@ -183,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p)
     p.add_argument("--cache-dir", metavar="DIR", help="converted-model cache (default: YUZU_CACHE_DIR or ~/.cache/yuzu-onnx)")
     _refuse_seed(p)
+    _add_engine_options(p)
     _add_debug(p)
 
     p = sub.add_parser("naive", help="naive ISM with the original model (the oracle)")
@@ -190,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", metavar="INPUT", help=".npy, .npz, FASTA (.gz) or BED (with --genome)")
     _add_model_options(p, probes=False)
     _add_run_options(p, naive=True)
+    p.add_argument("--shard-size", type=int, metavar="S", help="sequences per shard with --format shards (default 256)")
     _add_debug(p)
 
     p = sub.add_parser("verify", help="check the converted model against naive ISM on random sequences")
@@ -204,8 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_extra_inputs(p)
     _add_debug(p)
 
-    p = sub.add_parser("plot", help="plot ISM of one sequence from a result file")
-    p.add_argument("result", metavar="OUT.npz", help="an ISM result file written by run, ism or naive")
+    p = sub.add_parser("plot", help="plot ISM of one sequence from a result (NPZ, NPY folder or shards)")
+    p.add_argument("result", metavar="RESULT",
+                   help="an ISM result written by run, ism or naive: an .npz, an NPY folder or a sharded folder")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--index", type=int, metavar="I", help="sequence index (default 0)")
     which.add_argument("--name", metavar="NAME", help="sequence name")
@@ -213,6 +258,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", type=int, metavar="T", help="output value to plot (default: the sum over values)")
     p.add_argument("--span", metavar="S:E", help="positions to show (default: all)")
     p.add_argument("-o", dest="out", required=True, metavar="FIG.png", help="the figure to write (PNG)")
+    _add_debug(p)
+
+    p = sub.add_parser("variants", help="write the variant table of a result (NPZ, NPY folder or shards)")
+    p.add_argument("result", metavar="RESULT",
+                   help="an ISM result written by run, ism or naive: an .npz, an NPY folder or a sharded folder")
+    p.add_argument("-o", dest="out", required=True, metavar="OUT.tsv|OUT.parquet",
+                   help="the table: .tsv, .tsv.gz or .parquet (needs pyarrow)")
     _add_debug(p)
 
     p = sub.add_parser("demo", help="run the shipped example model on the shipped example sequences")
@@ -464,10 +516,14 @@ def cmd_run(args) -> int:
     from .session import ISMSession
 
     job = _job_options(args)
-    check_job_outputs(job)
-    session = ISMSession(args.model, device=args.device, threads=args.threads)
+    ray = args.engine == "ray"
+    if _engine_options(args) is None:
+        check_job_outputs(job)
+    session = ISMSession(args.model, device="cpu" if ray else args.device, threads=1 if ray else args.threads)
     if args.check_source:
         check_source(args.check_source, args.model, session.info.source_sha256)
+    if _engine_options(args) is not None:
+        return _run_sharded(args, job, ConvertedRunner(session), file_sha256(args.model), args.model if ray else None)
     return _run_job(args, job, ConvertedRunner(session), file_sha256(args.model))
 
 
@@ -478,17 +534,21 @@ def cmd_ism(args) -> int:
     from .session import ISMSession, cached_conversion
 
     job = _job_options(args)
-    check_job_outputs(job)
+    ray = args.engine == "ray"
+    if _engine_options(args) is None:
+        check_job_outputs(job)
     kwargs = {**_model_kwargs(args), "seq_len": _seq_len_from_input(args)}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         path = cached_conversion(args.model, cache_dir=args.cache_dir, **kwargs)
     for w in caught:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    session = ISMSession(path, device=args.device, threads=args.threads)
+    session = ISMSession(path, device="cpu" if ray else args.device, threads=1 if ray else args.threads)
     reason = session.info.fallback_reason
     if reason and kwargs.get("probes") != "naive" and not any("naive" in str(w.message) for w in caught):
         warnings.warn(f"falling back to exact naive ISM: {reason}", YuzuWarning, stacklevel=1)
+    if _engine_options(args) is not None:
+        return _run_sharded(args, job, ConvertedRunner(session), file_sha256(path), path if ray else None)
     return _run_job(args, job, ConvertedRunner(session), file_sha256(path))
 
 
@@ -498,11 +558,14 @@ def cmd_naive(args) -> int:
     from .runners import NaiveRunner
 
     job = _job_options(args)
-    check_job_outputs(job)
+    if args.fmt != "shards":
+        check_job_outputs(job)
     spec = load_model(args.model, seq_len=_seq_len_from_input(args), input_name=args.input_name,
                       layout=args.layout, alphabet=args.alphabet)
     runner = NaiveRunner(spec, outputs=args.outputs, window=args.window, reductions=args.reduce,
                          device=args.device, threads=args.threads)
+    if args.fmt == "shards":
+        return _run_sharded(args, job, runner, spec.source_sha256, None)
     return _run_job(args, job, runner, spec.source_sha256)
 
 
@@ -572,6 +635,17 @@ def cmd_plot(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- variants
+
+
+def cmd_variants(args) -> int:
+    from .shard_jobs import write_variants_from_results
+
+    rows = write_variants_from_results(args.result, args.out)
+    _say(f"variant table: {rows} rows -> {args.out}")
+    return 0
+
+
 # --------------------------------------------------------------------------- demo
 
 
@@ -607,6 +681,7 @@ COMMANDS = {
     "naive": cmd_naive,
     "verify": cmd_verify,
     "plot": cmd_plot,
+    "variants": cmd_variants,
     "demo": cmd_demo,
 }
 

@@ -477,13 +477,13 @@ def write_followups(report: RunReport, batch: SequenceBatch, *, fmt: str,
         lines.append(f"MoDISco inputs: {files.sequences}, {files.attributions} (contributions: {files.contrib})")
         lines.append(f"  run: {files.command()}")
     if variants is not None:
-        from .variants import write_variants_tsv
+        from .variants import write_variants_file
 
         usable = {k: arrays[k] for k in meta["outputs"] if meta["reductions"].get(k) != "raw"}
         if not usable:
             raise InputError(f"{option('variants')} needs ISM differences, but every output was converted with "
                              f"{option('reduce', 'raw')}")
-        rows = write_variants_tsv(
+        rows = write_variants_file(
             variants, usable, batch.x, layout=layout, alphabet=meta["alphabet"],
             names=list(batch.names), window_start=window[0], coords=batch.coords,
         )

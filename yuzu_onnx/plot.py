@@ -200,7 +200,8 @@ def plot_from_npz(
     Parameters
     ----------
     npz_path: a result file (ISM arrays keyed by output name, ``x``, ``names`` and the
-        JSON ``__metadata__`` with ``layout``, ``alphabet`` and ``window``).
+        JSON ``__metadata__`` with ``layout``, ``alphabet`` and ``window``), or a result
+        folder (NPY or sharded, see :func:`plot_from_folder`).
     index, name: the sequence, by position in the file or by name (not both; default
         the first sequence).
     output: the output to plot; may be left out when the file holds only one.
@@ -214,6 +215,9 @@ def plot_from_npz(
     Path: ``path``.
     """
     npz_path = Path(npz_path)
+    if npz_path.is_dir():
+        return plot_from_folder(npz_path, index=index, name=name, output=output, target=target, span=span,
+                                path=path)
     if not npz_path.is_file():
         raise InputError(f"result file {str(npz_path)!r} does not exist")
     try:
@@ -298,6 +302,50 @@ def _looks_like_onnx(path: Path) -> bool:
     except Exception:
         return False
     return len(model.graph.node) > 0 and len(model.graph.output) > 0
+
+
+def plot_from_folder(
+    folder: str | os.PathLike,
+    *,
+    index: int | None = None,
+    name: str | None = None,
+    output: str | None = None,
+    target: int | Sequence[int] | None = None,
+    span: tuple[int, int] | None = None,
+    path: str | os.PathLike,
+) -> Path:
+    """Plot one sequence of a result folder (``--format npy`` or ``shards``); reads only that sequence.
+
+    Parameters are those of :func:`plot_from_npz`.
+    """
+    from .shards import load_results
+
+    res = load_results(folder)
+    meta = res.metadata
+    layout, alphabet, window = meta["layout"], meta["alphabet"], meta.get("window")
+    names = [str(s) for s in res.names.tolist()]
+    seq = _pick_sequence(names, index, name)
+    outputs = res.outputs
+    if not outputs:
+        raise InputError(f"{str(folder)!r} holds no ISM arrays")
+    if output is None:
+        if len(outputs) > 1:
+            raise InputError(f"{str(folder)!r} holds several outputs ({', '.join(outputs)}); choose one with {option('plot_output')}")
+        output = outputs[0]
+    elif output not in outputs:
+        raise InputError(f"no output {output!r} in {str(folder)!r}; outputs: {', '.join(outputs)}")
+    if (meta.get("reductions") or {}).get(output) == "raw":
+        raise InputError(f"output {output!r} holds raw mutant outputs ({option('reduce', 'raw')}), not ISM differences; "
+                         "plot needs differences")
+    xs = to_ncl(np.asarray(res["x"][seq])[None], layout)[0]  # (A, L)
+    start, end = (int(window[0]), int(window[1])) if window else (0, xs.shape[1])
+    ism = np.asarray(res[output][seq])[None]
+    scores = to_ncl(select_target(ism, target), layout)[0]
+    label = output if target is None or np.ndim(ism) == 3 else f"{output}[{target}]"
+    if target is None and np.ndim(ism) > 3 and int(np.prod(ism.shape[3:])) > 1:
+        label = f"{output} (sum over {'×'.join(map(str, ism.shape[3:]))})"
+    return plot_ism(scores, xs[:, start:end], alphabet, title=f"{names[seq]} — {label}", start=start, span=span,
+                    path=path)
 
 
 def _metadata(array: np.ndarray, npz_path: Path) -> dict:

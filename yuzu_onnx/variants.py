@@ -36,6 +36,7 @@ rows as dicts for use in Python and :func:`variant_table` returns the columns.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -45,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_file
-from .errors import InputError
+from .errors import InputError, install_hint
 from .layout import LAYOUTS
 from .reductions import l2_norm
 
@@ -324,6 +325,133 @@ def write_variants_tsv(
             fh.write(text)
             rows += count
     return rows
+
+
+class VariantFileWriter:
+    """Write the variant table block by block: TSV (``.tsv``, ``.tsv.gz``) or Parquet (``.parquet``).
+
+    Each :meth:`write` adds the rows of a block of sequences (the arguments of
+    :func:`variant_rows`), so a table of a genome-scale result never sits in memory. The
+    file is written under a temporary name beside ``path`` and renamed into place by
+    :meth:`close`; :meth:`abort` removes it. Parquet needs ``pyarrow``
+    (``pip install pyarrow``); its columns are those of
+    the TSV, with ``position``/``pos`` as int64, scores as float32 and the rest as strings.
+
+    Parameters
+    ----------
+    path: the table; ``.parquet`` selects Parquet, anything else TSV (gzipped for ``.gz``).
+    digits: TSV only: significant digits of the scores.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, digits: int = 7) -> None:
+        import tempfile
+
+        if not isinstance(digits, int) or not 1 <= digits <= 17:
+            raise InputError(f"digits must be an int from 1 to 17, got {digits!r}")
+        self.path = Path(path)
+        self.parquet = is_parquet(self.path)
+        self.pa = _pyarrow() if self.parquet else None
+        self.digits = digits
+        self.rows = 0
+        self._writer = None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        self._tmp = Path(tmp)
+        self._raw = os.fdopen(fd, "wb")
+        self._fh = gzip.open(self._raw, "wb") if (not self.parquet and self.path.suffix == ".gz") else self._raw
+
+    def write(self, ism_arrays: Mapping[str, np.ndarray], X: np.ndarray, *, layout: str, alphabet: str,
+              names: Sequence[str], window_start: int = 0, coords: Sequence[Sequence] | None = None) -> int:
+        """Add the rows of one block of sequences; returns how many."""
+        src = _Source(ism_arrays, X, layout, alphabet, names, window_start, coords)
+        count = 0
+        for lo, hi in src.chunks():
+            if self.parquet:
+                count += self._write_parquet(src, src.table(lo, hi))
+            else:
+                if self.rows == 0 and count == 0:
+                    self._fh.write(("\t".join(src.column_names) + "\n").encode())
+                text, n = src.text(lo, hi, self.digits)
+                self._fh.write(text)
+                count += n
+        self.rows += count
+        return count
+
+    def _write_parquet(self, src: _Source, columns: Mapping[str, np.ndarray]) -> int:
+        pa = self.pa
+        arrays = []
+        for name in src.column_names:
+            value = columns[name]
+            if name in src.columns_out:
+                arrays.append(pa.array(np.asarray(value, dtype=np.float32)))
+            elif value.dtype.kind in "iu":
+                arrays.append(pa.array(value.astype(np.int64)))
+            else:
+                arrays.append(pa.array(value.astype(str).tolist(), type=pa.string()))
+        table = pa.Table.from_arrays(arrays, names=list(src.column_names))
+        if self._writer is None:
+            import pyarrow.parquet as pq
+
+            self._writer = pq.ParquetWriter(self._fh, table.schema)
+        self._writer.write_table(table)
+        return table.num_rows
+
+    def close(self) -> int:
+        """Finish the file and rename it into place; returns the number of rows."""
+        if self.parquet and self._writer is None:
+            raise InputError(f"no variant rows to write to {str(self.path)!r}")
+        if self._writer is not None:
+            self._writer.close()
+        if self._fh is not self._raw:
+            self._fh.close()
+        self._raw.flush()
+        os.fsync(self._raw.fileno())
+        self._raw.close()
+        os.chmod(self._tmp, 0o644)
+        os.replace(self._tmp, self.path)
+        return self.rows
+
+    def abort(self) -> None:
+        """Drop the temporary file."""
+        for fh in (self._fh, self._raw):
+            with contextlib.suppress(Exception):
+                fh.close()
+        with contextlib.suppress(OSError):
+            self._tmp.unlink()
+
+
+def write_variants_file(path: str | os.PathLike, ism_arrays: Mapping[str, np.ndarray], X: np.ndarray, *,
+                        layout: str, alphabet: str, names: Sequence[str], window_start: int = 0,
+                        coords: Sequence[Sequence] | None = None) -> int:
+    """Write the variant table as Parquet (``.parquet``) or TSV (anything else); returns the rows.
+
+    Parameters are those of :func:`variant_rows`.
+    """
+    if not is_parquet(path):
+        return write_variants_tsv(path, ism_arrays, X, layout=layout, alphabet=alphabet, names=names,
+                                  window_start=window_start, coords=coords)
+    writer = VariantFileWriter(path)
+    try:
+        writer.write(ism_arrays, X, layout=layout, alphabet=alphabet, names=names, window_start=window_start,
+                     coords=coords)
+        return writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def is_parquet(path: str | os.PathLike) -> bool:
+    """Whether a variant table path asks for Parquet (``.parquet``)."""
+    return str(path).lower().endswith(".parquet")
+
+
+def _pyarrow():
+    try:
+        import pyarrow
+    except ImportError:
+        raise InputError(f"writing a Parquet variant table needs pyarrow: {install_hint('pyarrow', 'ray')}; "
+                         "or give a .tsv path") from None
+    return pyarrow
 
 
 # ----------------------------------------------------------------------------------------

@@ -534,8 +534,7 @@ def test_op_inside_the_region_matches_the_oracle(case: Case) -> None:
 
 @pytest.mark.parametrize(
     "case",
-    [pytest.param(case, marks=pytest.mark.xfail(strict=True, reason=EMITTER_NON_FLOAT))
-     if case.id in NON_FLOAT_CROPS else case for case in CASES],
+    CASES,
     ids=[case.id for case in CASES],
 )
 def test_op_inside_the_region_matches_the_oracle_in_a_window(case: Case) -> None:
@@ -592,7 +591,6 @@ def int_on_the_frontier(g: _Graph, t: str) -> str:
     return g.op("Mul", [t, to_float(g, reduce(g, "ReduceSum", ints, [2], 1))])
 
 
-@pytest.mark.xfail(strict=True, reason="emitter: frontier tensors are decoded with float arithmetic")
 @pytest.mark.parametrize("body", [bool_on_the_frontier, int_on_the_frontier], ids=["bool", "int32"])
 def test_non_float_tensor_on_the_frontier(body: Callable[[_Graph, str], str]) -> None:
     X = random_batch(2, L, layout="ncl", rng=np.random.default_rng(7), n_unknown=3)

@@ -57,6 +57,7 @@ class ModelSpec:
         the tensor does not depend on the batch size.
     irregular: tensors whose batch is merged with another axis (e.g. ``(N*L, C)``).
     source_sha256: SHA-256 of the serialized source model as given.
+    dtypes: measured element type of every tensor (input, initializers, node outputs).
     """
 
     model: onnx.ModelProto
@@ -70,6 +71,7 @@ class ModelSpec:
     batch_axes: Mapping[str, int | None] = field(repr=False)
     irregular: frozenset[str] = field(repr=False, default=frozenset())
     source_sha256: str = ""
+    dtypes: Mapping[str, np.dtype] = field(repr=False, default_factory=dict)
 
     @property
     def sequence(self) -> SequenceSpec:
@@ -137,12 +139,12 @@ def load_model(
     model = _fix_input_shape(model, seq_input.name, lay, size, length)
     model = _fold_constants(model)
     try:
-        shapes, batch_axes, irregular = measure_shapes(model, seq_input.name, lay, size, length)
+        shapes, batch_axes, irregular, dtypes = measure_shapes(model, seq_input.name, lay, size, length)
     except ModelError:
         if fixed_batch != 1:
             raise
         model = _free_batch_of_one(model)
-        shapes, batch_axes, irregular = measure_shapes(model, seq_input.name, lay, size, length)
+        shapes, batch_axes, irregular, dtypes = measure_shapes(model, seq_input.name, lay, size, length)
         warnings.warn(
             "the model was exported with a fixed batch of 1; its Reshape targets were made "
             "batch-independent so that mutants can be batched",
@@ -171,6 +173,7 @@ def load_model(
         batch_axes=batch_axes,
         irregular=frozenset(irregular),
         source_sha256=hashlib.sha256(raw).hexdigest(),
+        dtypes=dtypes,
     )
 
 
@@ -423,12 +426,12 @@ def _fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def measure_shapes(
     model: onnx.ModelProto, input_name: str, layout: str, size: int, length: int
-) -> tuple[dict[str, tuple[int, ...]], dict[str, int | None], set[str]]:
-    """Run the model on batches of 2 and 3 and record every tensor's shape.
+) -> tuple[dict[str, tuple[int, ...]], dict[str, int | None], set[str], dict[str, np.dtype]]:
+    """Run the model on batches of 2 and 3 and record every tensor's shape and element type.
 
-    Returns ``(shapes, batch_axes, irregular)``: shapes with ``-1`` on the batch axis,
-    the batch axis of each tensor (``None``: batch-independent), and the tensors whose
-    batch is merged into another axis.
+    Returns ``(shapes, batch_axes, irregular, dtypes)``: shapes with ``-1`` on the batch
+    axis, the batch axis of each tensor (``None``: batch-independent), the tensors whose
+    batch is merged into another axis, and each tensor's element type.
     """
     import onnxruntime as ort
 
@@ -467,6 +470,7 @@ def measure_shapes(
     shapes: dict[str, tuple[int, ...]] = {}
     batch_axes: dict[str, int | None] = {}
     irregular: set[str] = set()
+    dtypes: dict[str, np.dtype] = {name: np.asarray(a2).dtype for name, a2 in zip(names, runs[0])}
     for name, a2, a3 in zip(names, *runs):
         s2, s3 = np.shape(a2), np.shape(a3)
         diff = [i for i, (u, v) in enumerate(zip(s2, s3)) if u != v]
@@ -486,10 +490,12 @@ def measure_shapes(
         if vi.name == input_name:
             shapes[vi.name] = (-1, size, length) if layout == NCL else (-1, length, size)
             batch_axes[vi.name] = 0
+            dtypes[vi.name] = onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
     for init in model.graph.initializer:
         shapes[init.name] = tuple(init.dims)
         batch_axes[init.name] = None
-    return shapes, batch_axes, irregular
+        dtypes[init.name] = onnx.helper.tensor_dtype_to_np_dtype(init.data_type)
+    return shapes, batch_axes, irregular, dtypes
 
 
 def _canonicalise_batch_reshapes(

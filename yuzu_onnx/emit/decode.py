@@ -9,7 +9,6 @@ for ``K`` mutated positions.
 from __future__ import annotations
 
 import numpy as np
-import onnx
 
 from ..importer import NCL
 from .probes import EmitContext, substituted_columns, window_mask
@@ -56,12 +55,12 @@ def emit_output(ctx: EmitContext, output: str, mutants: str, reduce: str, is_ref
     odims = ctx.dims(output)
     ref = ctx.ref_names[output]
     if ctx.shift:
-        delta = classes_to_bases(ctx, float32_delta(ctx, output, mutants, ref), odims)
-        values = b.op("Add", [delta, as_float32(ctx, output, ref)], hint="raw") if reduce == "raw" else delta
+        delta = classes_to_bases(ctx, b.op("Sub", [mutants, ref], hint="delta"), odims)
+        values = b.op("Add", [delta, ref], hint="raw") if reduce == "raw" else delta
     elif reduce == "raw":
-        values = as_float32(ctx, output, mutants)
+        values = mutants
     else:
-        values = float32_delta(ctx, output, mutants, ref)
+        values = b.op("Sub", [mutants, ref], hint="delta")
     if reduce == "l2":
         axes = list(range(3, 3 + len(odims)))
         if axes:
@@ -78,31 +77,10 @@ def emit_output(ctx: EmitContext, output: str, mutants: str, reduce: str, is_ref
     trailing = list(range(3, 3 + len(odims)))
     is_ref = b.unsqueeze(is_reference, trailing, hint="is_reference") if trailing else is_reference
     if reduce == "raw":
-        reference = b.unsqueeze(as_float32(ctx, output, ref), [1, 2], hint="reference")
+        reference = b.unsqueeze(ref, [1, 2], hint="reference")
         return b.op("Where", [is_ref, reference, values], hint="raw")
     zero = b.const(np.array(0.0, dtype=np.float32), "zero")
     return b.op("Where", [is_ref, zero, values], hint="ism")
-
-
-def as_float32(ctx: EmitContext, output: str, values: str) -> str:
-    """Values of ``output`` (a name of that element type) as float32: ISM results are float32."""
-    dtype = ctx.dtype(output)
-    if dtype is None or np.dtype(dtype) == np.float32:
-        return values
-    return ctx.builder.op("Cast", [values], to=onnx.TensorProto.FLOAT, hint="as_float32")
-
-
-def float32_delta(ctx: EmitContext, output: str, mutants: str, ref: str) -> str:
-    """``mutants - ref`` of ``output`` as float32, subtracted as the oracle does: float16
-    and float32 values in float32, other types (float64, integers, booleans) in float64."""
-    b = ctx.builder
-    dtype = ctx.dtype(output)
-    if dtype is None or np.dtype(dtype) == np.float32:
-        return b.op("Sub", [mutants, ref], hint="delta")
-    if np.dtype(dtype).kind == "f" and np.dtype(dtype).itemsize <= 4:
-        return b.op("Sub", [as_float32(ctx, output, mutants), as_float32(ctx, output, ref)], hint="delta")
-    wide = [b.op("Cast", [v], to=onnx.TensorProto.DOUBLE, hint="as_float64") for v in (mutants, ref)]
-    return b.op("Cast", [b.op("Sub", wide, hint="delta")], to=onnx.TensorProto.FLOAT, hint="delta")
 
 
 def classes_to_bases(ctx: EmitContext, delta: str, odims: list[int]) -> str:

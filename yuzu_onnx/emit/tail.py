@@ -94,7 +94,7 @@ def emit_tail(ctx: EmitContext, outputs: list[str]) -> dict[str, str]:
             helper.make_tensor_value_info(cond_in, TensorProto.BOOL, []),
         ],
         [helper.make_tensor_value_info(cond_out, TensorProto.BOOL, [])]
-        + [helper.make_tensor_value_info(s, scan_type(ctx, out), None) for s, out in zip(scans, remaining)],
+        + [helper.make_tensor_value_info(s, TensorProto.FLOAT, None) for s in scans],
     )
     trip = outer.const(np.array(n_chunks, dtype=np.int64), "tail_chunks")
     true = outer.const(np.array(True), "true")
@@ -106,12 +106,6 @@ def emit_tail(ctx: EmitContext, outputs: list[str]) -> dict[str, str]:
             flat = outer.slice(flat, [0], [lw], [0], hint="tail_values")
         result[out] = flat
     return result
-
-
-def scan_type(ctx: EmitContext, output: str) -> int:
-    """The ONNX element type of ``output``'s scan (its measured type; float32 if not measured)."""
-    dtype = ctx.dtype(output)
-    return TensorProto.FLOAT if dtype is None else helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
 
 
 def tail_outputs_needed(model: onnx.ModelProto, region, outputs: list[str]) -> list[str]:

@@ -60,6 +60,7 @@ class ModelSpec:
     source_sha256: SHA-256 of the serialized source model as given.
     extra_inputs: the model's inputs besides the sequence (control tracks, covariates),
         held fixed for every mutant of a sequence.
+    dtypes: measured element type of every tensor (input, initializers, node outputs).
     """
 
     model: onnx.ModelProto
@@ -74,6 +75,7 @@ class ModelSpec:
     irregular: frozenset[str] = field(repr=False, default=frozenset())
     source_sha256: str = ""
     extra_inputs: tuple[ExtraInput, ...] = ()
+    dtypes: Mapping[str, np.dtype] = field(repr=False, default_factory=dict)
 
     @property
     def sequence(self) -> SequenceSpec:
@@ -142,13 +144,13 @@ def load_model(
     model = _fix_input_shape(model, seq_input.name, lay, size, length, extras)
     model = _fold_constants(model)
     try:
-        shapes, batch_axes, irregular = measure_shapes(model, seq_input.name, lay, size, length, extras)
+        shapes, batch_axes, irregular, dtypes = measure_shapes(model, seq_input.name, lay, size, length, extras)
         lost = [o.name for o in model.graph.output if batch_axes.get(o.name) != 0]
         if fixed_batch and lost:  # a batch-1 export whose outputs do not follow the batch
             raise ModelError(f"output {lost[0]!r} does not follow the batch size")
     except ModelError as failure:
         model = _free_batch_of_one(model, seq_input.name, lay, size, length, extras, failure)
-        shapes, batch_axes, irregular = measure_shapes(model, seq_input.name, lay, size, length, extras)
+        shapes, batch_axes, irregular, dtypes = measure_shapes(model, seq_input.name, lay, size, length, extras)
     model = _canonicalise_batch_reshapes(model, shapes, batch_axes)
     outputs = tuple(
         OutputSpec(o.name, shapes[o.name], batch_axes.get(o.name)) for o in model.graph.output
@@ -172,6 +174,7 @@ def load_model(
         irregular=frozenset(irregular),
         source_sha256=hashlib.sha256(raw).hexdigest(),
         extra_inputs=extras,
+        dtypes=dtypes,
     )
 
 
@@ -584,14 +587,14 @@ def _fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
 def measure_shapes(
     model: onnx.ModelProto, input_name: str, layout: str, size: int, length: int,
     extra_inputs: tuple[ExtraInput, ...] = (),
-) -> tuple[dict[str, tuple[int, ...]], dict[str, int | None], set[str]]:
-    """Run the model on batches of 2 and 3 and record every tensor's shape.
+) -> tuple[dict[str, tuple[int, ...]], dict[str, int | None], set[str], dict[str, np.dtype]]:
+    """Run the model on batches of 2 and 3 and record every tensor's shape and element type.
 
     ``extra_inputs`` (the inputs besides the sequence) get random values.
 
-    Returns ``(shapes, batch_axes, irregular)``: shapes with ``-1`` on the batch axis,
-    the batch axis of each tensor (``None``: batch-independent), and the tensors whose
-    batch is merged into another axis.
+    Returns ``(shapes, batch_axes, irregular, dtypes)``: shapes with ``-1`` on the batch
+    axis, the batch axis of each tensor (``None``: batch-independent), the tensors whose
+    batch is merged into another axis, and each tensor's element type.
     """
     import onnxruntime as ort
 
@@ -632,6 +635,7 @@ def measure_shapes(
     shapes: dict[str, tuple[int, ...]] = {}
     batch_axes: dict[str, int | None] = {}
     irregular: set[str] = set()
+    dtypes: dict[str, np.dtype] = {name: np.asarray(a2).dtype for name, a2 in zip(names, runs[0])}
     for name, a2, a3 in zip(names, *runs):
         s2, s3 = np.shape(a2), np.shape(a3)
         diff = [i for i, (u, v) in enumerate(zip(s2, s3)) if u != v]
@@ -651,13 +655,16 @@ def measure_shapes(
         if vi.name == input_name:
             shapes[vi.name] = (-1, size, length) if layout == NCL else (-1, length, size)
             batch_axes[vi.name] = 0
+            dtypes[vi.name] = onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
     for extra in extra_inputs:
         shapes[extra.name] = (-1, *extra.shape)
         batch_axes[extra.name] = 0
+        dtypes[extra.name] = np.dtype(extra.dtype)
     for init in model.graph.initializer:
         shapes[init.name] = tuple(init.dims)
         batch_axes[init.name] = None
-    return shapes, batch_axes, irregular
+        dtypes[init.name] = onnx.helper.tensor_dtype_to_np_dtype(init.data_type)
+    return shapes, batch_axes, irregular, dtypes
 
 
 def _reshape_length_hint(error: str, length: int) -> str:

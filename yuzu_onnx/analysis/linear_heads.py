@@ -49,7 +49,7 @@ def find_linear_heads(
 ) -> tuple[LinearHead, ...]:
     """Tail nodes whose outputs can be decoded from window sums.
 
-    Their input must be a local tensor decoded from probes (``probe_layout`` maps each
+    Their input must be a float32 local tensor decoded from probes (``probe_layout`` maps each
     tensor a stage produces to that stage's ``(spacing, n_probes)``) and read by no other
     tail node: a mean/sum over its length axis, or a Flatten/Reshape to ``(N, features)``
     followed by a Gemm/MatMul with constant weights. The ownership matrix of the window
@@ -66,6 +66,8 @@ def find_linear_heads(
         source = node.input[0] if node.input else ""
         m = region.maps.get(source)
         if m is None or source == spec.input_name or source not in probe_layout or len(readers[source]) != 1:
+            continue
+        if spec.dtypes.get(source) != np.float32:  # window sums are float32 MatMuls
             continue
         spacing, n_probes = probe_layout[source]
         mutants_per_probe = -(-(window[1] - window[0]) // spacing)

@@ -23,7 +23,8 @@ def is_wide_conv(node: onnx.NodeProto, shapes, constants) -> bool:
     auto_pad = attrs.get("auto_pad", b"NOTSET")
     auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
     return (
-        weight.ndim == 3
+        weight.dtype == np.float32  # the MatMul form is emitted in float32
+        and weight.ndim == 3
         and weight.shape[0] <= MAX_OUT_CHANNELS
         and weight.shape[2] >= MIN_KERNEL
         and attrs.get("group", 1) == 1

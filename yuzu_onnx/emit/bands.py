@@ -56,7 +56,7 @@ def emit_band_mutants(ctx: EmitContext, output: str, band: Band) -> tuple[str, s
     ref_band = b.unsqueeze(ref_band, [2], hint="band_reference")  # (Lw, B, 1, N, *rest)
     mask = reached(band, stride=m.stride, lo=m.lo, hi=m.hi, window_start=start)
     mask = mask.reshape(lw, width, *([1] * (len(rest) + 2)))
-    mutants = b.select(mask, gathered, ref_band, hint="band_mutants")
+    mutants = b.select(mask, gathered, ref_band, hint="band_mutants", dtype=ctx.dtype(output))
     # (Lw, B, C|1, N, *rest) → (Lw, C|1, N, *dims with B on the length axis)
     back = [0, 2, 3] + [1 if i == m.axis - 1 else 4 + i - (i > m.axis - 1) for i in range(len(dims))]
     band_dims = list(dims)

@@ -16,6 +16,29 @@ from ..ops import op_spec
 
 PREFIX = "yuzu/"
 
+# Element types that ONNX Runtime's CPU kernels of Where / Pad lack (1.32), each with a type
+# that holds every value exactly (a Cast there and back is the identity).
+WHERE_STAND_INS: Mapping[np.dtype, int] = {
+    np.dtype(np.bool_): onnx.TensorProto.UINT8,
+    np.dtype(np.int16): onnx.TensorProto.INT32,
+    np.dtype(np.uint16): onnx.TensorProto.UINT32,
+    np.dtype(np.uint64): onnx.TensorProto.INT64,  # two's complement: the round trip keeps every bit
+}
+PAD_STAND_INS: Mapping[np.dtype, int] = {
+    np.dtype(np.int16): onnx.TensorProto.INT32,
+    np.dtype(np.uint16): onnx.TensorProto.UINT32,
+}
+
+
+def _stand_in(dtype: np.dtype | None, stand_ins: Mapping[np.dtype, int], what: str) -> int | None:
+    """The ONNX type to compute ``what`` in for values of ``dtype`` (``None``: ``dtype`` itself)."""
+    if dtype is None:
+        return None
+    dtype = np.dtype(dtype)
+    if dtype.kind not in "biuf":
+        raise UnsupportedError(f"the rewrite cannot {what} a tensor of element type {dtype}")
+    return stand_ins.get(dtype)
+
 
 class GraphBuilder:
     """Collects nodes and initializers of the emitted graph (or of a subgraph)."""
@@ -67,15 +90,30 @@ class GraphBuilder:
             return self.op(op_type, [x, self.ints(axes, "axes")], hint=hint, keepdims=keepdims)
         return self.op(op_type, [x], hint=hint, axes=list(axes), keepdims=keepdims)
 
-    def select(self, mask: np.ndarray | str, on_true: str, on_false: str, hint: str = "select") -> str:
+    def select(
+        self, mask: np.ndarray | str, on_true: str, on_false: str, hint: str = "select", *, dtype: np.dtype | None
+    ) -> str:
         """``Where(mask, on_true, on_false)`` for a boolean ``mask`` (a constant array or a
-        tensor name), computed as ``on_true·m + on_false·(1 - m)``.
+        tensor name); ``dtype`` is the element type of ``on_true`` and ``on_false``
+        (``None``: unknown).
 
-        ONNX Runtime's CPU ``Where`` spends ~3 ns per element where two broadcasting Muls
-        and an Add take under 1 ns (measured on re-packs of 4-34 M elements). For finite
-        values the result is bit-identical (``x·1 = x``, ``y·0 = ±0``, ``x + 0 = x``); an
-        infinite or NaN value on the side not taken would give NaN instead.
+        For float32 values it is computed as ``on_true·m + on_false·(1 - m)``: ONNX
+        Runtime's CPU ``Where`` spends ~3 ns per element where two broadcasting Muls and an
+        Add take under 1 ns (measured on re-packs of 4-34 M elements). For finite values the
+        result is bit-identical (``x·1 = x``, ``y·0 = ±0``, ``x + 0 = x``); an infinite or
+        NaN value on the side not taken would give NaN instead. Any other element type
+        (booleans, integers, float16, float64) takes ``Where``, exact for every value; types
+        ONNX Runtime's ``Where`` lacks go through an exact stand-in (:data:`WHERE_STAND_INS`).
         """
+        if dtype is None or np.dtype(dtype) != np.float32:
+            if not isinstance(mask, str):
+                mask = self.const(np.asarray(mask, dtype=bool), f"{hint}_mask")
+            stand_in = _stand_in(dtype, WHERE_STAND_INS, "select")
+            if stand_in is None:
+                return self.op("Where", [mask, on_true, on_false], hint=hint)
+            pair = [self.op("Cast", [v], to=stand_in, hint=f"{hint}_stand_in") for v in (on_true, on_false)]
+            chosen = self.op("Where", [mask, *pair], hint=hint)
+            return self.op("Cast", [chosen], to=helper.np_dtype_to_tensor_dtype(np.dtype(dtype)), hint=hint)
         if isinstance(mask, str):
             m = self.op("Cast", [mask], to=onnx.TensorProto.FLOAT, hint=f"{hint}_mask")
             rest = self.op("Sub", [self.const(np.array(1.0, dtype=np.float32), "one"), m], hint=f"{hint}_rest")
@@ -85,6 +123,23 @@ class GraphBuilder:
         taken = self.op("Mul", [on_true, m], hint=hint)
         kept = self.op("Mul", [on_false, rest], hint=hint)
         return self.op("Add", [taken, kept], hint=hint)
+
+    def pad(self, x: str, pads: Sequence[int], *, dtype: np.dtype | None, hint: str = "pad") -> str:
+        """Zero-pad ``x`` (``Pad`` with ONNX's ``pads`` list); ``dtype`` is ``x``'s element type.
+
+        Types ONNX Runtime's ``Pad`` lacks (and booleans before opset 13, where ONNX's
+        ``Pad`` takes none) are padded as an exact stand-in type (:data:`PAD_STAND_INS`).
+        """
+        pads_name = self.ints(pads, "pads")
+        stand_ins = dict(PAD_STAND_INS)
+        if self.opset < 13:
+            stand_ins[np.dtype(np.bool_)] = onnx.TensorProto.UINT8
+        stand_in = _stand_in(dtype, stand_ins, "pad")
+        if stand_in is None:
+            return self.op("Pad", [x, pads_name], hint=hint)
+        as_stand_in = self.op("Cast", [x], to=stand_in, hint=f"{hint}_stand_in")
+        padded = self.op("Pad", [as_stand_in, pads_name], hint=hint)
+        return self.op("Cast", [padded], to=helper.np_dtype_to_tensor_dtype(np.dtype(dtype)), hint=hint)
 
     def transpose(self, x: str, perm: Sequence[int], hint: str = "transpose") -> str:
         if list(perm) == sorted(perm):

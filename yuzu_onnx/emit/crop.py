@@ -106,7 +106,7 @@ def fit_span(ctx: EmitContext, tensor_name: str, original: str, have: Span, want
     rank = len(ctx.spec.shapes[original])
     pads = [0] * (2 * rank)
     pads[axis], pads[rank + axis] = before, after
-    padded = b.op("Pad", [part, b.ints(pads, "pads")], hint="reference_halo")
+    padded = b.pad(part, pads, dtype=ctx.dtype(original), hint="reference_halo")
     dims = ctx.dims(original)
     dims[axis - 1] = want.size
     by_sequence = b.reshape(padded, [n_probes * ctx.n_classes, -1, *dims], hint="reference_halo")
@@ -115,7 +115,7 @@ def fit_span(ctx: EmitContext, tensor_name: str, original: str, have: Span, want
         inside[inner.lo - want.lo : inner.hi - want.lo + 1] = True
     mask = inside.reshape([1, 1] + [want.size if a == axis else 1 for a in range(1, rank)])
     reference = b.slice(ctx.ref_names[original], [want.lo], [want.hi + 1], [axis], hint="reference_halo")
-    mixed = b.select(mask, by_sequence, reference, hint="reference_halo")
+    mixed = b.select(mask, by_sequence, reference, hint="reference_halo", dtype=ctx.dtype(original))
     return b.reshape(mixed, [-1, *dims], hint="reference_halo")
 
 
@@ -128,7 +128,7 @@ def pad_to_full(ctx: EmitContext, tensor_name: str, original: str, have: Span) -
     pads = [0] * (2 * rank)
     pads[m.axis] = have.lo
     pads[rank + m.axis] = m.length - 1 - have.hi
-    return ctx.builder.op("Pad", [tensor_name, ctx.builder.ints(pads, "pads")], hint="uncrop")
+    return ctx.builder.pad(tensor_name, pads, dtype=ctx.dtype(original), hint="uncrop")
 
 
 def emit_cropped_node(ctx: EmitContext, node: onnx.NodeProto, inputs: list[str], outputs: list[str],

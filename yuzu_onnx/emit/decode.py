@@ -31,7 +31,7 @@ def emit_mutants(ctx: EmitContext, tensor: str, positions: str, probe_index: dic
     stage = ctx.plan.producer_stage[tensor]
     spacing = ctx.plan.stages[stage].spacing
     gathered = b.op("Gather", [probes_of(ctx, tensor, stage), probe_index[spacing]], axis=0, hint="decode")
-    return b.select(mask, gathered, ctx.ref_names[tensor], hint="mutants")
+    return b.select(mask, gathered, ctx.ref_names[tensor], hint="mutants", dtype=ctx.dtype(tensor))
 
 
 def probe_indices(ctx: EmitContext, positions: np.ndarray) -> dict[int, np.ndarray]:

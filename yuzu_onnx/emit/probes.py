@@ -57,6 +57,10 @@ class EmitContext:
         """Per-sequence dims of a batch-first tensor."""
         return list(self.spec.shapes[tensor][1:])
 
+    def dtype(self, tensor: str) -> np.dtype | None:
+        """The measured element type of ``tensor`` (``None``: not measured)."""
+        return self.spec.dtypes.get(tensor)
+
     def is_available_outside(self, name: str) -> bool:
         return self.region.kinds.get(name, CONST) == CONST
 

@@ -46,7 +46,7 @@ def probes_of(ctx: EmitContext, tensor: str, stage: int, want: Span | None = Non
         pads = [0] * (2 * (len(dims) + 3))
         pads[axis] = inner.lo - want.lo
         pads[len(dims) + 3 + axis] = want.hi - inner.hi
-        values = b.op("Pad", [values, b.ints(pads, "pads")], hint="probe_span")
+        values = b.pad(values, pads, dtype=ctx.dtype(tensor), hint="probe_span")
     return values
 
 
@@ -84,7 +84,7 @@ def emit_repack(ctx: EmitContext, tensor: str, to_stage: int, want: Span | None 
     reference = ctx.ref_names[tensor]
     if want != full_span(ctx, tensor):
         reference = b.slice(reference, [want.lo], [want.hi + 1], [m.axis], hint="crop_reference")
-    mixed = b.select(valid.reshape(shape), probe_axis, reference, hint="repack")
+    mixed = b.select(valid.reshape(shape), probe_axis, reference, hint="repack", dtype=ctx.dtype(tensor))
     dims = ctx.dims(tensor)
     dims[m.axis - 1] = want.size
     return b.reshape(mixed, [-1, *dims], hint=f"repacked_s{to_stage}")

@@ -117,6 +117,20 @@ def write_variant_part(path: Path, arrays: Mapping[str, np.ndarray], batch: Sequ
 # --------------------------------------------------------------------------- the local engine
 
 
+def finished_shards(store: ShardStore, done: Mapping[int, dict] | None,
+                    progress: Callable[[int, int], None] | None) -> tuple[dict[int, dict], int]:
+    """The records of the shards already finished (``done``, default
+    :meth:`ShardStore.done_shards`) and how many sequences they hold; ``progress`` is
+    restarted there, so a resumed run's bar counts from the shards it keeps."""
+    records = dict(store.done_shards() if done is None else done)
+    finished = sum(r["stop"] - r["start"] for r in records.values())
+    if progress is not None:
+        if hasattr(progress, "restart_at"):
+            progress.restart_at(finished)
+        progress(finished, store.manifest["n_sequences"])
+    return records, finished
+
+
 def run_local(runner: Runner, source: SequenceSource, store: ShardStore, *, batch_size: int | None,
               max_memory, progress: Callable[[int, int], None] | None = None,
               done: Mapping[int, dict] | None = None) -> dict[int, dict]:
@@ -125,13 +139,8 @@ def run_local(runner: Runner, source: SequenceSource, store: ShardStore, *, batc
     ``done``: the shards already finished (default: :meth:`ShardStore.done_shards`).
     """
     rows_per_batch = runner.plan_batches(batch_size, max_memory)
-    records = dict(store.done_shards() if done is None else done)
+    records, done_rows = finished_shards(store, done, progress)
     n = store.manifest["n_sequences"]
-    done_rows = sum(r["stop"] - r["start"] for r in records.values())
-    if progress is not None:
-        if hasattr(progress, "restart_at"):
-            progress.restart_at(done_rows)
-        progress(done_rows, n)
     for index, start, stop in store.plan:
         if index in records:
             continue

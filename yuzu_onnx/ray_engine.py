@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from .encoding import SequenceBatch
-from .engines import EngineOptions, compute_block, variant_part, write_variant_part
+from .engines import EngineOptions, compute_block, finished_shards, variant_part, write_variant_part
 from .errors import InputError, ModelError, YuzuError, install_hint, option
 from .shards import ShardStore, ShardWriter
 from .sources import SequenceSource
@@ -200,13 +200,8 @@ def run_ray(model: str | os.PathLike, source: SequenceSource, store: ShardStore,
     path = Path(model)
     if not path.is_file():
         raise ModelError(f"converted model {str(path)!r} does not exist")
-    records = dict(store.done_shards() if done is None else done)
+    records, finished = finished_shards(store, done, progress)
     n = store.manifest["n_sequences"]
-    finished = sum(r["stop"] - r["start"] for r in records.values())
-    if progress is not None:
-        if hasattr(progress, "restart_at"):
-            progress.restart_at(finished)
-        progress(finished, n)
     todo = [(i, lo, hi) for i, lo, hi in store.plan if i not in records]
     if not todo:
         return records

@@ -192,6 +192,17 @@ def parse_fasta(text: str, *, source: str = "<string>") -> list[tuple[str, str]]
 # --------------------------------------------------------------------------- dispatch
 
 
+def sequence_file_kind(path: str | os.PathLike) -> tuple[Path, str]:
+    """``(path, format)`` of an existing sequence file (format as :func:`_sniff`); an
+    :class:`InputError` names a missing path or one that is not a file."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"sequence file {str(p)!r} does not exist")
+    if not p.is_file():
+        raise InputError(f"sequence path {str(p)!r} is not a file")
+    return p, _sniff(p)
+
+
 def _sniff(path: Path) -> str:
     """The input format of a file: ``npy``, ``npz``, ``fasta`` or ``bed``."""
     name = path.name.lower()
@@ -250,12 +261,7 @@ def read_sequences(
     InputError: a missing file or unknown format; BED without ``genome``.
     SequenceError: sequences that do not fit the model.
     """
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"sequence file {str(p)!r} does not exist")
-    if not p.is_file():
-        raise InputError(f"sequence path {str(p)!r} is not a file")
-    kind = _sniff(p)
+    p, kind = sequence_file_kind(path)
     if kind == "npy":
         return _read_npy(p, spec)
     if kind == "npz":

@@ -29,10 +29,10 @@ from .layout import SequenceSpec
 from .sequences import (
     _check_array_shape,
     _load_array,
-    _sniff,
     batch_from_strings,
     default_names,
     parse_fasta,
+    sequence_file_kind,
 )
 from .textfiles import GZIP_MAGIC
 
@@ -146,12 +146,7 @@ def open_source(path: str | os.PathLike, spec: SequenceSpec, *, genome: str | os
     InputError: a missing file, an unknown format, BED without ``genome``.
     SequenceError: an empty input, or an NPY/NPZ array of the wrong shape.
     """
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"sequence file {str(p)!r} does not exist")
-    if not p.is_file():
-        raise InputError(f"sequence path {str(p)!r} is not a file")
-    kind = _sniff(p)
+    p, kind = sequence_file_kind(path)
     if kind == "bed":
         source = _bed_source(p, spec, genome, strand)
     elif kind == "fasta":

@@ -251,7 +251,8 @@ def test_op_the_analysis_cannot_place_falls_back_to_naive(cli, tmp_path, seq_fil
 def test_memory_budget_too_small(cli, tiny_ism, tiny_model, seq_files, tmp_path):
     out = tmp_path / "r.npz"
     res = cli("run", tiny_ism, seq_files["ncl"], "-o", out, "--max-memory", "1K")
-    assert_refused(res, 2, "needs about", "budget is 1.00 KiB", "--max-memory", "K or convert", out=out)
+    assert_refused(res, 2, "needs about", "budget is 1.00 KiB", "--max-memory", "runtime and weights",
+                   "convert the model again with --max-memory", out=out)
     res = cli("naive", tiny_model, seq_files["ncl"], "-o", out, "--max-memory", "1K")
     assert_refused(res, 2, "needs about", "--max-memory", out=out)
     res = cli("run", tiny_ism, seq_files["ncl"], "-o", out, "--max-memory", "lots")

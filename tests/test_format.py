@@ -14,6 +14,7 @@ from yuzu_onnx.format import (
     FORMAT,
     GAUSSIAN_KEYS,
     KEYS,
+    MEMORY_KEYS,
     PREFIX,
     GaussianInfo,
     is_converted,
@@ -58,7 +59,9 @@ def converted() -> onnx.ModelProto:
 def test_emitted_metadata_is_the_record_written_back(converted):
     info = read_converted_info(converted)
     assert list(info.to_props().items()) == [(p.key, p.value) for p in converted.metadata_props]
-    assert [k.removeprefix(PREFIX) for k in info.to_props()] == list(KEYS)
+    written = [k.removeprefix(PREFIX) for k in info.to_props()]
+    assert [k for k in written if k not in MEMORY_KEYS] == list(KEYS)
+    assert written[written.index("peak_bytes_per_sequence") + 1] == "fixed_bytes" and info.fixed_bytes > 0
     assert info.sequence == SequenceSpec("nlc", "ACGT", 64) and info.window == (8, 40)
     assert info.probes == "spaced" and info.gaussian is None and info.fallback_reason is None
     assert set(info.reductions) == {o.name for o in converted.graph.output}

@@ -176,22 +176,6 @@ def test_narrow_window_crops_stages_and_stays_exact(name: str) -> None:
         assert_matches_oracle(result, oracle, conversion.reductions, conversion, reference_outputs(spec, X))
 
 
-def test_stages_over_the_memory_limit_join_the_materialised_tail() -> None:
-    from yuzu_onnx.plan import PlanOptions
-
-    spec = _spec("bpnet", "ncl")
-    window = (10, 90)  # late stages: probes for more than half the 80 mutants, hardly cropped
-    full = convert_model(spec, window=window)
-    small = convert_model(spec, window=window, plan_options=PlanOptions(stage_memory_limit=1))  # all "too big"
-    assert len(small.plan.stages) < len(full.plan.stages)
-    assert any("materialised mutants" in stop.reason for stop in small.region.stops)
-    assert "profile" not in small.region.maps  # now computed by the tail
-    X = random_onehot(2, spec.seq_len, seed=6, n_positions=1)
-    result = ISMSession(small.model).run(X)
-    oracle = naive_ism(spec, X, window=window)
-    assert_matches_oracle(result, oracle, small.reductions, small, reference_outputs(spec, X))
-
-
 def test_io_binding_path_gives_the_same_numbers() -> None:
     spec = _spec("bpnet", "ncl")
     session = ISMSession(convert_model(spec).model)

@@ -59,7 +59,7 @@ def _refuse_seed(p: argparse.ArgumentParser) -> None:
 
 
 def _add_model_options(p: argparse.ArgumentParser, *, window: bool = True, outputs: bool = True,
-                       reduce: bool = True, probes: bool = True) -> None:
+                       reduce: bool = True, probes: bool = True, memory: bool = False) -> None:
     g = p.add_argument_group("model options")
     g.add_argument("--seq-len", type=int, metavar="L",
                    help="sequence length (needed when the model's length is dynamic; ism and naive take it from INPUT)")
@@ -92,6 +92,10 @@ def _add_model_options(p: argparse.ArgumentParser, *, window: bool = True, outpu
                        help="spaced probes: convolutions of the sequence input as gathered kernel-column "
                             "differences (shortcut), convolved on the probes (probes), or whichever the "
                             "cost model finds cheaper (auto, default)")
+    if memory:
+        g.add_argument("--max-memory", metavar="SIZE",
+                       help="memory one sequence of the converted model may use, e.g. 4G (default 4G); a plan that "
+                            "needs more runs its window in chunks, one after the other")
 
 
 def _add_run_options(p: argparse.ArgumentParser, *, naive: bool = False) -> None:
@@ -196,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("inspect", help="describe a model: input, layout, local region, stages, expected speedup")
     p.add_argument("model", metavar="MODEL", help="an ONNX model: the original, or one written by convert")
-    _add_model_options(p)
+    _add_model_options(p, memory=True)
     p.add_argument("--json", action="store_true", help="print JSON")
     _refuse_seed(p)
     _add_debug(p)
@@ -205,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL", help=ORIGINAL_MODEL_HELP)
     p.add_argument("-o", "--output", dest="out", required=True, metavar="ISM.onnx",
                    help="the converted ISM model to write (and its JSON sidecar ISM.onnx.json)")
-    _add_model_options(p)
+    _add_model_options(p, memory=True)
     _refuse_seed(p)
     _add_debug(p)
 
@@ -238,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", help="check the converted model against naive ISM on random sequences")
     p.add_argument("model", metavar="MODEL", help=ORIGINAL_MODEL_HELP)
-    _add_model_options(p)
+    _add_model_options(p, memory=True)
     p.add_argument("-n", type=int, default=4, metavar="N", help="random sequences (default 4)")
     p.add_argument("--seed", type=int, default=0, metavar="S",
                    help="seed of the random sequences (default 0; the Gaussian probes' seed is --probe-seed)")
@@ -299,6 +303,8 @@ def _model_kwargs(args) -> dict:
             kw["output_form"] = args.output_form
         if args.probes == "spaced":
             kw["first_conv"] = args.first_conv
+            if getattr(args, "max_memory", None):
+                kw["max_memory"] = args.max_memory
         if args.probes == "gaussian":
             alpha = args.alpha
             if alpha != "auto":
@@ -378,7 +384,16 @@ def _print_original(d: dict) -> None:
     _say(f"  naive ISM          {_flops(d['naive_flops'])}")
     _say(f"  rewritten          {_flops(d['rewritten_flops'])}  (expected speedup {d['expected_speedup']:.1f}x)")
     _say(f"  sparse bound       {_flops(d['bound_flops'])}  (bound speedup {d['bound_speedup']:.1f}x)")
-    _say(f"  peak memory        {format_bytes(d['peak_bytes_per_sequence'])} per sequence")
+    _say(f"  peak memory        {format_bytes(d['peak_bytes_per_sequence'])} per sequence"
+         + (f" (+ {format_bytes(d['fixed_bytes'])} once: runtime and weights)" if d.get("fixed_bytes") else ""))
+    _say_streaming(d.get("streaming"))
+
+
+def _say_streaming(streaming: dict | None) -> None:
+    """How a streamed plan cuts its window, and why."""
+    if streaming:
+        _say(f"streaming: the window runs in {streaming['chunks']} chunks of {streaming['width']} positions, one "
+             f"after the other, because {streaming['reason']}")
 
 
 def _say_extra_inputs(extras: dict | None) -> None:
@@ -436,6 +451,7 @@ def _print_converted(d: dict) -> None:
         speed = d["naive_flops"] / max(d["rewritten_flops"], 1.0)
         _say(f"cost per sequence: naive {_flops(d['naive_flops'])}, rewritten {_flops(d['rewritten_flops'])} "
              f"(expected speedup {speed:.1f}x); peak memory {format_bytes(d['peak_bytes_per_sequence'])}")
+    _say_streaming(d.get("streaming"))
     _say(f"opset {d['opset']}, IR version {d['ir_version']}")
     _say(f"source sha256: {d['source_sha256']}")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import onnx
@@ -18,7 +18,8 @@ from .emit.decode import REDUCTIONS
 from .emit.model import emit_model
 from .errors import InputError, UnsupportedError, YuzuWarning, option
 from .importer import NCL, ModelSpec, load_model
-from .plan import PlanOptions, RewritePlan, choose_output_forms, plan_rewrite
+from .memory import DEFAULT_CONVERT_MEMORY, parse_memory
+from .plan import PlanOptions, RewritePlan, choose_output_forms, fixed_bytes, plan_rewrite
 
 PROBE_MODES = ("spaced", "naive", "gaussian")
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
@@ -97,6 +98,18 @@ def naive_region(spec: ModelSpec, region: LocalRegion) -> LocalRegion:
     )
 
 
+def warn_if_over_budget(plan: RewritePlan, budget: int) -> None:
+    """Warn when even the narrowest chunking needs more memory per sequence than ``budget``."""
+    if plan.peak_bytes_per_sequence > budget:
+        how = (f"streamed in {len(plan.chunks)} chunks of {plan.chunk_width} positions, " if plan.chunks else "")
+        warnings.warn(
+            f"the converted model needs about {plan.peak_bytes_per_sequence / 2**30:.2f} GiB per sequence "
+            f"({how}the least this conversion can do), more than the {budget / 2**30:.2f} GiB of "
+            f"{option('max_memory')}; runs need at least that much",
+            YuzuWarning, stacklevel=3,
+        )
+
+
 def warn_if_no_speedup(plan: RewritePlan) -> None:
     """Warn when the rewritten model is expected to be slower than naive ISM, saying why.
 
@@ -139,6 +152,7 @@ def convert_model(
     first_conv: str = "auto",
     plan_options: PlanOptions | None = None,
     output_form: str = "dense",
+    max_memory: str | int | None = None,
 ) -> Conversion:
     """Like :func:`convert`, but also returns the spec, region and plan behind the model."""
     spec = model if isinstance(model, ModelSpec) else load_model(
@@ -153,6 +167,7 @@ def convert_model(
                          f"use {option('output_form', 'dense')}")
     names = resolve_outputs(spec, outputs)
     reductions = resolve_reductions(reduce, names)
+    budget = DEFAULT_CONVERT_MEMORY if max_memory is None else parse_memory(max_memory)
     region = analyse_region(spec)
     if probes == "gaussian" and spec.extra_inputs:
         raise InputError(
@@ -172,11 +187,14 @@ def convert_model(
         stop = f" (the first op after the input is {region.stops[0]})" if region.stops else ""
         reason = f"the model has no local region{stop}"
     if reason is None:
-        plan = plan_rewrite(spec, region, window=window, first_conv=first_conv, outputs=names, options=plan_options)
+        plan = plan_rewrite(spec, region, window=window, first_conv=first_conv, outputs=names, options=plan_options,
+                            max_memory=budget)
         plan = choose_output_forms(spec, plan, reductions, output_form)
         try:
             ism_model = emit_model(spec, plan.region, plan, outputs=list(names), reductions=reductions)
+            plan = replace(plan, fixed_bytes=fixed_bytes(ism_model))
             warn_if_no_speedup(plan)
+            warn_if_over_budget(plan, budget)
             return Conversion(ism_model, spec, plan.region, plan, names, reductions)
         except UnsupportedError as exc:
             reason = str(exc)
@@ -187,7 +205,7 @@ def convert_model(
                         options=plan_options)
     plan = choose_output_forms(spec, plan, reductions, output_form)
     ism_model = emit_model(spec, fallback, plan, outputs=list(names), reductions=reductions, probes="naive")
-    return Conversion(ism_model, spec, fallback, plan, names, reductions)
+    return Conversion(ism_model, spec, fallback, replace(plan, fixed_bytes=fixed_bytes(ism_model)), names, reductions)
 
 
 def convert(
@@ -206,6 +224,7 @@ def convert(
     first_conv: str = "auto",
     plan_options: PlanOptions | None = None,
     output_form: str = "dense",
+    max_memory: str | int | None = None,
 ) -> onnx.ModelProto:
     """Rewrite a sequence model into a self-contained ISM model.
 
@@ -235,6 +254,10 @@ def convert(
         mutated position; see :func:`yuzu_onnx.densify`) or ``auto`` (banded where that
         saves at least 4x the output's memory, else dense). The form of each output is
         recorded in the metadata.
+    max_memory: the memory one sequence of the converted model may use (``"4G"``,
+        ``"512M"`` or bytes; default 4 GiB). A plan that needs more streams its window:
+        the mutated positions run in chunks, one after the other, each within the budget
+        (the chunking is fixed in the file and recorded in its metadata).
 
     Returns
     -------
@@ -245,7 +268,7 @@ def convert(
     return convert_model(
         model, seq_len=seq_len, input_name=input_name, layout=layout, alphabet=alphabet,
         window=window, reduce=reduce, outputs=outputs, probes=probes, alpha=alpha, seed=seed,
-        first_conv=first_conv, plan_options=plan_options, output_form=output_form,
+        first_conv=first_conv, plan_options=plan_options, output_form=output_form, max_memory=max_memory,
     ).model
 
 

@@ -26,7 +26,12 @@ The keys, in the order they are written:
 ``stages``                  JSON list, one object per probe stage (per conv for gaussian)
 ``first_conv_shortcut``     JSON list of the convolutions run as the shortcut
 ``tail_chunk``              mutants per chunk of a materialised tail
+``window_chunks``           only in streamed models: JSON ``{"width": W, "count": K,
+                            "reason": ...}``, the window runs in ``K`` chunks of ``W``
+                            mutated positions, one after the other
 ``peak_bytes_per_sequence`` the memory estimate of one sequence
+``fixed_bytes``             memory held once per process (runtime and weights); absent
+                            in files written before it existed
 ``naive_flops``             FLOPs of naive ISM per sequence (``%.6g``)
 ``rewritten_flops``         FLOPs of the converted model per sequence (``%.6g``)
 ``fallback``                why the model runs naive ISM (empty: it does not)
@@ -63,6 +68,9 @@ KEYS = (
 )
 #: the key a model with inputs besides the sequence adds (after ``input``)
 EXTRA_INPUT_KEYS = ("extra_inputs",)
+#: the keys of memory planning a model adds when it has them: ``window_chunks`` (a streamed
+#: model, after ``tail_chunk``) and ``fixed_bytes`` (after ``peak_bytes_per_sequence``)
+MEMORY_KEYS = ("window_chunks", "fixed_bytes")
 #: the keys a Gaussian-probe model adds
 GAUSSIAN_KEYS = ("alpha", "alpha_mode", "pearson_r", "seed", "condition_number")
 #: the keys a model must have to be run
@@ -121,6 +129,9 @@ class ConvertedModelInfo:
     tail: what the tail runs on: ``none``, ``vectors`` or ``materialised``.
     tail_chunk: mutants per chunk of a materialised tail.
     peak_bytes_per_sequence: the memory estimate of one sequence.
+    fixed_bytes: the memory held once per process (runtime, weights), beside the
+        per-sequence estimate.
+    window_chunks: a streamed model's ``{"width", "count", "reason"}``; empty otherwise.
     naive_flops, rewritten_flops: FLOPs per sequence of naive ISM and of the model.
     fallback_reason: why the model runs naive ISM, or ``None``.
     region_stops: the ops that end the local region.
@@ -143,6 +154,8 @@ class ConvertedModelInfo:
     tail: str = "materialised"
     tail_chunk: int = 1
     peak_bytes_per_sequence: int = 0
+    fixed_bytes: int = 0
+    window_chunks: Mapping[str, Any] = field(default_factory=dict)
     naive_flops: float = 0.0
     rewritten_flops: float = 0.0
     fallback_reason: str | None = None
@@ -199,7 +212,9 @@ class ConvertedModelInfo:
             "stages": json.dumps([dict(stage) for stage in self.stages]),
             "first_conv_shortcut": json.dumps(list(self.first_conv_shortcut)),
             "tail_chunk": str(self.tail_chunk),
+            **({"window_chunks": json.dumps(dict(self.window_chunks))} if self.window_chunks else {}),
             "peak_bytes_per_sequence": str(int(self.peak_bytes_per_sequence)),
+            **({"fixed_bytes": str(int(self.fixed_bytes))} if self.fixed_bytes else {}),
             "naive_flops": f"{self.naive_flops:.6g}",
             "rewritten_flops": f"{self.rewritten_flops:.6g}",
             "fallback": self.fallback_reason or "",
@@ -277,6 +292,8 @@ def read_converted_info(
         tail=fields.get("tail", _tail, "materialised"),
         tail_chunk=fields.get("tail_chunk", int, 1),
         peak_bytes_per_sequence=fields.get("peak_bytes_per_sequence", int, 0),
+        fixed_bytes=fields.get("fixed_bytes", int, 0),
+        window_chunks=fields.get("window_chunks", _json_object, {}),
         naive_flops=fields.get("naive_flops", _float_or_zero, 0.0),
         rewritten_flops=fields.get("rewritten_flops", _float_or_zero, 0.0),
         fallback_reason=fields.get("fallback", str, "") or None,
@@ -354,6 +371,13 @@ def _json_list(text: str) -> list:
     value = json.loads(text)
     if not isinstance(value, list):
         raise ValueError("not a JSON list")
+    return value
+
+
+def _json_object(text: str) -> dict:
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")
     return value
 
 

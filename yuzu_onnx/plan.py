@@ -31,7 +31,6 @@ from .analysis.region import (
     LocalRegion,
     constant_values,
     node_inputs,
-    truncated_region,
 )
 from .analysis.wide_convs import is_wide_conv, wide_conv_bytes
 from .bands import AUTO_MIN_SAVING, OUTPUT_FORMS, Band, band_positions
@@ -51,8 +50,6 @@ class PlanOptions:
     """The planner's knobs: cost-model weights and memory budgets (defaults measured on CPU).
 
     ``repack_weight``: cost of one re-packed element, in FLOP-equivalents (memory-bound).
-    ``stage_memory_limit``: bytes per sequence of one stage's live probe tensors above
-    which a stage that saves little joins the materialised tail.
     ``tail_chunk_bytes``: bytes per sequence of the live tensors of one chunk of the
     materialised tail (sets the chunk size).
     ``shortcut_weight``: cost of one output element of the first-convolution shortcut in
@@ -68,16 +65,22 @@ class PlanOptions:
     a per-position least-squares system.
     ``gaussian_min_pearson``: Gaussian probes: the correlation with naive ISM on a random
     sequence that the automatic choice of α must reach.
+    ``max_chunks``: the most window chunks a streamed plan may cut the window into (each
+    chunk is a copy of the probe graph in the converted file).
+    ``chunk_overhead_flops``: the cost of one window chunk beside its arithmetic (its
+    subgraph's launch and small-tensor overheads, ~0.3 ms per sequence), in
+    FLOP-equivalents.
     """
 
     repack_weight: float = 50.0
-    stage_memory_limit: float = 2 * 2**30
     tail_chunk_bytes: float = 256 * 2**20
     shortcut_weight: float = 300.0
     live_tensors: int = 4
     gaussian_pinv_budget_bytes: float = 64 * 2**20
     gaussian_max_condition: float = 1e8
     gaussian_min_pearson: float = 0.9999
+    max_chunks: int = 64
+    chunk_overhead_flops: float = 3e7
 
 
 @dataclass(frozen=True)
@@ -169,6 +172,16 @@ class RewritePlan:
     fallback_reason: str | None = None
     tail: TailPlan = TailPlan()
     outputs: Mapping[str, OutputPlan] = field(default_factory=dict, repr=False)
+    # streaming (DESIGN §5): the window cut into chunks, each planned (and emitted) on its own
+    chunks: tuple[RewritePlan, ...] = field(default=(), repr=False)
+    streaming_reason: str = ""
+    # bytes held once per process whatever the batch: the runtime and the weights
+    fixed_bytes: float = 0.0
+
+    @property
+    def chunk_width(self) -> int:
+        """Mutated positions per window chunk (the whole window when not streamed)."""
+        return max((c.window_length for c in self.chunks), default=self.window_length)
 
     @property
     def window_length(self) -> int:
@@ -202,6 +215,7 @@ def plan_rewrite(
     first_conv: str = "auto",
     outputs: Sequence[str] | None = None,
     options: PlanOptions | None = None,
+    max_memory: float | None = None,
 ) -> RewritePlan:
     """Choose stages and spacings for ``region`` (no stages at all when ``naive``), then the
     tail for ``outputs`` (default: every model output).
@@ -211,30 +225,111 @@ def plan_rewrite(
     ``probes`` (the convolution runs on every probe) or ``auto`` (the cheaper by the
     cost model).
 
-    Stages that would need more than ``options.stage_memory_limit`` bytes per sequence
-    while saving little (at least half as many probes as mutants) join the materialised
-    tail, which runs in memory-bounded chunks of mutants; the plan records the region it
-    used.
+    ``max_memory``: bytes per sequence the converted model may use; when the plan needs
+    more, the window is streamed in chunks (:func:`stream_window`). ``None``: no limit.
     """
     if first_conv not in FIRST_CONV_MODES:
         raise InputError(f"{option('first_conv', first_conv)} is not one of {', '.join(FIRST_CONV_MODES)}")
     options = PlanOptions() if options is None else options
     start, end = parse_window(window, spec.seq_len)
     constants = {} if naive else constant_values(spec.model)
-    for _ in range(len(region.region_nodes) + 1):
-        convs = find_input_convs(spec, region, constants) if first_conv != "probes" and not naive else []
-        plan = _plan_for_region(spec, region, start, end, naive, fallback_reason, convs, first_conv, constants,
-                                options)
-        keep = _stages_within_memory(spec, plan, constants, options)
-        if keep is None:
-            break
-        region = truncated_region(
-            spec, region, keep,
-            "later stages would need more memory than probes save; they run on materialised mutants",
-        )
     names = spec.output_names if outputs is None else outputs
-    return decide_tail(spec, plan, names, constants=constants, naive=naive,
-                       peak_with_materialised_tail=plan.peak_bytes_per_sequence)
+
+    def plan_window(lo: int, hi: int) -> RewritePlan:
+        convs = find_input_convs(spec, region, constants) if first_conv != "probes" and not naive else []
+        plan = _plan_for_region(spec, region, lo, hi, naive, fallback_reason, convs, first_conv, constants, options)
+        return decide_tail(spec, plan, names, constants=constants, naive=naive,
+                           peak_with_materialised_tail=plan.peak_bytes_per_sequence)
+
+    plan = plan_window(start, end)
+    if naive or not plan.stages or max_memory is None or plan.peak_bytes_per_sequence <= max_memory:
+        return plan
+    return stream_window(spec, plan, plan_window, max_memory=float(max_memory), max_chunks=options.max_chunks,
+                         chunk_overhead=options.chunk_overhead_flops)
+
+
+def stream_window(spec: ModelSpec, plan: RewritePlan, plan_window, *, max_memory: float,
+                  max_chunks: int, chunk_overhead: float = 0.0) -> RewritePlan:
+    """``plan`` with its window cut into chunks that each fit ``max_memory`` (DESIGN §5).
+
+    Each chunk of ``W`` mutated positions is planned like a window of its own
+    (``plan_window(lo, hi)``): its stages need ``min(d, W)`` probes cropped to the chunk's
+    changed span, so memory falls with ``W`` while the arithmetic stays close to the
+    unchunked plan's (it tends to the sparse-recompute bound for stages whose spacing
+    exceeds ``W``). Of the chunk widths that fit, the cheapest by the cost model (with
+    ``chunk_overhead`` FLOP-equivalents per chunk) wins; when none fits, the one needing
+    the least memory, and the reason says so.
+    """
+    start, end = plan.window
+    lw = end - start
+    reference = _reference_flops(spec, plan.region)
+    candidates = sorted({-(-lw // k) for k in range(2, max_chunks + 1)}, reverse=True)
+    best: tuple[float, int, RewritePlan] | None = None
+    smallest: tuple[float, int, RewritePlan] | None = None
+    for width in candidates:
+        windows = _chunk_windows(start, end, width)
+        # interior chunks cost the same: plan the first, a middle and the last one only
+        sample = {w: plan_window(*w) for w in {windows[0], windows[len(windows) // 2], windows[-1]}}
+        middle = sample[windows[len(windows) // 2]]
+        cost = reference + sum(sample.get(w, middle).rewritten_flops - reference + chunk_overhead for w in windows)
+        peak = _streamed_peak(spec, plan, sample.values())
+        if peak <= max_memory and (best is None or cost < best[0]):
+            best = (cost, width, middle)
+        if smallest is None or peak < smallest[0]:
+            smallest = (peak, width, middle)
+        if peak <= max_memory and best is not None and cost > 2 * best[0]:
+            break  # narrower chunks only cost more from here on
+    if best is not None:
+        width = best[1]
+        why = (f"the whole window needs about {_gib(plan.peak_bytes_per_sequence)} per sequence, more than the "
+               f"{_gib(max_memory)} budget")
+    else:
+        width = smallest[1]
+        why = (f"no chunking fits the {_gib(max_memory)} budget: the whole window needs about "
+               f"{_gib(plan.peak_bytes_per_sequence)} per sequence and chunks of {width} positions, the least, "
+               f"{_gib(smallest[0])}")
+    chunks = tuple(plan_window(*w) for w in _chunk_windows(start, end, width))
+    chunks = tuple(_with_window_bands(c, plan) for c in chunks)
+    middle = chunks[len(chunks) // 2]
+    return replace(
+        plan,
+        stages=middle.stages,
+        producer_stage=middle.producer_stage,
+        input_convs=middle.input_convs,
+        tail_chunk=middle.tail_chunk,
+        rewritten_flops=reference + sum(c.rewritten_flops - reference for c in chunks),
+        peak_bytes_per_sequence=_streamed_peak(spec, plan, chunks),
+        tail=middle.tail,
+        chunks=chunks,
+        streaming_reason=why,
+    )
+
+
+def _gib(n_bytes: float) -> str:
+    return f"{n_bytes / 2**30:.2f} GiB"
+
+
+def _chunk_windows(start: int, end: int, width: int) -> list[tuple[int, int]]:
+    return [(lo, min(end, lo + width)) for lo in range(start, end, width)]
+
+
+def _streamed_peak(spec: ModelSpec, plan: RewritePlan, chunks) -> float:
+    """Peak memory of one sequence of a streamed plan: the largest chunk's working set, the
+    ISM outputs of the whole window (the chunks' parts, then their concatenation) and the
+    reference pass."""
+    return max(c.peak_bytes_per_sequence for c in chunks) + 2 * _output_bytes(spec, plan.window_length)
+
+
+def _with_window_bands(chunk: RewritePlan, plan: RewritePlan) -> RewritePlan:
+    """A chunk's output bands cut out of the whole window's, so chunk outputs concatenate."""
+    offset = chunk.window[0] - plan.window[0]
+    outputs = {}
+    for name, how in chunk.outputs.items():
+        full = plan.outputs[name].band if name in plan.outputs else None
+        band = how.band if full is None else replace(
+            full, starts=full.starts[offset : offset + chunk.window_length])
+        outputs[name] = replace(how, band=band)
+    return replace(chunk, outputs=outputs)
 
 
 def decide_tail(
@@ -348,6 +443,12 @@ def choose_output_forms(spec: ModelSpec, plan: RewritePlan, reductions: Mapping[
     """
     if output_form not in OUTPUT_FORMS:
         raise InputError(f"{option('output_form', output_form)} is not one of {', '.join(OUTPUT_FORMS)}")
+    if plan.chunks:
+        chunks = tuple(choose_output_forms(spec, c, reductions, output_form) for c in plan.chunks)
+        whole = choose_output_forms(spec, replace(plan, chunks=()), reductions, output_form)
+        saved = plan.peak_bytes_per_sequence - _streamed_peak(spec, plan, plan.chunks)
+        return replace(whole, chunks=chunks,
+                       peak_bytes_per_sequence=_streamed_peak(spec, plan, chunks) + saved)
     forms = {}
     saved = 0.0
     for name, how in plan.outputs.items():
@@ -370,38 +471,9 @@ def choose_output_forms(spec: ModelSpec, plan: RewritePlan, reductions: Mapping[
     return replace(plan, outputs=forms, peak_bytes_per_sequence=max(plan.peak_bytes_per_sequence - saved, 0.0))
 
 
-def _stages_within_memory(spec: ModelSpec, plan: RewritePlan, constants, options: PlanOptions) -> list[int] | None:
-    """Nodes of the stages before the first one that is too big for little gain (else None).
-
-    Little gain: at least half as many probes as mutants, and not cropped to a narrow
-    window (the materialised tail computes every position of every mutant).
-    """
-    a = spec.alphabet_size
-    start, end = plan.window
-    for s, stage in enumerate(plan.stages):
-        too_big = _stage_bytes(spec, plan.region, stage, a, plan.window, constants,
-                               options.live_tensors) > options.stage_memory_limit
-        little_gain = stage.n_probes * 2 >= plan.window_length and _stage_changed_share(
-            spec, plan.region, stage, start, end) > 0.9
-        if too_big and little_gain:
-            return [i for st in plan.stages[:s] for i in st.nodes]
-    return None
-
-
 def _stage_outputs(spec: ModelSpec, region: LocalRegion, stage: Stage) -> list[str]:
     graph = spec.model.graph
     return [o for i in stage.nodes for o in graph.node[i].output if o in region.maps]
-
-
-def _stage_changed_share(spec: ModelSpec, region: LocalRegion, stage: Stage, start: int, end: int) -> float:
-    """Share of the stage's tensor positions that the window can change (cropping keeps only those)."""
-    total = changed = 0
-    for name in _stage_outputs(spec, region, stage):
-        m = region.maps[name]
-        lo, hi = m.changed_span(start, end)
-        total += m.length
-        changed += hi - lo + 1
-    return changed / total if total else 1.0
 
 
 def _stage_bytes(spec: ModelSpec, region: LocalRegion, stage: Stage, a: int, window: tuple[int, int],
@@ -457,7 +529,7 @@ def _plan_for_region(spec, region, start, end, naive, fallback_reason, convs, fi
     # the shortcut reads one mutation per output window: the stage's spacing must cover it
     shortcuts = [conv for conv in shortcuts if stages[producer_stage[conv.output]].spacing >= conv.span]
     all_nodes = range(len(graph.node))
-    total = sum(node_flops(graph.node[i], spec) for i in all_nodes if _is_data(graph.node[i], region))
+    total = _reference_flops(spec, region)
     tail_nodes = list(all_nodes) if naive else list(region.tail_nodes)
     tail_flops = sum(node_flops(graph.node[i], spec) for i in tail_nodes if _is_data(graph.node[i], region))
     naive_flops = lw * (a - 1) * total
@@ -529,12 +601,47 @@ def _frontier_bytes_per_mutant(spec: ModelSpec, region: LocalRegion, naive: bool
 
 def _peak_bytes(spec, region, stages, window, a, chunk, tail_bytes, constants, live_tensors: int) -> float:
     """Peak memory of one sequence: the largest stage's live probe tensors, the tail chunk,
-    and the ISM outputs (values, deltas and the laid-out result)."""
+    the ISM outputs (values, deltas and the laid-out result), the reference pass and the
+    input probes."""
     biggest = max((_stage_bytes(spec, region, st, a, window, constants, live_tensors) for st in stages),
                   default=0.0)
     lw = window[1] - window[0]
-    outputs = sum(4 * _numel(o.shape) for o in spec.outputs) * lw * a * 3
-    return float(biggest + chunk * a * tail_bytes * 2 + outputs + 4 * a * spec.seq_len * 8)
+    return float(biggest + chunk * a * tail_bytes * 2 + 3 * _output_bytes(spec, lw) + _reference_bytes(spec)
+                 + 4 * a * spec.seq_len * 8)
+
+
+def _output_bytes(spec: ModelSpec, window_length: int) -> float:
+    """Bytes of one copy of every output's ISM for one sequence (dense, unreduced)."""
+    return float(sum(4 * _numel(o.shape) for o in spec.outputs) * window_length * spec.alphabet_size)
+
+
+def _reference_bytes(spec: ModelSpec) -> float:
+    """Bytes of every tensor of the reference pass of one sequence (an upper bound of what
+    ONNX Runtime keeps alive for the probes, which read reference tensors throughout)."""
+    graph = spec.model.graph
+    names = {o for node in graph.node for o in node.output if o}
+    return float(sum(_itemsize(spec, n) * _numel(spec.shapes[n]) for n in names if n in spec.shapes))
+
+
+def _itemsize(spec: ModelSpec, name: str) -> int:
+    dtype = spec.dtypes.get(name)
+    return max(4, np.dtype(dtype).itemsize) if dtype is not None else 4
+
+
+RUNTIME_BYTES = 160 * 2**20  # a Python process with numpy and ONNX Runtime loaded and a session made
+
+
+def fixed_bytes(model: onnx.ModelProto) -> float:
+    """Memory held once per process, whatever the batch: the runtime and two copies of the
+    converted model's weights (the loaded model and the session's)."""
+    weights = sum(t.ByteSize() for t in model.graph.initializer)
+    return float(RUNTIME_BYTES + 2 * weights)
+
+
+def _reference_flops(spec: ModelSpec, region: LocalRegion) -> float:
+    """FLOPs of one forward pass of the sequence-dependent nodes (the reference pass)."""
+    graph = spec.model.graph
+    return sum(node_flops(node, spec) for node in graph.node if _is_data(node, region))
 
 
 def _choose_stages(nodes, flops, produced_at, last_use, frontier, region, spec, window,

@@ -112,14 +112,8 @@ class ConvertedRunner:
         if batch_size is not None and batch_size < 1:
             raise InputError(f"{option('batch_size', batch_size)} is too small; the batch size must be at least 1")
         budget = parse_memory(max_memory) if max_memory is not None else default_memory_budget()
-        need = max(self.peak_bytes_per_sequence, 1)
-        if need > budget:
-            raise InputError(
-                f"one sequence needs about {format_bytes(need)} of memory but the budget is "
-                f"{format_bytes(budget)}; raise {option('max_memory')} to at least {memory_option(need)} "
-                f"or convert with a narrower {option('window')}"
-            )
-        self.rows_per_batch = int(batch_size) if batch_size is not None else self.session.batch_size_for(budget)
+        fitting = self.session.batch_size_for(budget)  # refuses when one sequence does not fit
+        self.rows_per_batch = int(batch_size) if batch_size is not None else fitting
         return self.rows_per_batch
 
     def batch_options(self) -> dict:

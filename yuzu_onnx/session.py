@@ -14,6 +14,7 @@ import onnx
 from .errors import InputError, ModelError, option
 from .extra_inputs import ExtraValues, check_extra_values, take_rows
 from .format import FORMAT, ConvertedModelInfo, read_converted_info
+from .memory import parse_memory
 from .progress import format_bytes, memory_option
 from .sequences import check_one_hot
 
@@ -46,21 +47,6 @@ def default_memory_budget() -> int:
     except (ValueError, OSError, AttributeError):
         total = 8 * 2**30
     return int(total * DEFAULT_MEMORY_FRACTION)
-
-
-def parse_memory(value: str | int) -> int:
-    """``"4G"``, ``"512M"``, ``"1e9"`` or an int → bytes."""
-    if isinstance(value, int):
-        return value
-    text = str(value).strip().upper().removesuffix("B")
-    scale = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}.get(text[-1:], 1)
-    try:
-        number = float(text[:-1] if scale != 1 else text)
-    except ValueError:
-        raise InputError(f"memory size must look like 4G, 512M or a number of bytes, got {value!r}") from None
-    if number <= 0:
-        raise InputError(f"memory size must be positive, got {value!r}")
-    return int(number * scale)
 
 
 class ISMSession:
@@ -100,16 +86,24 @@ class ISMSession:
         return self.session.get_providers()[0]
 
     def batch_size_for(self, max_memory: int | str | None = None) -> int:
-        """Sequences per run that fit ``max_memory`` (bytes; default a quarter of RAM)."""
+        """Sequences per run that fit ``max_memory`` (bytes; default a quarter of RAM) beside
+        the memory the runtime and the weights hold once; refuses when one sequence does not fit."""
         budget = parse_memory(max_memory) if max_memory is not None else default_memory_budget()
         per_sequence = max(self.info.peak_bytes_per_sequence, 1)
-        if per_sequence > budget:
+        need = per_sequence + self.info.fixed_bytes
+        if need > budget:
+            chunks = self.info.window_chunks
+            if str(chunks.get("reason", "")).startswith("no chunking fits"):
+                fix = f"; this model already streams its window in the narrowest chunks ({chunks.get('width')} positions)"
+            else:
+                fix = (f", or convert the model again with {option('max_memory')} at this budget: its window then "
+                       "runs in chunks that fit")
             raise InputError(
-                f"one sequence needs about {format_bytes(per_sequence)} but the memory budget is "
-                f"{format_bytes(budget)}; raise {option('max_memory')} to at least {memory_option(per_sequence)} "
-                f"or convert with a narrower {option('window')}"
+                f"one sequence needs about {format_bytes(need)} ({format_bytes(per_sequence)} for the sequence, "
+                f"{format_bytes(self.info.fixed_bytes)} for the runtime and weights) but the memory budget is "
+                f"{format_bytes(budget)}; raise {option('max_memory')} to at least {memory_option(need)}{fix}"
             )
-        return max(1, min(256, budget // per_sequence))
+        return max(1, min(256, (budget - self.info.fixed_bytes) // per_sequence))
 
     def run(
         self,

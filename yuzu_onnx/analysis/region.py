@@ -241,29 +241,6 @@ def _check_fixed_inputs(node, spec: ModelSpec, kinds, maps, out_maps: list[Posit
                            "without a known position map")
 
 
-def truncated_region(spec: ModelSpec, region: LocalRegion, keep: list[int], reason: str) -> LocalRegion:
-    """``region`` with only the nodes ``keep``; the rest of it joins the tail."""
-    graph = spec.model.graph
-    kept = set(keep)
-    moved = [i for i in region.region_nodes if i not in kept]
-    produced = {o for i in keep for o in graph.node[i].output if o}
-    maps = {t: m for t, m in region.maps.items()
-            if t == spec.input_name or t in produced or region.kinds.get(t) == FIXED}
-    tail = sorted(set(region.tail_nodes) | set(moved))
-    node = graph.node[moved[0]] if moved else None
-    stops = region.stops
-    if node is not None:
-        stops = (RegionStop(node.op_type, node.name or node.output[0], reason), *stops)
-    return LocalRegion(
-        maps=maps,
-        kinds=region.kinds,
-        region_nodes=tuple(i for i in region.region_nodes if i in kept),
-        tail_nodes=tuple(tail),
-        frontier=frontier_of(spec, list(keep), tail, maps, region.kinds),
-        stops=stops,
-    )
-
-
 def frontier_of(spec: ModelSpec, region: list[int], tail: list[int], maps, kinds) -> tuple[str, ...]:
     """Local tensors read by the tail (or the shape computations it needs), and local model outputs."""
     graph = spec.model.graph

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import onnx
 
 from ..analysis.positional import PositionalMap
@@ -87,7 +86,11 @@ def stage_spans(ctx: EmitContext, stage_index: int) -> dict[str, Span] | None:
 
 def fit_span(ctx: EmitContext, tensor_name: str, original: str, have: Span, want: Span, n_probes: int) -> str:
     """``original``'s stage copy (computed on ``have``) over ``want``; positions outside
-    ``have`` lie outside the tensor's changed span, so they take the reference."""
+    ``have`` lie outside the tensor's changed span, so they take the reference: the
+    reference's halos, repeated for every probe, concatenated around the computed part
+    (one pass over the tensor)."""
+    from .extra import tile_fixed
+
     b = ctx.builder
     m = ctx.region.maps[original]
     axis = m.axis
@@ -96,27 +99,17 @@ def fit_span(ctx: EmitContext, tensor_name: str, original: str, have: Span, want
         if have == want:
             return tensor_name
         return b.slice(tensor_name, [want.lo - have.lo], [want.hi - have.lo + 1], [axis], hint="crop")
-    empty = inner.lo > inner.hi
-    if empty:  # no computed position is wanted: everything comes from the reference
-        part = b.slice(tensor_name, [0], [1], [axis], hint="crop")
-        before, after = 0, want.size - 1
-    else:
-        part = b.slice(tensor_name, [inner.lo - have.lo], [inner.hi - have.lo + 1], [axis], hint="crop")
-        before, after = inner.lo - want.lo, want.hi - inner.hi
-    rank = len(ctx.spec.shapes[original])
-    pads = [0] * (2 * rank)
-    pads[axis], pads[rank + axis] = before, after
-    padded = b.pad(part, pads, dtype=ctx.dtype(original), hint="reference_halo")
-    dims = ctx.dims(original)
-    dims[axis - 1] = want.size
-    by_sequence = b.reshape(padded, [n_probes * ctx.n_classes, -1, *dims], hint="reference_halo")
-    inside = np.zeros(want.size, dtype=bool)
-    if not empty:
-        inside[inner.lo - want.lo : inner.hi - want.lo + 1] = True
-    mask = inside.reshape([1, 1] + [want.size if a == axis else 1 for a in range(1, rank)])
-    reference = b.slice(ctx.ref_names[original], [want.lo], [want.hi + 1], [axis], hint="reference_halo")
-    mixed = b.select(mask, by_sequence, reference, hint="reference_halo", dtype=ctx.dtype(original))
-    return b.reshape(mixed, [-1, *dims], hint="reference_halo")
+    repeats = n_probes * ctx.n_classes
+    if inner.lo > inner.hi:  # no computed position is wanted: everything comes from the reference
+        return tile_fixed(ctx, original, repeats, want)
+    pieces = []
+    if inner.lo > want.lo:
+        pieces.append(tile_fixed(ctx, original, repeats, Span(want.lo, inner.lo - 1)))
+    pieces.append(tensor_name if inner == have else
+                  b.slice(tensor_name, [inner.lo - have.lo], [inner.hi - have.lo + 1], [axis], hint="crop"))
+    if want.hi > inner.hi:
+        pieces.append(tile_fixed(ctx, original, repeats, Span(inner.hi + 1, want.hi)))
+    return b.op("Concat", pieces, axis=axis, hint="reference_halo")
 
 
 def pad_to_full(ctx: EmitContext, tensor_name: str, original: str, have: Span) -> str:

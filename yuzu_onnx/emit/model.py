@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -12,7 +13,7 @@ from ..analysis.region import LocalRegion, constant_values
 from ..errors import UnsupportedError
 from ..format import ConvertedModelInfo, write_converted_info
 from ..importer import ModelSpec
-from ..plan import RewritePlan
+from ..plan import RewritePlan, fixed_bytes
 from ..version import __version__
 from .bands import emit_band_output
 from .builder import PREFIX, GraphBuilder, prune_dead_nodes, referenced_names
@@ -26,6 +27,7 @@ from .decode import (
 )
 from .probes import EmitContext
 from .stages import emit_stage
+from .streaming import emit_window_chunks
 from .tail import emit_tail
 
 
@@ -51,11 +53,16 @@ def emit_model(
             raise UnsupportedError(f"output {out!r} does not depend on the sequence")
 
     def branch(ctx: EmitContext, is_reference: str) -> list[str]:
-        for s in range(len(plan.stages)):
+        for s in range(len(ctx.plan.stages)):
             emit_stage(ctx, s)
         return emit_decoded_outputs(ctx, outputs, reductions, is_reference)
 
-    return emit_ism_model(spec, region, plan, outputs=outputs, reductions=reductions, probes=probes, branch=branch)
+    def streamed(ctx: EmitContext, is_reference: str) -> list[str]:
+        if not plan.chunks:
+            return branch(ctx, is_reference)
+        return emit_window_chunks(ctx, outputs, is_reference, branch)
+
+    return emit_ism_model(spec, region, plan, outputs=outputs, reductions=reductions, probes=probes, branch=streamed)
 
 
 def emit_ism_model(
@@ -122,7 +129,8 @@ def emit_ism_model(
                               producer_version=__version__)
     # the lowest IR version the opsets need, never newer than the source's
     model.ir_version = min(spec.model.ir_version, helper.find_min_ir_version_for(list(model.opset_import)))
-    write_converted_info(model, converted_info(spec, region, plan, outputs, reductions, probes, plan.tail.kind))
+    info = converted_info(spec, region, plan, outputs, reductions, probes, plan.tail.kind)
+    write_converted_info(model, replace(info, fixed_bytes=int(fixed_bytes(model))))
     return model
 
 
@@ -214,6 +222,9 @@ def converted_info(
         tail=tail,
         tail_chunk=plan.tail_chunk,
         peak_bytes_per_sequence=int(plan.peak_bytes_per_sequence),
+        fixed_bytes=int(plan.fixed_bytes),
+        window_chunks=({"width": plan.chunk_width, "count": len(plan.chunks), "reason": plan.streaming_reason}
+                       if plan.chunks else {}),
         naive_flops=plan.naive_flops,
         rewritten_flops=plan.rewritten_flops,
         fallback_reason=plan.fallback_reason,

@@ -444,6 +444,26 @@ def build_bpnet_valid(*, layout: str = "ncl", seq_len: int = 140, seed: int = 0)
     return g.build()
 
 
+def build_residual_bpnet(*, layout: str = "ncl", seq_len: int = 2114, out_len: int = 1000, filters: int = 64,
+                         layers: int = 8, first_kernel: int = 21, profile_kernel: int = 75,
+                         seed: int = 0) -> onnx.ModelProto:
+    """bpnet-lite's ``BPNet`` shape (defaults: its defaults, no control tracks): a ``first_kernel``
+    conv, ``layers`` residual dilated convs (kernel 3, dilation 2, 4, ..., ``x + relu(conv(x))``),
+    a ``profile_kernel`` profile head (2 strands) cropped to the central ``out_len`` positions
+    (``profile``), and counts = Gemm of the mean of the tower over the profile's span (``counts``)."""
+    g = _Graph("residual_bpnet", layout=layout, seq_len=seq_len, seed=seed)
+    h = g.op("Relu", [g.same_conv(g.seq(), 4, filters, first_kernel)])
+    for i in range(1, layers + 1):
+        h = g.op("Add", [h, g.op("Relu", [g.same_conv(h, filters, filters, 3, dilation=2**i, gain=1.0)])])
+    start = (seq_len - out_len) // 2
+    profile = g.same_conv(h, filters, 2, profile_kernel, gain=1.0)
+    g.profile_output(g.slice_len(profile, start, start + out_len, axis=2), "profile")
+    half = profile_kernel // 2
+    span = g.slice_len(h, max(0, start - half), min(seq_len, start + out_len + half), axis=2)
+    g.output(g.gemm(g.reduce("ReduceMean", span, [2]), filters, 1), "counts")
+    return g.build()
+
+
 def build_residual_pool(*, layout: str = "ncl", seq_len: int = 96, seed: int = 0) -> onnx.ModelProto:
     """Residual Add across a MaxPool: ``MaxPool(ReLU(Conv(h)))`` + ``AveragePool(h)``, both
     stride 2; then ReLU → ReduceMean over length → Gemm."""

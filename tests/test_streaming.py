@@ -1,0 +1,143 @@
+"""Streaming (DESIGN §5): the window runs in chunks within a memory budget, and the chunked
+model gives the unchunked model's numbers (and the oracle's).
+
+Small models are cut into several chunks by giving the conversion a budget below what the
+unchunked plan needs; chunk boundaries then fall inside every stage's receptive field, across
+residual joins and next to the sequence edges.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import onnx
+import pytest
+from test_rewrite import reduce_oracle
+
+from yuzu_onnx import ISMSession, YuzuWarning, convert_model, load_model, naive_ism
+from yuzu_onnx.errors import InputError
+from yuzu_onnx.format import read_converted_info
+from yuzu_onnx.oracle import reference_outputs
+from yuzu_onnx.plan import PlanOptions
+from yuzu_onnx.testing.model_builders import BUILDERS, build_residual_bpnet, random_onehot
+
+# models with residual joins, valid convolutions and crops, strides, pooling, dense and
+# attention tails, linear heads decoded from window sums
+MODELS = ("bpnet", "bpnet_valid", "dilated_profile", "strided_profile", "residual_pool", "basset_like",
+          "crop_pad", "concat_branches", "gated", "attention")
+
+
+def _scale(oracle: np.ndarray, reference: np.ndarray) -> float:
+    return max(float(np.abs(oracle).max()), float(np.abs(reference).max()), 1e-30)
+
+
+def _streamed(spec, *, window=None, chunks: int = 4, **kwargs):
+    """A conversion cut into about ``chunks`` chunks: the budget of the plan with that many."""
+    whole = convert_model(spec, window=window, **kwargs)
+    assert not whole.plan.chunks
+    options = PlanOptions(max_chunks=chunks, chunk_overhead_flops=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", YuzuWarning)  # the least the chunking can do may exceed 1 byte
+        streamed = convert_model(spec, window=window, max_memory=1, plan_options=options, **kwargs)
+    assert len(streamed.plan.chunks) >= 2, "the budget did not cut the window"
+    return whole, streamed
+
+
+@pytest.mark.parametrize("layout", ["ncl", "nlc"])
+@pytest.mark.parametrize("name", MODELS)
+def test_streamed_model_matches_the_unchunked_model_and_the_oracle(name: str, layout: str) -> None:
+    spec = load_model(BUILDERS[name](layout=layout))
+    length = spec.seq_len
+    for window in (None, (length // 3, length // 3 + 25)):
+        whole, streamed = _streamed(spec, window=window)
+        onnx.checker.check_model(streamed.model, full_check=True)
+        X = random_onehot(3, length, layout=layout, seed=5, n_positions=2)  # N columns: all-bases classes
+        X[0] = random_onehot(1, length, layout=layout, seed=6)[0]  # one fully one-hot sequence: shift classes
+        unchunked = ISMSession(whole.model).run(X)
+        chunked = ISMSession(streamed.model).run(X)
+        oracle = naive_ism(spec, X, window=window)
+        reference = reference_outputs(spec, X)
+        for out, expected in oracle.items():
+            scale = _scale(expected, reference[out])
+            assert chunked[out].shape == unchunked[out].shape == expected.shape
+            assert np.abs(chunked[out] - unchunked[out]).max() <= 1e-6 * scale, (out, window)
+            assert np.abs(chunked[out] - expected).max() <= 1e-5 * scale, (out, window)
+
+
+@pytest.mark.parametrize("reduce", ["l2", "sum"])
+def test_streamed_reductions(reduce: str) -> None:
+    spec = load_model(BUILDERS["bpnet"](layout="ncl"))
+    reductions = {"profile": reduce, "counts": "l2"}
+    whole, streamed = _streamed(spec, reduce=reductions)
+    X = random_onehot(2, spec.seq_len, seed=8, n_positions=1)
+    chunked = ISMSession(streamed.model).run(X)
+    oracle = naive_ism(spec, X)
+    reference = reference_outputs(spec, X)
+    for out, expected in oracle.items():
+        axis = streamed.region.maps[out].axis if reductions[out] == "sum" else None
+        want = reduce_oracle(expected, reductions[out], axis=axis)
+        assert chunked[out].shape == want.shape
+        assert np.abs(chunked[out] - want).max() <= 1e-5 * _scale(expected, reference[out])
+
+
+def test_streamed_banded_output_is_the_whole_windows_band() -> None:
+    spec = load_model(BUILDERS["dilated_profile"](layout="ncl"))
+    window = (5, 70)
+    whole, streamed = _streamed(spec, window=window, output_form="banded")
+    X = random_onehot(2, spec.seq_len, seed=9, n_positions=1)
+    unchunked = ISMSession(whole.model).run(X)
+    chunked = ISMSession(streamed.model).run(X)
+    for out in unchunked:
+        np.testing.assert_array_equal(chunked[out], unchunked[out])
+    whole_info, streamed_info = read_converted_info(whole.model), read_converted_info(streamed.model)
+    assert streamed_info.outputs == whole_info.outputs  # the same band: width and starts
+
+
+def test_streaming_is_recorded_and_bounded_by_the_budget() -> None:
+    spec = load_model(build_residual_bpnet(seq_len=400, out_len=200, filters=16, layers=5, profile_kernel=25))
+    whole = convert_model(spec)
+    budget = int(whole.plan.peak_bytes_per_sequence / 3)
+    streamed = convert_model(spec, max_memory=budget)
+    plan = streamed.plan
+    assert len(plan.chunks) >= 2 and plan.peak_bytes_per_sequence <= budget
+    assert sum(c.window_length for c in plan.chunks) == 400
+    assert [c.window for c in plan.chunks] == sorted(c.window for c in plan.chunks)
+    info = read_converted_info(streamed.model)
+    assert info.window_chunks["count"] == len(plan.chunks) and info.window_chunks["width"] == plan.chunk_width
+    assert "more than the" in info.window_chunks["reason"]
+    assert info.peak_bytes_per_sequence == int(plan.peak_bytes_per_sequence) and info.fixed_bytes > 0
+    # a budget the whole window fits needs no chunks
+    assert not convert_model(spec, max_memory=int(whole.plan.peak_bytes_per_sequence) + 1).plan.chunks
+
+
+def test_a_budget_no_chunking_fits_warns_with_the_least_memory() -> None:
+    spec = load_model(BUILDERS["bpnet"](layout="ncl"))
+    with pytest.warns(YuzuWarning, match="more than the .* of max_memory="):
+        streamed = convert_model(spec, max_memory=1000)
+    assert streamed.plan.streaming_reason.startswith("no chunking fits")
+    with pytest.raises(InputError, match="narrowest chunks"):
+        ISMSession(streamed.model).batch_size_for(10_000)
+
+
+def test_the_planner_keeps_every_stage_in_the_region_under_a_small_budget() -> None:
+    """Memory never sends stages to materialised mutants: the region and its stages stay,
+    the window streams."""
+    spec = load_model(BUILDERS["bpnet"](layout="ncl"))
+    whole = convert_model(spec)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", YuzuWarning)
+        small = convert_model(spec, max_memory=int(whole.plan.peak_bytes_per_sequence / 2))
+    assert small.region.region_nodes == whole.region.region_nodes
+    assert "profile" in small.region.maps and small.plan.chunks
+    assert all(chunk.tail.kind == whole.plan.tail.kind for chunk in small.plan.chunks)
+
+
+def test_run_budget_counts_the_runtime_and_weights_once() -> None:
+    spec = load_model(BUILDERS["bpnet"](layout="ncl"))
+    session = ISMSession(convert_model(spec).model)
+    info = session.info
+    budget = info.fixed_bytes + 10 * info.peak_bytes_per_sequence
+    assert session.batch_size_for(budget) == 10
+    with pytest.raises(InputError, match="runtime and weights"):
+        session.batch_size_for(info.fixed_bytes + info.peak_bytes_per_sequence // 2)

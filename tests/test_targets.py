@@ -189,11 +189,29 @@ def _matmul_head_model() -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
+def _conv_bn_head_model() -> onnx.ModelProto:
+    """Conv(bias) → BatchNormalization → Mul(per-track scale (1, 6, 1)) → Sigmoid: ``y`` (N, 6, L)."""
+    rng = np.random.default_rng(8)
+    arrays = {"w": rng.standard_normal((6, 4, 3)), "b": rng.standard_normal(6), "scale": 1 + rng.random(6),
+              "shift": rng.standard_normal(6), "mean": rng.standard_normal(6), "var": 0.5 + rng.random(6),
+              "gain": rng.standard_normal((1, 6, 1))}
+    inits = [numpy_helper.from_array(v.astype(np.float32), k) for k, v in arrays.items()]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1]),
+             helper.make_node("BatchNormalization", ["c", "scale", "shift", "mean", "var"], ["n"]),
+             helper.make_node("Mul", ["gain", "n"], ["m"]),
+             helper.make_node("Sigmoid", ["m"], ["y"])]
+    graph = helper.make_graph(nodes, "bn_head", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                               ["batch", 4, 40])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
 @pytest.mark.parametrize(("build", "output", "axis", "indices"), [
     (lambda: build_bpnet(seq_len=40, seed=1), "profile", 1, [1]),               # Conv
     (lambda: build_bpnet(seq_len=40, seed=1, layout="nlc"), "profile", 2, [1]),  # Transpose → Conv
     (lambda: build_basset_like(seq_len=40, seed=1), "y", 1, [4, 0, 2]),        # Sigmoid → Gemm
     (_matmul_head_model, "y", 2, [5, 1]),                                     # Softplus → Add → MatMul
+    (_conv_bn_head_model, "y", -2, [4, 4, 0]),                                # Sigmoid → Mul → BN → Conv
 ])
 def test_the_cut_is_exact_and_drops_the_gather_and_flops(build, output, axis, indices):
     model = build()
@@ -209,6 +227,8 @@ def test_the_cut_is_exact_and_drops_the_gather_and_flops(build, output, axis, in
         assert a.shape == b.shape, name
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6 * float(np.abs(b).max()), err_msg=name)
     assert _outputs_of(cut, X)[names.index(output)].shape[axis] == len(indices)
+    np.testing.assert_array_equal(_outputs_of(gathered, X)[names.index(output)],
+                                  np.take(_outputs_of(spec.model, X)[names.index(output)], indices, axis=axis))
     # fewer FLOPs than without targets, and than with the Gather
     plain = convert_model(spec, outputs=[output]).plan
     with_cut = convert_model(targeted_spec(spec, select={output: {axis: indices}})[0], outputs=[output]).plan

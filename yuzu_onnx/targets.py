@@ -467,7 +467,9 @@ def cut_selection(model: onnx.ModelProto, tensor: str, axis: int, indices: Seque
     edits: list[tuple[onnx.NodeProto, int, np.ndarray]] = []  # (node, input index, new constant)
     current, ax = tensor, axis
     first = True
+    chain: set[str] = set()  # the tensors that shrink to the selection
     while True:
+        chain.add(current)
         node = producers.get(current)
         if node is None or len(shapes.get(current, ())) <= ax:
             return False
@@ -494,8 +496,8 @@ def cut_selection(model: onnx.ModelProto, tensor: str, axis: int, indices: Seque
             weight = constants.get(node.input[1])
             if weight is None or weight.ndim != 2 or node.input[0] in constants or ax != rank - 1:
                 return False
-            if len(node.input) > 2 and node.input[2]:  # Gemm: alpha·A·B' + beta·C
-                if _attr(node, "transA", 0) or node.input[2] not in constants:
+            if len(node.input) > 2 and node.input[2]:  # Gemm: alpha·A'·B' + beta·C
+                if node.input[2] not in constants:
                     return False
                 bias = constants[node.input[2]]
                 if bias.ndim >= 1 and bias.shape[-1] > 1:
@@ -539,6 +541,9 @@ def cut_selection(model: onnx.ModelProto, tensor: str, axis: int, indices: Seque
             current = node.input[0]
             continue
         return False
+    stale = [vi for vi in graph.value_info if vi.name in chain]  # declared shapes that no longer hold
+    for vi in stale:
+        graph.value_info.remove(vi)
     for node, k, value in edits:
         name = f"yuzu/{SCOPE}cut/{node.input[k]}/{len(graph.initializer)}"
         graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(value), name))

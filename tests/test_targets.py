@@ -128,6 +128,14 @@ def test_profile_select_channels_and_aggregate_bins(profile_model):
            expect_shapes={"y": (2, 4, 35)})
 
 
+def test_channels_last_profile_select_tracks_and_aggregate_bins():
+    model = build_dilated_profile(seq_len=48, seed=6, layout="nlc")  # y: (N, 48, 3), a Transpose after the conv
+    X = random_onehot(2, 48, seed=3, layout="nlc", n_positions=2)
+    _check(model, X, select={"y": {-1: [2, 0]}}, aggregate={"y": {1: (12, 36, "mean")}}, window=(4, 44),
+           expect_shapes={"y": (2, 40, 4, 1, 2)})
+    _check(model, X, select={"y": {2: [1]}}, output_form="banded")
+
+
 @pytest.mark.parametrize("form", ["dense", "banded"])
 def test_profile_targets_that_keep_the_length_axis_stay_local_and_band(profile_model, form):
     X = random_onehot(2, 48, seed=2, n_positions=1)

@@ -20,7 +20,7 @@ from .errors import InputError, UnsupportedError, YuzuWarning, option
 from .format import set_output_fields
 from .importer import NCL, ModelSpec, load_model
 from .plan import PlanOptions, RewritePlan, choose_output_forms, plan_rewrite
-from .targets import OutputTargets, targeted_spec
+from .targets import AggregateArg, OutputTargets, SelectArg, targeted_spec
 
 PROBE_MODES = ("spaced", "naive", "gaussian")
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
@@ -142,8 +142,8 @@ def convert_model(
     first_conv: str = "auto",
     plan_options: PlanOptions | None = None,
     output_form: str = "dense",
-    select=None,
-    aggregate=None,
+    select: SelectArg = None,
+    aggregate: AggregateArg = None,
 ) -> Conversion:
     """Like :func:`convert`, but also returns the spec, region and plan behind the model.
 
@@ -228,8 +228,8 @@ def convert(
     first_conv: str = "auto",
     plan_options: PlanOptions | None = None,
     output_form: str = "dense",
-    select=None,
-    aggregate=None,
+    select: SelectArg = None,
+    aggregate: AggregateArg = None,
 ) -> onnx.ModelProto:
     """Rewrite a sequence model into a self-contained ISM model.
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -25,6 +26,9 @@ from .importer import NCL, ModelSpec, load_model
 from .runtime import make_session
 from .sequences import check_one_hot, length_from_sequences
 from .window import parse_window
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .targets import AggregateArg, SelectArg
 
 DEFAULT_MAX_MEMORY = 1 << 30  # 1 GiB
 BYTES_PER_VALUE = 4
@@ -247,8 +251,8 @@ def naive_ism(
     progress: Progress | None = None,
     threads: int | None = None,
     extra: ExtraValues | None = None,
-    select=None,
-    aggregate=None,
+    select: SelectArg = None,
+    aggregate: AggregateArg = None,
 ) -> dict[str, np.ndarray]:
     """Exact in-silico saturation mutagenesis by running every mutant.
 

@@ -113,6 +113,10 @@ class OutputTargets:
 
 
 Targets = Mapping[str, OutputTargets]
+#: what ``select=`` takes: ``{output: {axis: indices}}``, an ``OUTPUT:AXIS=I,J`` string or a list of them
+SelectArg = Mapping[str, Mapping[int, Sequence[int] | int]] | str | Sequence[str] | None
+#: what ``aggregate=`` takes: ``{output: {axis: (start, end, how)}}``, ``OUTPUT:AXIS=S:E:how`` or a list of them
+AggregateArg = Mapping[str, Mapping[int, tuple[int, int, str]]] | str | Sequence[str] | None
 
 
 def describe_operations(records: Iterable[Mapping]) -> str:
@@ -190,7 +194,7 @@ def parse_aggregate_text(text: str) -> tuple[str, str, tuple[str, ...]]:
     return output, axis, parts
 
 
-def _entries(value, name: str, parse_text) -> list[tuple[str, object, object]]:
+def _entries(value: SelectArg | AggregateArg, name: str, parse_text) -> list[tuple[str, object, object]]:
     """``(output, axis, value)`` triples from a dict ``{output: {axis: value}}``, one CLI
     string or a list of them."""
     if value is None:
@@ -216,7 +220,7 @@ def _entries(value, name: str, parse_text) -> list[tuple[str, object, object]]:
     raise InputError(f"{option(name)} needs {{output: {{axis: ...}}}} or OUTPUT:AXIS=... strings, got {value!r}")
 
 
-def _axis(output: str, axis_value, shape: tuple[int, ...], name: str) -> int:
+def _axis(output: str, axis_value: object, shape: tuple[int, ...], name: str) -> int:
     rank = len(shape)
     axis = _int(axis_value, f"the axis of {option(name)} for output {output!r}")
     if not -rank <= axis < rank:
@@ -229,7 +233,7 @@ def _axis(output: str, axis_value, shape: tuple[int, ...], name: str) -> int:
 
 
 def parse_targets(
-    select=None, aggregate=None, *, output_shapes: Mapping[str, tuple[int, ...]],
+    select: SelectArg = None, aggregate: AggregateArg = None, *, output_shapes: Mapping[str, tuple[int, ...]],
 ) -> dict[str, OutputTargets]:
     """Check and normalise targets against the model's outputs.
 
@@ -282,7 +286,7 @@ def parse_targets(
     return result
 
 
-def _select(output: str, axis: int, body, size: int) -> Select:
+def _select(output: str, axis: int, body: object, size: int) -> Select:
     if isinstance(body, (str, int, np.integer)):
         body = [body]
     where = f"axis {axis} of output {output!r}"
@@ -296,7 +300,7 @@ def _select(output: str, axis: int, body, size: int) -> Select:
     return Select(axis, tuple(i % size for i in indices))
 
 
-def _aggregate(output: str, axis: int, body, size: int, *, selected: bool) -> Aggregate:
+def _aggregate(output: str, axis: int, body: object, size: int, *, selected: bool) -> Aggregate:
     where = f"axis {axis} of output {output!r}" + (" (counted in its selection)" if selected else "")
     if isinstance(body, str):
         body = tuple(p.strip() for p in body.split(":"))
@@ -554,8 +558,8 @@ def cut_selection(model: onnx.ModelProto, tensor: str, axis: int, indices: Seque
 # --------------------------------------------------------------------------- on a spec
 
 
-def targeted_spec(spec: ModelSpec, select=None, aggregate=None, *, cut: bool = True
-                  ) -> tuple[ModelSpec, dict[str, OutputTargets]]:
+def targeted_spec(spec: ModelSpec, select: SelectArg = None, aggregate: AggregateArg = None, *,
+                  cut: bool = True) -> tuple[ModelSpec, dict[str, OutputTargets]]:
     """``spec`` with its targeted outputs computed in the graph, and the parsed targets.
 
     The rewritten model is measured again (:func:`~yuzu_onnx.importer.measure_shapes`), so

@@ -128,7 +128,7 @@ def describe_converted(path: str) -> dict:
         "probes": info.probes,
         "outputs": {name: {"reduce": spec.get("reduce", "none"), "form": spec.get("form", "dense"),
                            "shape": shapes.get(name), "band": _band_summary(spec.get("band")),
-                           "targets": list(spec.get("targets") or [])}
+                           **({"targets": list(spec["targets"])} if spec.get("targets") else {})}
                     for name, spec in info.outputs.items()},
         "stages": [dict(stage) for stage in info.stages],
         "region_stops": list(info.region_stops),

@@ -50,20 +50,23 @@ def reference_base_mask(ctx: EmitContext) -> str:
 
 
 def emit_output(ctx: EmitContext, output: str, mutants: str, reduce: str, is_reference: str, *,
-                ref: str | None = None, odims: list[int] | None = None) -> str:
+                odims: list[int] | None = None, is_delta: bool = False) -> str:
     """Turn mutant values ``(Lw, C, N, *odims)`` of a model output into its ISM tensor.
 
-    ``ref`` and ``odims`` default to the output's reference ``(N, *odims)`` and dims; a
-    banded decode passes its band's (``(Lw, 1, N, *odims)``, the length axis cut to the
-    band).
+    ``odims`` defaults to the output's dims; a banded decode passes its band's (the length
+    axis cut to the band) with ``is_delta``: ``mutants`` are then already the changes
+    ``mutant - reference`` (reductions other than ``raw``).
     """
     b, spec = ctx.builder, ctx.spec
     odims = ctx.dims(output) if odims is None else list(odims)
-    ref = ctx.ref_names[output] if ref is None else ref
+    ref = ctx.ref_names[output]
+    if is_delta and reduce == "raw":
+        raise ValueError("raw values need the mutants, not their changes")
     if ctx.shift:
-        delta = classes_to_bases(ctx, b.op("Sub", [mutants, ref], hint="delta"), odims)
+        delta = mutants if is_delta else b.op("Sub", [mutants, ref], hint="delta")
+        delta = classes_to_bases(ctx, delta, odims)
         values = b.op("Add", [delta, ref], hint="raw") if reduce == "raw" else delta
-    elif reduce == "raw":
+    elif reduce == "raw" or is_delta:
         values = mutants
     else:
         values = b.op("Sub", [mutants, ref], hint="delta")

@@ -109,6 +109,12 @@ def classes_to_bases(ctx: EmitContext, delta: str, odims: list[int]) -> str:
     # ncl: (N, A, A-1, Lw) → (Lw, N, A, A-1); nlc: (N, Lw, A, A-1) → (Lw, N, A, A-1)
     selection = b.transpose(selection, [3, 0, 1, 2] if spec.layout == NCL else [1, 0, 2, 3], hint="selection")
     rest = int(np.prod(odims, dtype=np.int64)) if odims else 1
+    if rest == 1:  # one value per class (e.g. l2 sums): a broadcast product and a 3-term sum, no batched MatMul
+        per_class = b.unsqueeze(b.transpose(b.reshape(delta, [lw, a - 1, -1], hint="class_rows"), [0, 2, 1],
+                                            hint="class_rows"), [2], hint="class_rows")  # (Lw, N, 1, A-1)
+        per_base = b.reduce("ReduceSum", b.op("Mul", [selection, per_class], hint="per_base"), [3], keepdims=0,
+                            hint="per_base")  # (Lw, N, A)
+        return b.reshape(b.transpose(per_base, [0, 2, 1], hint="per_base"), [lw, a, -1, *odims], hint="per_base")
     per_class = b.reshape(delta, [lw, a - 1, -1, rest], hint="class_rows")
     per_class = b.transpose(per_class, [0, 2, 1, 3], hint="class_rows")
     per_base = b.op("MatMul", [selection, per_class], hint="per_base")

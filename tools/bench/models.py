@@ -2,7 +2,9 @@
 
 A named model is an architecture of ``tools/torch_models.py`` (seeded PyTorch weights,
 needs torch) at a given length; its ONNX export is cached. An ``.onnx`` path is
-benchmarked as it is.
+benchmarked as it is. A model may carry extra conversion options (``convert_options``,
+e.g. ``reduce=l2``); ``NAME:VARIANT`` on the command line makes such a variant of a named
+model, sharing its export.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import pytest
 
 import yuzu_onnx
 from yuzu_onnx import ISMSession, ModelError, convert, convert_model
-from yuzu_onnx.bands import Band, band_positions, bands_of, densify, densify_results
+from yuzu_onnx.bands import Band, band_positions, bands_of, densify, densify_results, reached
 from yuzu_onnx.errors import InputError
 from yuzu_onnx.format import read_converted_info
 from yuzu_onnx.reductions import reduce_ism
@@ -120,6 +120,46 @@ def test_reductions_decoded_from_the_band_match_the_oracle(reduce):
         report = check_exactness(model, X, reduce={profile: reduce}, float64="never")
         assert report.error is None, report.error
         assert all(c.verdict == "ok" for c in report.checks), [c.as_dict() for c in report.checks]
+
+
+@pytest.mark.parametrize("name", sorted(PROFILE_MODELS))
+@pytest.mark.parametrize("layout", ["ncl", "nlc"])
+def test_l2_decoded_from_the_band_matches_the_oracle(name, layout):
+    """l2 straight from the band deltas (squares summed per class, classes → bases on the
+    sums): edge positions, a window, unknown bases, several output channels, both layouts."""
+    model = PROFILE_MODELS[name](layout=layout)
+    seq_len = max({d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim} - {0, 4})
+    X = random_onehot(3, seq_len, layout=layout, seed=11, n_positions=2)
+    X[0] = random_onehot(1, seq_len, layout=layout, seed=12)[0]  # one all one-hot sequence: shift classes
+    profiles = {o.name: "l2" for o in model.graph.output}
+    for window in (None, (0, 7), (seq_len - 6, seq_len)):
+        report = check_exactness(model, X[:1], window=window, reduce=profiles, float64="never")
+        assert report.error is None and report.fallback is None, (report.error, report.fallback)
+        assert all(c.verdict == "ok" and c.max_err <= TOLERANCE * c.scale for c in report.checks), \
+            (window, [c.as_dict() for c in report.checks])
+        report = check_exactness(model, X, window=window, reduce=profiles, float64="never")  # all-bases classes
+        assert all(c.verdict == "ok" and c.max_err <= TOLERANCE * c.scale for c in report.checks), \
+            (window, [c.as_dict() for c in report.checks])
+
+
+@pytest.mark.parametrize("name", ["strided", "dilated", "valid_cropped"])
+@pytest.mark.parametrize("layout", ["ncl", "nlc"])
+def test_band_positions_a_mutation_does_not_reach_are_positive_zero(name, layout):
+    """The band decode reads a zero row where a band position does not read the mutated
+    position: exactly +0 there (no -0 from a mask product), for both class kinds."""
+    model = PROFILE_MODELS[name](layout=layout)
+    conv = convert_model(model, output_form="banded")
+    seq_len = conv.spec.seq_len
+    info = read_converted_info(conv.model)
+    for n_positions in (0, 2):
+        X = random_onehot(2, seq_len, layout=layout, seed=21, n_positions=n_positions)
+        result = ISMSession(conv.model, device="cpu").run(X)
+        for out, band in bands_of(info).items():
+            m = conv.plan.region.maps[out]
+            mask = reached(band, stride=m.stride, lo=m.lo, hi=m.hi, window_start=0)  # (Lw, B)
+            values = np.moveaxis(result[out], [band.window_axis, band.axis], [0, 1])  # (Lw, B, ...)
+            outside = values[~mask]
+            assert outside.size and not np.signbit(outside).any() and not outside.any(), out
 
 
 # --------------------------------------------------------------------------- dense written once

@@ -414,3 +414,222 @@ def test_in_process_run_leaves_the_address_space_limit_alone(tmp_path):
                                 "max_memory": 2**30, "model": {"name": "nonexistent"}, "n_sequences": 1})
     assert not out["ok"]
     assert resource.getrlimit(resource.RLIMIT_AS) == before
+
+
+# --- long-context models: naive ISM on a sample of positions, the memory column, convert options
+
+
+def test_sample_positions_and_extrapolation():
+    assert measurements.sample_positions(0, 1000, 5).tolist() == [0, 250, 500, 749, 999]
+    assert measurements.sample_positions(10, 14, 8).tolist() == [10, 11, 12, 13]  # k >= width: every position
+    assert measurements.sample_positions(10, 14, None).tolist() == [10, 11, 12, 13]
+    spread = measurements.sample_positions(557, 1557, 32)
+    assert len(spread) == 32 and spread[0] == 557 and spread[-1] == 1556 and np.all(np.diff(spread) > 0)
+    with pytest.raises(BenchError, match="at least 1"):
+        measurements.sample_positions(0, 100, 0)
+    # setup once, the mutants' time scaled by window / sampled
+    assert measurements.extrapolate(0.5, 2.0, sampled=32, width=1000) == pytest.approx(0.5 + 2.0 * 1000 / 32)
+    assert measurements.extrapolate(0.5, 2.0, sampled=100, width=100) == pytest.approx(2.5)
+    with pytest.raises(BenchError):
+        measurements.extrapolate(0.5, 2.0, sampled=0, width=100)
+
+
+@pytest.mark.parametrize("layout", ["ncl", "nlc"])
+def test_naive_at_positions_is_naive_ism_there(layout):
+    from tools.bench.workers import naive_at_positions
+    from yuzu_onnx.importer import load_model
+    from yuzu_onnx.oracle import naive_ism
+
+    spec = load_model(build_tiny_cnn(seq_len=SEQ_LEN, layout=layout))
+    x = measurements.random_onehot(2, SEQ_LEN, 4, layout, seed=3)
+    positions = np.array([0, 17, 40, 63])
+    got, refs, setup_s, mutants_s = naive_at_positions(spec, x, positions, device="cpu")
+    want = naive_ism(spec, x, device="cpu")
+    axis = measurements.position_axis(layout)
+    for name, value in want.items():
+        np.testing.assert_array_equal(got[name], np.take(value, positions, axis=axis))
+        assert refs[name].shape == (2, *spec.output(name).shape[1:])
+    assert setup_s > 0 and mutants_s > 0
+
+
+def test_worker_naive_extrapolates_from_the_sample(tmp_path):
+    from tools.bench.workers import worker_naive
+
+    path = tmp_path / "tiny.onnx"
+    onnx.save(build_tiny_cnn(seq_len=SEQ_LEN), str(path))
+    np.save(tmp_path / "x.npy", measurements.random_onehot(1, SEQ_LEN, 4, "ncl", seed=0))
+    job = {"model_path": str(path), "seq_len": SEQ_LEN, "x_path": str(tmp_path / "x.npy"), "device": "cpu",
+           "repeats": 2, "budget_s": 5, "arrays_out": str(tmp_path / "naive.npz"),
+           "model": {"window": [8, 48]}, "naive_sample": 5}
+    out = worker_naive(job)
+    sample = out["naive_sample"]
+    assert out["extrapolated_from_positions"] == 5 and sample["window_positions"] == 40
+    assert out["sampled_positions"] == [0, 10, 20, 29, 39]  # relative to the window
+    assert len(out["runs_s"]) == len(sample["setup_s"]) == len(sample["mutants_s"]) == 2  # the warm-up is not counted
+    expected = [s + m * 40 / 5 for s, m in zip(sample["setup_s"], sample["mutants_s"], strict=True)]
+    assert out["runs_s"] == pytest.approx(expected)
+    assert out["time_per_sequence_s"] == pytest.approx(float(np.median(expected)))
+    ism, refs = measurements.load_arrays(tmp_path / "naive.npz")
+    assert ism["y"].shape == (1, 4, 5, 3) and refs["y"].shape == (1, 3)
+    # a sample as wide as the window is the ordinary oracle run
+    full = worker_naive(dict(job, naive_sample=40))
+    assert "extrapolated_from_positions" not in full and measurements.load_arrays(tmp_path / "naive.npz")[0]["y"].shape[2] == 40
+
+
+def test_compare_at_the_sampled_positions(tmp_path):
+    rng = np.random.default_rng(0)
+    full = {"y": rng.normal(size=(1, 4, 40, 3)).astype(np.float32)}
+    refs = {"y": np.ones((1, 3), np.float32)}
+    np.savez(tmp_path / "got.npz", **{"ism/y": full["y"]})
+    positions = [0, 10, 39]
+    oracle = benchmark.Oracle({"y": full["y"][:, :, positions]}, refs, positions)
+    assert benchmark.compare(tmp_path / "got.npz", oracle, "ncl", "none")["relative_error"] == 0.0
+    shifted = benchmark.Oracle({"y": full["y"][:, :, [1, 11, 38]]}, refs, positions)
+    assert benchmark.compare(tmp_path / "got.npz", shifted, "ncl", "none")["relative_error"] > 0.01
+
+
+def test_memory_fields_and_cell():
+    gib = 2**30
+    fields = records.memory_fields(1.0 * gib, 1.2 * 1024)  # measured in MB of 2**20 bytes
+    assert fields["peak_memory_estimate_bytes"] == gib and fields["peak_memory_measured_bytes"] == 1.2 * gib
+    assert fields["peak_memory_ratio"] == pytest.approx(1.2) and fields["peak_memory_over_estimate"] is True
+    assert report.memory_cell(fields) == "1.00 / 1.20 GiB ⚠"
+    within = records.memory_fields(1.21 * gib, 1.35 * 1024)
+    assert within["peak_memory_over_estimate"] is False and report.memory_cell(within) == "1.21 / 1.35 GiB"
+    at_limit = records.memory_fields(gib, 1.15 * 1024)
+    assert at_limit["peak_memory_over_estimate"] is False  # flagged only above 1.15 × the estimate
+    small = records.memory_fields(100 * 2**20, 180.4)
+    assert report.memory_cell(small) == "100 / 180 MiB ⚠"
+    missing = records.memory_fields(gib, None)
+    assert missing["peak_memory_ratio"] is None and missing["peak_memory_over_estimate"] is None
+    assert report.memory_cell(missing) == "1.00 / – GiB"
+    assert report.memory_cell(None) == report.memory_cell({}) == "–"
+
+
+def test_naive_cell_says_when_it_extrapolates():
+    assert report.naive_cell({"ok": True, "time_per_sequence_s": 812.4}) == "812"
+    assert report.naive_cell({"ok": True, "time_per_sequence_s": 812.4, "extrapolated_from_positions": 32}) == (
+        "812 (extrapolated from 32 positions)")
+    assert report.naive_cell({"ok": False, "status": "failed", "error": "x"}) == "failed"
+
+
+def test_table_shows_extrapolation_and_memory(tiny_results):
+    results = json.loads(json.dumps(tiny_results[0]))
+    naive, yuzu = (_record(results, m) for m in ("naive_ort", "yuzu_onnx"))
+    naive["extrapolated_from_positions"] = 7
+    yuzu.update(records.memory_fields(2**20, 300.0))
+    text = report.markdown_report(results)
+    header = next(line for line in text.splitlines() if line.startswith("| model |"))
+    row = next(line for line in text.splitlines() if line.startswith("| tiny |"))
+    cells = dict(zip(header.split("|"), row.split("|"), strict=True))
+    assert "(extrapolated from 7 positions)" in cells[" naive s/seq "]
+    assert cells[" peak memory per sequence: estimated / measured "].strip() == "1 / 300 MiB ⚠"
+    # the real run recorded both numbers and their ratio
+    real = _record(tiny_results[0], "yuzu_onnx")
+    assert real["peak_memory_estimate_bytes"] == tiny_results[0]["models"][0]["plan"]["peak_bytes_per_sequence"]
+    assert real["peak_memory_ratio"] == pytest.approx(
+        real["peak_memory_measured_bytes"] / real["peak_memory_estimate_bytes"])
+
+
+def test_model_variants_carry_convert_options():
+    (l2,) = models.resolve_models(["borzoi_like:l2"])
+    base = models.MODELS["borzoi_like"]
+    assert l2.name == "borzoi_like:l2" and dict(l2.convert_options) == {"reduce": "l2"}
+    assert (l2.arch, l2.cache_name, l2.window, l2.naive_sample) == (base.arch, base.cache_name, base.window, 20)
+    assert dict(models.MODELS["borzoi_like_l2"].convert_options) == {"reduce": "l2"}
+    assert models.MODELS["borzoi_like_l2"].cache_name == base.cache_name  # one export for both
+    (custom,) = models.resolve_models(["deepsea:reduce=l2+first_conv=probes+alpha=1.5"])
+    assert dict(custom.convert_options) == {"reduce": "l2", "first_conv": "probes", "alpha": 1.5}
+    with pytest.raises(BenchError, match="no convert option"):
+        models.resolve_models(["deepsea:windoww=3"])
+    with pytest.raises(BenchError, match="KEY=VALUE"):
+        models.resolve_models(["deepsea:nonsense"])
+    with pytest.raises(BenchError, match="unknown model"):
+        models.resolve_models(["nomodel:l2"])
+    (quick,) = models.resolve_models(["chrombpnet:l2"], quick=True)
+    assert (quick.name, quick.seq_len, quick.window) == ("chrombpnet:l2@400", 400, (100, 300))
+    assert dict(quick.options) == {"out_len": 200} and quick.naive_sample == 16
+    assert dict(quick.convert_options) == {"reduce": "l2"} and quick.cache_name == "chrombpnet_L400.onnx"
+    (windowed,) = models.resolve_models(["borzoi_like_l2"], window=(8000, 8010))
+    assert windowed.window == (8000, 8010) and dict(windowed.convert_options) == {"reduce": "l2"}
+
+
+def test_new_models_windows_and_samples():
+    m = models.MODELS
+    assert m["bpnet_lite"].window is None and m["bpnet_lite"].naive_sample is None  # all 2114 positions
+    assert m["chrombpnet"].window == (557, 1557)
+    assert m["splice10k"].window == (5000, 10000) and m["splice10k"].seq_len == 15000
+    assert m["borzoi_like"].window == (8142, 8242)
+    assert 100 <= m["basenji2_like"].window[1] - m["basenji2_like"].window[0] <= 400
+    assert models.naive_sample_for(m["chrombpnet"], None) == 32
+    assert models.naive_sample_for(m["chrombpnet"], 0) is None  # --naive-sample 0: every position
+    assert models.naive_sample_for(m["toynet"], 8) == 8
+
+
+def test_oracle_comparison_follows_the_convert_options():
+    assert models.oracle_comparison({}) == "none"
+    assert models.oracle_comparison({"reduce": "none", "first_conv": "probes"}) == "none"
+    assert models.oracle_comparison({"reduce": "l2"}) == "l2_per_output"
+    assert models.oracle_comparison({"reduce": {"profile": "l2", "counts": "l2"}}) == "l2_per_output"
+    assert models.oracle_comparison({"reduce": {"profile": "l2", "counts": "none"}}) is None
+    assert models.oracle_comparison({"reduce": "sum"}) is None
+    assert models.oracle_comparison({"select": "human:0"}) is None  # not checked against the oracle
+
+
+def test_convert_options_of_a_job():
+    from tools.bench.workers import convert_options
+
+    job = {"model": {"convert_options": {"reduce": "l2", "first_conv": "probes"}}, "output_form": "banded"}
+    assert convert_options(job) == {"reduce": "l2", "first_conv": "probes", "output_form": "banded"}
+    assert convert_options(dict(job, reduce="none"))["reduce"] == "none"  # a variant run's own option wins
+    assert convert_options({"model": {}}) == {}
+
+
+def test_naive_sample_option(tmp_path):
+    args = cli.build_parser().parse_args(["--models", "chrombpnet", "--naive-sample", "8"])
+    assert cli.config_from_args(args).naive_sample == 8
+    assert cli.config_from_args(cli.build_parser().parse_args(["--models", "toynet"])).naive_sample is None
+    with pytest.raises(BenchError, match="naive-sample"):
+        cli.config_from_args(cli.build_parser().parse_args(["--models", "toynet", "--naive-sample", "-1"]))
+
+
+def test_convert_options_and_sample_through_the_benchmark(tmp_path):
+    """A model converted with reduce=l2, naive ISM on 6 of 40 positions: compared as norms at those positions."""
+    path = tmp_path / "tiny.onnx"
+    onnx.save(build_tiny_cnn(seq_len=SEQ_LEN), str(path))
+    model = models.BenchModel("tiny:l2", path=str(path), window=(12, 52), convert_options={"reduce": "l2"},
+                              naive_sample=6)
+    config = benchmark.BenchConfig(models=[model], repeats=1, batch=2, budget_s=5, out=tmp_path / "out",
+                                   cache_dir=tmp_path / "cache", isolate=False)
+    results = benchmark.run_benchmark(config, peers={}, log=lambda _: None)
+    naive, yuzu = (_record(results, m) for m in ("naive_ort", "yuzu_onnx"))
+    assert naive["ok"] and naive["extrapolated_from_positions"] == 6 and len(naive["sampled_positions"]) == 6
+    assert yuzu["ok"] and yuzu["relative_error"] < 1e-5
+    assert results["models"][0]["convert_options"] == {"reduce": "l2"}
+    assert yuzu["peak_memory_estimate_bytes"] > 0  # in-process: no peak RSS of its own to measure
+    assert "(extrapolated from 6 positions)" in report.markdown_report(results)
+
+
+def test_long_context_architectures():
+    """The new bench architectures at small widths: output shapes and the bpnet-lite crops."""
+    torch = pytest.importorskip("torch")
+    tm = models.load_torch_models()
+    assert tm.basenji_dilations(11) == [1, 2, 3, 4, 6, 9, 14, 21, 32, 48, 72]
+    x = lambda length: torch.from_numpy(tm.random_onehot(2, length, seed=1))  # noqa: E731
+    with torch.no_grad():
+        profile, counts = tm.build("bpnet_lite", seq_len=300, out_len=100)(x(300))
+        assert profile.shape == (2, 2, 100) and counts.shape == (2, 1)
+        bpnet = tm.build("bpnet_lite", seq_len=300, out_len=100)
+        assert bpnet.trim == 100 and bpnet.count_pad == 37 and len(bpnet.rconvs) == 8
+        chrom = tm.build("chrombpnet", seq_len=300, out_len=100, n_filters=16, bias_filters=8)
+        profile, counts = chrom(x(300))
+        assert profile.shape == (2, 1, 100) and counts.shape == (2, 1)
+        a, b = chrom.accessibility(x(300)), chrom.bias(x(300))
+        torch.testing.assert_close(profile, a[0] + b[0])
+        torch.testing.assert_close(counts, torch.logaddexp(a[1], b[1]))
+        borzoi = tm.build("borzoi_like", seq_len=1024, stem=8, tower=(8, 8, 8, 8, 16), dim=16, heads=2, final=16,
+                          target_length=12, n_human=5)
+        assert borzoi(x(1024)).shape == (2, 5, 12)
+        basenji = tm.build("basenji2_like", seq_len=2048, stem=8, tower_init=8, tower_end=16, inner=8, final=16,
+                           crop=2, n_human=5)
+        assert basenji(x(2048)).shape == (2, 16 - 4, 5)

@@ -247,7 +247,11 @@ class BPNet(nn.Module):
     cropped to the central ``out_len`` positions and the counts head pools the tower
     cropped the same way.
 
-    Outputs: ``profile`` ``(N, n_tasks, out_len or L)`` and ``counts`` ``(N, n_tasks)``.
+    ``count_pad`` widens the counts head's crop by that many positions on each side
+    (bpnet-lite pools ``[start - 37, end + 37)``, half the profile kernel), and ``n_counts``
+    sets the counts head's width (default ``n_tasks``; bpnet-lite has one count).
+
+    Outputs: ``profile`` ``(N, n_tasks, out_len or L)`` and ``counts`` ``(N, n_counts)``.
     """
 
     output_names = ("profile", "counts")
@@ -262,6 +266,8 @@ class BPNet(nn.Module):
         first_kernel: int = 21,
         profile_kernel: int = 75,
         out_len: int | None = None,
+        count_pad: int = 0,
+        n_counts: int | None = None,
     ) -> None:
         super().__init__()
         f = n_filters
@@ -270,11 +276,12 @@ class BPNet(nn.Module):
             nn.Conv1d(f, f, 3, padding=2**i, dilation=2**i) for i in range(1, n_dilated + 1)
         )
         self.fconv = nn.Conv1d(f, n_tasks, profile_kernel, padding=_same(profile_kernel))
-        self.linear = nn.Linear(f, n_tasks)
+        self.linear = nn.Linear(f, n_tasks if n_counts is None else n_counts)
         if out_len is not None and not 0 < out_len <= seq_len:
             raise ValueError(f"out_len must be in [1, seq_len={seq_len}], got {out_len}")
         self.trim = 0 if out_len is None else (seq_len - out_len) // 2
         self.out_len = seq_len if out_len is None else out_len
+        self.count_pad = count_pad
         self.head_layers = (self.fconv, self.linear)
         self.residual_layers = tuple(self.rconvs)
 
@@ -286,9 +293,47 @@ class BPNet(nn.Module):
         profile = self.fconv(x)
         if self.trim:
             profile = profile[:, :, start:end]
-            x = x[:, :, start:end]
+            x = x[:, :, max(start - self.count_pad, 0) : end + self.count_pad]
         counts = self.linear(x.mean(dim=2))
         return profile, counts
+
+
+class ChromBPNet(nn.Module):
+    """ChromBPNet (Pampari et al. 2024) in the form of bpnet-lite's ``ChromBPNet``.
+
+    Two bpnet-lite ``BPNet`` models without control tracks on the same input: the
+    accessibility model (``n_filters`` 512, ``n_layers`` 8: dilations 2..256) and the
+    Tn5 bias model (128 filters, 4 layers), each with a one-track profile head (conv 75,
+    cropped to the central ``out_len`` positions) and one count (``Linear`` on the mean of
+    the tower over the central ``out_len + 2·37`` positions).
+
+    Outputs: ``profile`` ``(N, 1, out_len)``, the sum of the two profile logits, and
+    ``counts`` ``(N, 1)``, ``log(exp(acc) + exp(bias))`` of the two counts.
+    """
+
+    output_names = ("profile", "counts")
+
+    def __init__(
+        self,
+        *,
+        seq_len: int = 2114,
+        out_len: int = 1000,
+        n_filters: int = 512,
+        n_layers: int = 8,
+        bias_filters: int = 128,
+        bias_layers: int = 4,
+    ) -> None:
+        super().__init__()
+        common = {"seq_len": seq_len, "out_len": out_len, "n_tasks": 1, "n_counts": 1, "count_pad": 37}
+        self.accessibility = BPNet(n_filters=n_filters, n_dilated=n_layers, **common)
+        self.bias = BPNet(n_filters=bias_filters, n_dilated=bias_layers, **common)
+        self.head_layers = (*self.accessibility.head_layers, *self.bias.head_layers)
+        self.residual_layers = (*self.accessibility.residual_layers, *self.bias.residual_layers)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        acc_profile, acc_counts = self.accessibility(x)
+        bias_profile, bias_counts = self.bias(x)
+        return acc_profile + bias_profile, torch.log(torch.exp(acc_counts) + torch.exp(bias_counts))
 
 
 class _SpliceResidualUnit(nn.Module):
@@ -478,6 +523,187 @@ class EnformerLike(nn.Module):
         return nn.functional.softplus(self.human(x)), nn.functional.softplus(self.mouse(x))
 
 
+class _BorzoiConvBlock(nn.Sequential):
+    """Borzoi's ``ConvBlock``: BatchNorm → GELU (tanh approximation) → Conv1d (length kept)."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int = 1) -> None:
+        super().__init__(nn.BatchNorm1d(c_in, eps=1e-3), nn.GELU(approximate="tanh"),
+                         nn.Conv1d(c_in, c_out, kernel, padding=kernel // 2))
+
+
+class _SeparableConv(nn.Sequential):
+    """Borzoi's separable ``ConvBlock``: depthwise conv (no bias) → pointwise 1×1 conv."""
+
+    def __init__(self, dim: int, kernel: int = 3) -> None:
+        super().__init__(nn.Conv1d(dim, dim, kernel, padding=kernel // 2, groups=dim, bias=False),
+                         nn.Conv1d(dim, dim, 1))
+
+
+class BorzoiLike(nn.Module):
+    """A reduced Borzoi (Linder et al. 2025; the layout of ``borzoi-pytorch``).
+
+    Borzoi's layers at half its channel widths and 1/32 of its input (16,384 instead of
+    524,288 positions): ``Conv1d(4→stem, 15)`` + MaxPool 2; a tower of five ``ConvBlock``
+    k5 (BatchNorm → GELU → conv) with a MaxPool 2 between them (32-bp bins, ``x_unet0``);
+    MaxPool 2 + ``ConvBlock`` k5 to ``dim`` (64 bp, ``x_unet1``); MaxPool 2 (128 bp); a
+    learned absolute positional embedding (instead of Borzoi's relative positions) and
+    ``depth`` transformer layers (pre-LayerNorm attention and MLP, residual); the U-net:
+    ``ConvBlock`` 1×1 + nearest upsampling ×2, plus ``ConvBlock`` 1×1 of ``x_unet1``, a
+    separable conv, the same again to 32 bp with ``x_unet0``; the central
+    ``target_length`` bins (192 of 512: Borzoi's 6144 of 16384); ``ConvBlock`` 1×1 to
+    ``final`` + GELU; the human head ``Conv1d(final → 7611, 1)`` + Softplus.
+
+    Output: ``human`` ``(N, 7611, target_length)``.
+    """
+
+    output_names = ("human",)
+
+    def __init__(
+        self,
+        *,
+        seq_len: int = 16384,
+        stem: int = 256,
+        tower: Sequence[int] = (304, 368, 448, 528, 640),
+        dim: int = 768,
+        depth: int = 2,
+        heads: int = 8,
+        final: int = 960,
+        target_length: int = 192,
+        n_human: int = 7611,
+    ) -> None:
+        super().__init__()
+        if len(tower) != 5:
+            raise ValueError(f"tower must have 5 widths (Borzoi's), got {len(tower)}")
+        bins = seq_len // 32
+        if seq_len % 128 or not 0 < target_length <= bins:
+            raise ValueError(f"seq_len={seq_len} must be a multiple of 128 with at least "
+                             f"target_length={target_length} bins of 32")
+        self.conv_dna = nn.Sequential(nn.Conv1d(4, stem, 15, padding=7), nn.MaxPool1d(2))
+        layers: list[nn.Module] = []
+        c_in = stem
+        for i, c in enumerate(tower):
+            layers += [nn.MaxPool1d(2)] if i else []
+            layers.append(_BorzoiConvBlock(c_in, c, 5))
+            c_in = c
+        self.res_tower = nn.Sequential(*layers)
+        self.unet1 = nn.Sequential(nn.MaxPool1d(2), _BorzoiConvBlock(c_in, dim, 5))
+        self.pool = nn.MaxPool1d(2)
+        self.positions = nn.Parameter(0.1 * torch.randn(1, seq_len // 128, dim))
+        blocks = []
+        for _ in range(depth):
+            blocks.append(_Residual(nn.Sequential(nn.LayerNorm(dim, eps=1e-3), _SelfAttention(dim, heads))))
+            blocks.append(_Residual(nn.Sequential(
+                nn.LayerNorm(dim, eps=1e-3), nn.Linear(dim, 2 * dim), nn.ReLU(), nn.Linear(2 * dim, dim)
+            )))
+        self.transformer = nn.Sequential(*blocks)
+        self.horizontal_conv0 = _BorzoiConvBlock(c_in, dim)
+        self.horizontal_conv1 = _BorzoiConvBlock(dim, dim)
+        self.upsampling_unet1 = nn.Sequential(_BorzoiConvBlock(dim, dim), nn.Upsample(scale_factor=2))
+        self.separable1 = _SeparableConv(dim)
+        self.upsampling_unet0 = nn.Sequential(_BorzoiConvBlock(dim, dim), nn.Upsample(scale_factor=2))
+        self.separable0 = _SeparableConv(dim)
+        self.trim = (bins - target_length) // 2
+        self.target_length = target_length
+        self.final_joined_convs = nn.Sequential(_BorzoiConvBlock(dim, final), nn.GELU(approximate="tanh"))
+        self.human_head = nn.Conv1d(final, n_human, 1)
+        self.head_layers = (self.human_head,)
+        self.residual_layers = tuple(m for m in self.transformer.modules()
+                                     if isinstance(m, nn.Linear) and m.out_features == dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x_unet0 = self.res_tower(self.conv_dna(x))
+        x_unet1 = self.unet1(x_unet0)
+        x = self.pool(x_unet1)
+        x_unet1 = self.horizontal_conv1(x_unet1)
+        x_unet0 = self.horizontal_conv0(x_unet0)
+        x = self.transformer(x.transpose(1, 2) + self.positions).transpose(1, 2)
+        x = self.separable1(self.upsampling_unet1(x) + x_unet1)
+        x = self.separable0(self.upsampling_unet0(x) + x_unet0)
+        x = x[:, :, self.trim : self.trim + self.target_length]
+        return nn.functional.softplus(self.human_head(self.final_joined_convs(x)))
+
+
+class _BasenjiConvBlock(nn.Sequential):
+    """Basenji's ``conv_block``: GELU → Conv1d (no bias, same padding) → BatchNorm [→ MaxPool 2]."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int = 1, *, dilation: int = 1, pool: bool = False) -> None:
+        layers: list[nn.Module] = [nn.GELU(), nn.Conv1d(c_in, c_out, kernel, padding=_same(kernel, dilation),
+                                                        dilation=dilation, bias=False),
+                                   nn.BatchNorm1d(c_out, eps=1e-3)]
+        super().__init__(*layers, *([nn.MaxPool1d(2)] if pool else []))
+
+
+def basenji_dilations(n: int, rate_mult: float = 1.5) -> list[int]:
+    """Basenji's dilation schedule: ×``rate_mult`` per block, rounded half to even
+    (1, 2, 3, 4, 6, 9, 14, 21, 32, 48, 72 for 11 blocks)."""
+    rates, rate = [], 1.0
+    for _ in range(n):
+        rates.append(int(np.round(rate)))
+        rate = float(np.round(rate * rate_mult))
+    return rates
+
+
+class Basenji2Like(nn.Module):
+    """Basenji2 (Kelley 2020; the layout of ``basenji2-pytorch``) at a reduced length.
+
+    Basenji2's layers and widths, 32,768 instead of 131,072 input positions:
+    ``conv_block(4→288, 15)`` + MaxPool 2; a tower of six ``conv_block`` k5 + MaxPool 2
+    (339 filters, ×1.1776 per block, to 768; 128-bp bins); eleven dilated residual blocks
+    ``x + BN(conv1×1(GELU(BN(conv_k3_dilation_d(GELU(x))))))`` with 384 inner channels
+    and dilations 1, 2, 3, 4, 6, 9, 14, 21, 32, 48, 72; ``crop`` bins cut on each side
+    (16 of 256, Basenji2's 64 of 1024); ``conv_block(→1536, 1)``, GELU; the human head
+    ``Linear(1536 → 5313)`` + Softplus on every bin.
+
+    Output: ``human`` ``(N, bins - 2·crop, 5313)`` (224 bins for 32,768).
+    """
+
+    output_names = ("human",)
+
+    def __init__(
+        self,
+        *,
+        seq_len: int = 32768,
+        stem: int = 288,
+        tower_init: int = 339,
+        tower_mult: float = 1.1776,
+        n_tower: int = 6,
+        tower_end: int = 768,
+        inner: int = 384,
+        n_dilated: int = 11,
+        crop: int = 16,
+        final: int = 1536,
+        n_human: int = 5313,
+    ) -> None:
+        super().__init__()
+        bins = seq_len // 2 ** (n_tower + 1)
+        if seq_len % 2 ** (n_tower + 1) or bins <= 2 * crop:
+            raise ValueError(f"seq_len={seq_len} must be a multiple of {2 ** (n_tower + 1)} with more than "
+                             f"2·crop={2 * crop} bins")
+        layers: list[nn.Module] = [_BasenjiConvBlock(4, stem, 15, pool=True)]
+        c_in, width = stem, float(tower_init)
+        for i in range(n_tower):
+            c = tower_end if i == n_tower - 1 else int(round(width))
+            layers.append(_BasenjiConvBlock(c_in, c, 5, pool=True))
+            c_in, width = c, width * tower_mult
+        self.tower = nn.Sequential(*layers)
+        self.dilated = nn.ModuleList(
+            nn.Sequential(_BasenjiConvBlock(c_in, inner, 3, dilation=d), _BasenjiConvBlock(inner, c_in))
+            for d in basenji_dilations(n_dilated)
+        )
+        self.crop = crop
+        self.final = _BasenjiConvBlock(c_in, final)
+        self.head = nn.Linear(final, n_human)
+        self.head_layers = (self.head,)
+        self.residual_layers = tuple(block[1][1] for block in self.dilated)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.tower(x)
+        for block in self.dilated:
+            x = x + block(x)
+        x = nn.functional.gelu(self.final(x[:, :, self.crop : -self.crop]))
+        return nn.functional.softplus(self.head(x.transpose(1, 2)))
+
+
 # --------------------------------------------------------------------------------------
 # Registry, seeded initialisation, export.
 
@@ -523,6 +749,11 @@ ARCHITECTURES: dict[str, tuple[Callable[..., nn.Module], dict]] = {
     "spliceai10k": (SpliceAI, {"seq_len": 11000}),
     "protein_cnn": (ProteinCNN, {"seq_len": 500}),
     "enformer_like": (EnformerLike, {"seq_len": 2048}),
+    "bpnet_lite": (BPNet, {"seq_len": 2114, "n_dilated": 8, "out_len": 1000, "count_pad": 37, "n_counts": 1}),
+    "chrombpnet": (ChromBPNet, {"seq_len": 2114}),
+    "splice10k": (SpliceAI, {"seq_len": 15000}),
+    "borzoi_like": (BorzoiLike, {"seq_len": 16384}),
+    "basenji2_like": (Basenji2Like, {"seq_len": 32768}),
 }
 
 
@@ -537,7 +768,8 @@ def build(name: str, *, seed: int = 0, **kwargs) -> nn.Module:
     Parameters
     ----------
     name: one of :data:`ARCHITECTURES` (``toynet``, ``yuzu_toynet``, ``basset``, ``factorized_basset``,
-        ``deepsea``, ``bpnet4``, ``bpnet9``, ``spliceai10k``, ``protein_cnn``).
+        ``deepsea``, ``bpnet4``, ``bpnet9``, ``spliceai10k``, ``protein_cnn``, ``enformer_like``,
+        ``bpnet_lite``, ``chrombpnet``, ``splice10k``, ``borzoi_like``, ``basenji2_like``).
     seed: ``torch.manual_seed`` for the weights, and the seed of the calibration batch.
     kwargs: architecture options overriding the published defaults (``seq_len``, channel
         counts, ...); see each class.

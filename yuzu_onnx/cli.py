@@ -74,6 +74,14 @@ def _add_model_options(p: argparse.ArgumentParser, *, window: bool = True, outpu
     if reduce:
         g.add_argument("--reduce", metavar="R",
                        help="none (default), l2, sum or raw; or per output: name=l2,other=none")
+    g.add_argument("--select", action="append", default=[], metavar="OUTPUT:AXIS=I,J,...",
+                   help="keep only these indices along an axis of a model output (axes as in the output: the batch "
+                        "is axis 0 and refused, negative axes count from the end), before the ISM difference; "
+                        "repeatable")
+    g.add_argument("--aggregate", action="append", default=[], metavar="OUTPUT:AXIS=START:END:sum|mean",
+                   help="sum or mean entries START..END-1 of an axis of a model output before the ISM difference; "
+                        "the axis stays, with size 1 (after a --select on the same axis, the range counts the "
+                        "selected entries); repeatable")
     if probes:
         from .convert import PROBE_MODES
 
@@ -297,6 +305,9 @@ def _model_kwargs(args) -> dict:
         value = getattr(args, key, None)
         if value is not None:
             kw[key] = value
+    for key in ("select", "aggregate"):
+        if getattr(args, key, None):
+            kw[key] = list(getattr(args, key))
     if getattr(args, "probes", None):
         kw["probes"] = args.probes
         if args.output_form != "dense":
@@ -350,6 +361,7 @@ def _shape_text(shape) -> str:
 
 def _print_original(d: dict) -> None:
     from .progress import format_bytes, plural
+    from .targets import describe_operations
 
     _say(f"model: {d['model']} (original; sha256 {d['source_sha256'][:16]}...)")
     _say(f"input: {d['input']} {_shape_text(d['input_shape'])}, layout {d['layout']}, "
@@ -358,7 +370,8 @@ def _print_original(d: dict) -> None:
     _say(f"opset {d['opset']}, IR version {d['ir_version']}")
     _say("outputs:")
     for name, shape in d["outputs"].items():
-        _say(f"  {name} {_shape_text(shape)}")
+        target = d.get("targets", {}).get(name)
+        _say(f"  {name} {_shape_text(shape)}" + (f" (targets: {describe_operations(target)})" if target else ""))
     _say("ops: " + ", ".join(f"{op} x{n}" for op, n in d["op_counts"].items()))
     r = d["local_region"]
     _say(f"local region: {r['nodes']} of {plural(r['total_nodes'], 'node')}; "
@@ -434,6 +447,7 @@ def _say_forms(forms: dict) -> None:
 
 def _print_converted(d: dict) -> None:
     from .progress import format_bytes
+    from .targets import describe_operations
 
     _say(f"model: {d['model']} (converted ISM model, format {d['format']}, yuzu-onnx {d['yuzu_onnx_version']})")
     _say(f"input: {d['input']}, layout {d['layout']}, alphabet {d['alphabet']}, length {d['seq_len']}")
@@ -443,7 +457,8 @@ def _print_converted(d: dict) -> None:
     for name, o in d["outputs"].items():
         band = o.get("band")
         form = f", banded: {band['width']} of {band['length']} positions" if band else ""
-        _say(f"  {name} {_shape_text(o['shape'] or [])} reduce={o['reduce']}{form}")
+        target = f", targets: {describe_operations(o['targets'])}" if o.get("targets") else ""
+        _say(f"  {name} {_shape_text(o['shape'] or [])} reduce={o['reduce']}{form}{target}")
     _say_stages(d["stages"])
     if d["fallback_reason"]:
         _say(f"naive fallback: {d['fallback_reason']}")
@@ -491,7 +506,9 @@ def cmd_convert(args) -> int:
     for line in conversion_summary(conv):
         _say(f"  {line}")
     for name, shape in graph_output_shapes(conv.model).items():
-        _say(f"  output {name} {_shape_text(shape)} reduce={conv.reductions[name]}")
+        target = conv.targets.get(name)
+        _say(f"  output {name} {_shape_text(shape)} reduce={conv.reductions[name]}"
+             + (f" targets: {target.describe()}" if target is not None else ""))
     return 0
 
 
@@ -572,17 +589,21 @@ def cmd_naive(args) -> int:
     from .importer import load_model
     from .pipeline import check_job_outputs
     from .runners import NaiveRunner
+    from .targets import targeted_spec, targets_digest
 
     job = _job_options(args)
     if args.fmt != "shards":
         check_job_outputs(job)
     spec = load_model(args.model, seq_len=_seq_len_from_input(args), input_name=args.input_name,
                       layout=args.layout, alphabet=args.alphabet)
+    spec, targets = targeted_spec(spec, args.select or None, args.aggregate or None)
     runner = NaiveRunner(spec, outputs=args.outputs, window=args.window, reductions=args.reduce,
                          device=args.device, threads=args.threads)
+    # the run's identity (resume, shards): the model and the targets it computes
+    identity = spec.source_sha256 + (f"+targets:{targets_digest(targets)}" if targets else "")
     if args.fmt == "shards":
-        return _run_sharded(args, job, runner, spec.source_sha256, None)
-    return _run_job(args, job, runner, spec.source_sha256)
+        return _run_sharded(args, job, runner, identity, None)
+    return _run_job(args, job, runner, identity)
 
 
 # --------------------------------------------------------------------------- verify

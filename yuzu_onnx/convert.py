@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import onnx
@@ -17,9 +17,11 @@ from .bands import OUTPUT_FORMS
 from .emit.decode import REDUCTIONS
 from .emit.model import emit_model
 from .errors import InputError, UnsupportedError, YuzuWarning, option
+from .format import set_output_fields
 from .importer import NCL, ModelSpec, load_model
 from .memory import DEFAULT_CONVERT_MEMORY, parse_memory
 from .plan import PlanOptions, RewritePlan, choose_output_forms, fixed_bytes, plan_rewrite
+from .targets import AggregateArg, OutputTargets, SelectArg, targeted_spec
 
 PROBE_MODES = ("spaced", "naive", "gaussian")
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
@@ -35,6 +37,7 @@ class Conversion:
     plan: RewritePlan
     outputs: tuple[str, ...]
     reductions: Mapping[str, str]
+    targets: Mapping[str, OutputTargets] = field(default_factory=dict)
 
 
 def resolve_reductions(reduce: str | Mapping[str, str] | None, outputs: Sequence[str]) -> dict[str, str]:
@@ -152,12 +155,32 @@ def convert_model(
     first_conv: str = "auto",
     plan_options: PlanOptions | None = None,
     output_form: str = "dense",
+    select: SelectArg = None,
+    aggregate: AggregateArg = None,
     max_memory: str | int | None = None,
 ) -> Conversion:
-    """Like :func:`convert`, but also returns the spec, region and plan behind the model."""
+    """Like :func:`convert`, but also returns the spec, region and plan behind the model.
+
+    The returned ``spec`` is the targeted model's (its outputs already selected and
+    aggregated, see :mod:`yuzu_onnx.targets`); ``targets`` holds the parsed targets.
+    """
     spec = model if isinstance(model, ModelSpec) else load_model(
         model, seq_len=seq_len, input_name=input_name, layout=layout, alphabet=alphabet
     )
+    spec, targets = targeted_spec(spec, select, aggregate)
+    conv = _convert_spec(spec, window=window, reduce=reduce, outputs=outputs, probes=probes, alpha=alpha,
+                         seed=seed, first_conv=first_conv, plan_options=plan_options, output_form=output_form,
+                         max_memory=max_memory)
+    if not targets:
+        return conv
+    set_output_fields(conv.model, {name: {"targets": t.to_json()} for name, t in targets.items()
+                                   if name in conv.outputs})
+    return replace(conv, targets={name: t for name, t in targets.items() if name in conv.outputs})
+
+
+def _convert_spec(spec: ModelSpec, *, window, reduce, outputs, probes, alpha, seed, first_conv, plan_options,
+                  output_form, max_memory) -> Conversion:
+    """Convert an imported (and targeted) model: analyse, plan, emit, or fall back to naive."""
     if probes not in PROBE_MODES:
         raise InputError(f"{option('probes', probes)} is not one of {', '.join(PROBE_MODES)}")
     if output_form not in OUTPUT_FORMS:
@@ -224,6 +247,8 @@ def convert(
     first_conv: str = "auto",
     plan_options: PlanOptions | None = None,
     output_form: str = "dense",
+    select: SelectArg = None,
+    aggregate: AggregateArg = None,
     max_memory: str | int | None = None,
 ) -> onnx.ModelProto:
     """Rewrite a sequence model into a self-contained ISM model.
@@ -258,6 +283,14 @@ def convert(
         ``"512M"`` or bytes; default 4 GiB). A plan that needs more streams its window:
         the mutated positions run in chunks, one after the other, each within the budget
         (the chunking is fixed in the file and recorded in its metadata).
+    select: output targets: ``{"out": {1: [0, 5]}}`` keeps entries 0 and 5 (in this order)
+        of axis 1 of output ``out`` (axes as in the model output: batch = 0 is refused,
+        negative axes count from the end); also ``"out:1=0,5"`` or a list of such strings.
+    aggregate: ``{"out": {2: (90, 100, "sum")}}`` sums (or ``"mean"``) entries 90..99 of
+        axis 2 of ``out``; the axis stays, with size 1 (also ``"out:2=90:100:sum"``). Targets
+        are applied to the reference's and every mutant's output before the difference, so
+        the ISM output holds the targeted shape and time and memory shrink with it; they
+        are recorded per output in the metadata (``targets``). See :mod:`yuzu_onnx.targets`.
 
     Returns
     -------
@@ -269,6 +302,7 @@ def convert(
         model, seq_len=seq_len, input_name=input_name, layout=layout, alphabet=alphabet,
         window=window, reduce=reduce, outputs=outputs, probes=probes, alpha=alpha, seed=seed,
         first_conv=first_conv, plan_options=plan_options, output_form=output_form, max_memory=max_memory,
+        select=select, aggregate=aggregate,
     ).model
 
 

@@ -80,6 +80,7 @@ def describe_conversion(conv: Conversion, model_path: str | None = None) -> dict
         "opset": spec.opset,
         "ir_version": int(spec.model.ir_version),
         "outputs": {o.name: ["batch", *o.shape[1:]] for o in spec.outputs},
+        "targets": {name: t.to_json() for name, t in conv.targets.items()},
         "op_counts": dict(sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))),
         "local_region": {
             "nodes": len(region.region_nodes),
@@ -135,7 +136,8 @@ def describe_converted(path: str) -> dict:
         "window": list(info.window),
         "probes": info.probes,
         "outputs": {name: {"reduce": spec.get("reduce", "none"), "form": spec.get("form", "dense"),
-                           "shape": shapes.get(name), "band": _band_summary(spec.get("band"))}
+                           "shape": shapes.get(name), "band": _band_summary(spec.get("band")),
+                           **({"targets": list(spec["targets"])} if spec.get("targets") else {})}
                     for name, spec in info.outputs.items()},
         "stages": [dict(stage) for stage in info.stages],
         "region_stops": list(info.region_stops),

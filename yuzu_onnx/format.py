@@ -22,7 +22,12 @@ The keys, in the order they are written:
 ``outputs``                 JSON ``{output: {"reduce": how, "form": f}}``; ``f`` is
                             ``dense`` or ``banded``, and a banded output adds
                             ``"band": {"axis", "window_axis", "width", "length",
-                            "starts"}`` (:class:`yuzu_onnx.bands.Band`)
+                            "starts"}`` (:class:`yuzu_onnx.bands.Band`); an output
+                            with targets (``--select``/``--aggregate``) adds
+                            ``"targets": [{"select": {"axis", "indices"}},
+                            {"aggregate": {"axis", "start", "end", "how"}}]`` in the
+                            order they apply (absent: none; files without it read as
+                            before)
 ``stages``                  JSON list, one object per probe stage (per conv for gaussian)
 ``first_conv_shortcut``     JSON list of the convolutions run as the shortcut
 ``tail_chunk``              mutants per chunk of a materialised tail
@@ -190,6 +195,12 @@ class ConvertedModelInfo:
         return {name: entry.get("form", "dense") for name, entry in self.outputs.items()}
 
     @property
+    def targets(self) -> dict[str, list[dict]]:
+        """``{output: [target records]}`` of the outputs converted with targets
+        (:mod:`yuzu_onnx.targets`); outputs without targets are left out."""
+        return {name: list(entry["targets"]) for name, entry in self.outputs.items() if entry.get("targets")}
+
+    @property
     def reductions(self) -> dict[str, str]:
         """``{output: how}``: the reduction of each output (``none`` when unrecorded)."""
         return {name: entry.get("reduce", "none") for name, entry in self.outputs.items()}
@@ -354,7 +365,38 @@ def _outputs(text: str) -> dict[str, dict[str, Any]]:
             raise ValueError(f"output {name!r} has form {form!r}, not one of {', '.join(FORMS)}")
         if form == "banded":
             Band.from_json(entry.get("band") or {})
+        if "targets" in entry:
+            _check_targets(name, entry["targets"])
     return value
+
+
+#: the fields of each kind of output target record
+TARGET_FIELDS = {"select": ("axis", "indices"), "aggregate": ("axis", "start", "end", "how")}
+
+
+def _check_targets(output: str, records: object) -> None:
+    """An output's recorded targets: a list of one-key ``select``/``aggregate`` records."""
+    if not isinstance(records, list):
+        raise ValueError(f"output {output!r} has targets that are not a list")
+    for record in records:
+        kind = next(iter(record), None) if isinstance(record, dict) and len(record) == 1 else None
+        if kind not in TARGET_FIELDS or not isinstance(record[kind], dict) or \
+                any(f not in record[kind] for f in TARGET_FIELDS[kind]):
+            raise ValueError(f"output {output!r} has a malformed target {record!r}")
+
+
+def set_output_fields(model: onnx.ModelProto, fields: Mapping[str, Mapping[str, Any]]) -> None:
+    """Add ``fields`` to the ``outputs`` entries of a converted model's metadata, in place
+    (e.g. ``{"profile": {"targets": [...]}}``); other entries are left as written."""
+    key = PREFIX + "outputs"
+    for prop in model.metadata_props:
+        if prop.key == key:
+            outputs = json.loads(prop.value)
+            for name, extra in fields.items():
+                outputs[name] = {**outputs[name], **dict(extra)}
+            prop.value = json.dumps(outputs)
+            return
+    raise ModelError("the model has no yuzu_onnx.outputs metadata to add to")
 
 
 def _extra_inputs(text: str) -> tuple[ExtraInput, ...]:

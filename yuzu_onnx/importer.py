@@ -630,7 +630,7 @@ def measure_shapes(
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(
             f"ONNX Runtime cannot run the model with a batch of 2 sequences of length {length}: {first}"
-            + _reshape_length_hint(first, length)
+            + _reshape_length_hint(first, length) + _dilated_same_padding_hint(first)
         ) from None
     shapes: dict[str, tuple[int, ...]] = {}
     batch_axes: dict[str, int | None] = {}
@@ -679,6 +679,19 @@ def _reshape_length_hint(error: str, length: int) -> str:
     return (
         f"; its Reshape node {node!r} cannot take length {length}: if the model splits the sequence into "
         "blocks of k positions, give --seq-len a multiple of k"
+    )
+
+
+def _dilated_same_padding_hint(error: str) -> str:
+    """A hint for ONNX Runtime's refusal of a dilated convolution with ``auto_pad`` SAME_UPPER
+    or SAME_LOWER, which PyTorch's TorchScript exporter writes for ``padding='same'``."""
+    if "Dilation not supported for AutoPadType" not in error:
+        return ""
+    return (
+        "; the exporter wrote the padding of a dilated convolution as auto_pad SAME (PyTorch's "
+        "TorchScript exporter does so for padding='same'): export with torch.onnx.export(..., "
+        "dynamo=True), or give the convolution integer padding, dilation * (kernel_size - 1) // 2 "
+        "(README: Exporting your model)"
     )
 
 

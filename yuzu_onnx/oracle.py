@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -25,6 +26,9 @@ from .importer import NCL, ModelSpec, load_model
 from .runtime import make_session
 from .sequences import check_one_hot, length_from_sequences
 from .window import parse_window
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .targets import AggregateArg, SelectArg
 
 DEFAULT_MAX_MEMORY = 1 << 30  # 1 GiB
 BYTES_PER_VALUE = 4
@@ -247,6 +251,8 @@ def naive_ism(
     progress: Progress | None = None,
     threads: int | None = None,
     extra: ExtraValues | None = None,
+    select: SelectArg = None,
+    aggregate: AggregateArg = None,
 ) -> dict[str, np.ndarray]:
     """Exact in-silico saturation mutagenesis by running every mutant.
 
@@ -269,6 +275,11 @@ def naive_ism(
     extra: the model's inputs besides the sequence (``spec.extra_inputs``), name →
         shape=(N, *shape) (one row per sequence) or (1, *shape) (one row for all); every
         mutant of sequence ``n`` gets row ``n``, never mutated.
+    select, aggregate: output targets, as for :func:`yuzu_onnx.convert` (``{"out": {1: [0,
+        5]}}``, ``{"out": {2: (90, 100, "sum")}}``): applied to every mutant's and the
+        reference's output before the difference, so the result compares key by key with
+        a model converted with the same targets. They apply to the outputs of ``model`` as
+        given (a ``ModelSpec`` from :func:`yuzu_onnx.targets.targeted_spec` already has them).
 
     Returns
     -------
@@ -283,6 +294,10 @@ def naive_ism(
     InputError: a bad window, output name, batch size or memory budget.
     """
     spec = as_spec(model, X)
+    if select is not None or aggregate is not None:
+        from .targets import targeted_spec
+
+        spec, _ = targeted_spec(spec, select, aggregate)
     X = check_one_hot(X, layout=spec.layout, alphabet_size=spec.alphabet_size, seq_len=spec.seq_len)
     extra = check_extra_values(spec.extra_inputs, extra, len(X))
     names = resolve_outputs(spec, outputs)

@@ -3,7 +3,9 @@
 It repeats what a host needs before it loads the model: the input's name, layout,
 alphabet and length, the model's other inputs (``extra_inputs``: name → per-sequence
 shape and dtype; a host passes them with the batch first, the same rows as the
-sequences), the mutated window, and per ISM output its reduction and shape.
+sequences), the mutated window, and per ISM output its reduction and shape, and the output
+targets it was converted with (``targets``: the ``--select``/``--aggregate`` records, in
+the order they apply; absent without targets).
 """
 
 from __future__ import annotations
@@ -37,8 +39,15 @@ def sidecar_document(conv) -> dict:
         "alphabet": conv.spec.alphabet,
         "seq_len": conv.spec.seq_len,
         "window": list(conv.plan.window),
-        "outputs": {o: {"reduce": conv.reductions[o], "shape": shapes.get(o)} for o in conv.outputs},
+        "outputs": {o: {"reduce": conv.reductions[o], "shape": shapes.get(o), **_targets_of(conv, o)}
+                    for o in conv.outputs},
     }
+
+
+def _targets_of(conv, output: str) -> dict:
+    """``{"targets": [...]}`` for an output converted with targets (``--select``/``--aggregate``), else ``{}``."""
+    target = getattr(conv, "targets", {}).get(output)
+    return {"targets": target.to_json()} if target is not None else {}
 
 
 def save_conversion(conv, out: str | os.PathLike) -> Path:

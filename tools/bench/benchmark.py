@@ -25,20 +25,29 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from .environment import git_state, machine_info, yuzu_onnx_version
 from .errors import BenchError
 from .isolation import Log, default_max_memory, function_spec, run_job, status_line
-from .measurements import l2_reduce, load_arrays, relative_error
-from .models import BenchModel, default_cache_dir
+from .measurements import at_positions, l2_reduce, load_arrays, position_axis, relative_error
+from .models import BenchModel, default_cache_dir, naive_sample_for, oracle_comparison
 from .peers import PEERS, Peer
-from .records import FIRST_CONV_METHODS, SCHEMA, make_record
+from .records import FIRST_CONV_METHODS, SCHEMA, make_record, memory_fields
 from .workers import WORKERS
 
 Runner = Callable[..., dict]
-Oracle = tuple[dict[str, np.ndarray], dict[str, np.ndarray]]
+
+
+class Oracle(NamedTuple):
+    """Naive ISM's arrays: ISM and reference outputs; ``positions`` (indices into the window)
+    when naive ISM ran on a sample of the window's positions, None for all of them."""
+
+    ism: dict[str, np.ndarray]
+    refs: dict[str, np.ndarray]
+    positions: list[int] | None = None
 
 
 @dataclass
@@ -70,6 +79,7 @@ class BenchConfig:
     quick: bool = False
     peer_batch_size: int = 32
     yuzu_alpha: float = 1.5
+    naive_sample: int | None = None
 
     def options(self) -> dict:
         """The options as recorded in the results (JSON-able; the models are listed apart)."""
@@ -123,6 +133,7 @@ def base_job(config: BenchConfig, model: BenchModel, method: str, work: Path) ->
         "x_path": str(work / "x.npy"),
         "peer_batch_size": config.peer_batch_size,
         "yuzu_alpha": config.yuzu_alpha,
+        "naive_sample": naive_sample_for(model, config.naive_sample),
     }
     if method in WORKERS:
         job["function"] = function_spec(WORKERS[method])
@@ -139,7 +150,8 @@ def bench_model(config: BenchConfig, model: BenchModel, work: Path, peers: Mappi
                 log: Log) -> tuple[dict, list[dict]]:
     """All measurements of one model: the model record and one record per method."""
     info = {"model": model.name, "arch": model.arch, "seq_len": model.seq_len,
-            "window": list(model.window) if model.window else None, "note": model.note, "status": "ok", "error": None}
+            "window": list(model.window) if model.window else None, "note": model.note, "status": "ok", "error": None,
+            "convert_options": dict(model.convert_options)}
     records: list[dict] = []
 
     def run(method: str, *, timeout_s: float | None = None, quiet: bool = False, **extra) -> dict:
@@ -166,7 +178,7 @@ def bench_model(config: BenchConfig, model: BenchModel, work: Path, peers: Mappi
 
     naive = run("naive", arrays_out=str(work / "naive.npz"), **common)
     records.append(make_record(model.name, "naive_ort", "baseline", naive))
-    oracle = load_arrays(work / "naive.npz") if naive["ok"] else None
+    oracle = Oracle(*load_arrays(work / "naive.npz"), naive.get("sampled_positions")) if naive["ok"] else None
     records += _yuzu_records(config, model, work, run, common, oracle, layout, info)
     if config.gaussian:
         records.append(_gaussian_record(model, work, run, common, oracle, layout))
@@ -197,8 +209,13 @@ def _yuzu_records(config: BenchConfig, model: BenchModel, work: Path, run: Runne
     single = run("yuzu", converted_path=str(converted), arrays_out=str(work / "yuzu.npz"), **common)
     single["convert_s"] = conv["convert_s"]
     rec = make_record(model.name, "yuzu_onnx", "yuzu", single)
-    if single["ok"] and oracle is not None:
-        rec.update(compare(work / "yuzu.npz", oracle, layout, "none"))
+    rec.update(memory_fields(conv["plan"]["peak_bytes_per_sequence"], single.get("peak_rss_mb")))
+    compared_as = oracle_comparison(model.convert_options)
+    if single["ok"] and oracle is not None and compared_as is not None:
+        rec.update(compare(work / "yuzu.npz", oracle, layout, compared_as))
+    elif single["ok"] and compared_as is None:
+        rec["notes"] = [*rec.get("notes", []), "not compared with naive ISM: the convert options "
+                        f"{dict(model.convert_options)} change the outputs in a way the bench does not check"]
     batch, why = choose_batch(config.batch, peak_bytes_per_sequence=conv["plan"]["peak_bytes_per_sequence"],
                               max_memory=config.max_memory,
                               seconds_per_sequence=single.get("time_per_sequence_s"), budget_s=config.budget_s,
@@ -233,6 +250,7 @@ def _variant_record(model: BenchModel, work: Path, run: Runner, common: dict, or
     single = run("yuzu", converted_path=str(converted), arrays_out=str(work / f"{method}.npz"), **common)
     single["convert_s"] = conv["convert_s"]
     rec = make_record(model.name, method, kind, single)
+    rec.update(memory_fields(conv["plan"]["peak_bytes_per_sequence"], single.get("peak_rss_mb")))
     if single["ok"] and oracle is not None:
         rec.update(compare(work / f"{method}.npz", oracle, layout, compared_as))
     return rec, conv
@@ -256,7 +274,8 @@ def _gaussian_record(model: BenchModel, work: Path, run: Runner, common: dict, o
     rec, _ = _variant_record(model, work, run, common, oracle, layout, "yuzu_gaussian", "gaussian", probes="gaussian")
     if "relative_error" in rec:  # the run succeeded and was compared with the oracle
         got, _ = load_arrays(work / "yuzu_gaussian.npz")
-        want = oracle[0]
+        got = at_positions(got, oracle.positions, position_axis(layout))
+        want = oracle.ism
         flat_got = np.concatenate([np.asarray(got[k], np.float64).ravel() for k in want])
         flat_want = np.concatenate([np.asarray(want[k], np.float64).ravel() for k in want])
         rec["pearson_r"] = float(np.corrcoef(flat_got, flat_want)[0, 1])
@@ -292,9 +311,11 @@ def _peer_record(config: BenchConfig, model: BenchModel, name: str, fn: Peer, wo
 
 
 def compare(path: Path, oracle: Oracle, layout: str, compared_as: str) -> dict:
-    """The error of the arrays a worker wrote to ``path`` against the oracle (``compared_as="l2"``: as norms)."""
+    """The error of the arrays a worker wrote to ``path`` against the oracle (``compared_as="l2"``: as norms),
+    at the oracle's sampled positions when it ran on a sample of the window."""
     got, _ = load_arrays(path)
-    want, refs = oracle
+    got = at_positions(got, oracle.positions, position_axis(layout, compared_as))
+    want, refs = oracle.ism, oracle.refs
     if compared_as == "l2_per_output":  # --reduce l2: each output's norm, scaled by that output's norm
         want = {name: l2_reduce({name: value}, layout)["all"] for name, value in want.items()}
         if layout == "nlc":

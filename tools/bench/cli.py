@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Benchmark yuzu-onnx against naive ISM on ONNX Runtime (and peers with --peers). "
                     "Named models are built and exported with PyTorch; .onnx files need no PyTorch.",
     )
-    parser.add_argument("--models", help=f"comma-separated: {', '.join(MODELS)}, or .onnx paths "
+    parser.add_argument("--models", help=f"comma-separated: {', '.join(MODELS)}, or .onnx paths; NAME:l2 or "
+                        "NAME:KEY=VALUE+KEY=VALUE converts NAME with those convert options (e.g. deepsea:reduce=l2) "
                         f"(default: all; with --quick: {', '.join(QUICK_MODELS)} at L={QUICK_LENGTH})")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for every method (default 2)")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs after the warm-up (default 3; 1 with --quick)")
@@ -63,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="results folder (default tools/bench_results)")
     parser.add_argument("--quick", action="store_true", help=f"smoke test: {', '.join(QUICK_MODELS)} at L={QUICK_LENGTH}")
     parser.add_argument("--window", help="START:END: mutate only these positions (all models)")
+    parser.add_argument("--naive-sample", type=int, metavar="K",
+                        help="time naive ISM on K positions spread over the window and extrapolate to the whole "
+                        "window (0: every position; default: the model's own, e.g. 32 for chrombpnet, "
+                        "every position for the small models)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random sequences")
     parser.add_argument("--model-seed", type=int, default=0, help="seed of the PyTorch weights (as the export)")
     parser.add_argument("--budget", type=float, default=None,
@@ -142,9 +147,12 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         work_dir=Path(args.work_dir) if args.work_dir else None,
         keep=args.keep,
         quick=args.quick,
+        naive_sample=args.naive_sample,
     )
     if config.repeats < 1 or config.batch < 1:
         raise BenchError("--repeats and --batch must be at least 1")
+    if config.naive_sample is not None and config.naive_sample < 0:
+        raise BenchError(f"--naive-sample must be 0 (every position) or a number of positions, got {args.naive_sample}")
     return config
 
 

@@ -104,6 +104,39 @@ def l2_reduce(ism: Mapping[str, np.ndarray], layout: str) -> dict[str, np.ndarra
     return {"all": np.sqrt(total)}
 
 
+def sample_positions(start: int, end: int, k: int | None) -> np.ndarray:
+    """``k`` positions spread evenly over ``[start, end)``, both ends included (every
+    position when ``k`` is None or at least the window's width)."""
+    if k is None or k >= end - start:
+        return np.arange(start, end)
+    if k < 1:
+        raise BenchError(f"--naive-sample must be at least 1 position, got {k}")
+    return np.unique(np.round(np.linspace(start, end - 1, k)).astype(np.int64))
+
+
+def extrapolate(setup_s: float, mutants_s: float, *, sampled: int, width: int) -> float:
+    """The time of naive ISM over ``width`` positions from a run over ``sampled`` of them:
+    the fixed part (session, reference outputs) once, the mutants' part scaled by
+    ``width / sampled``."""
+    if sampled < 1:
+        raise BenchError("no sampled positions to extrapolate from")
+    return setup_s + mutants_s * width / sampled
+
+
+def position_axis(layout: str, compared_as: str = "none") -> int:
+    """The mutated-position axis of an ISM array: 2 for ``(N, A, Lw, ...)``, 1 for ``(N, Lw, A, ...)``
+    (nlc layout); the original Yuzu's l2 norms (``compared_as="l2"``) are always ``(N, A, Lw)``."""
+    return 2 if layout == "ncl" or compared_as == "l2" else 1
+
+
+def at_positions(arrays: Mapping[str, np.ndarray], positions, axis: int) -> dict[str, np.ndarray]:
+    """The arrays at ``positions`` (indices into the window) along ``axis``; unchanged for None."""
+    if positions is None:
+        return dict(arrays)
+    idx = np.asarray(positions, dtype=np.int64)
+    return {k: np.take(np.asarray(v), idx, axis=axis) for k, v in arrays.items()}
+
+
 def load_sequences(job: dict, n: int | None = None) -> np.ndarray:
     """The job's sequences (all, or the first ``n``)."""
     x = np.load(job["x_path"])

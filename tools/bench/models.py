@@ -2,22 +2,31 @@
 
 A named model is an architecture of ``tools/torch_models.py`` (seeded PyTorch weights,
 needs torch) at a given length; its ONNX export is cached. An ``.onnx`` path is
-benchmarked as it is.
+benchmarked as it is. A model may carry extra conversion options (``convert_options``,
+e.g. ``reduce=l2``); ``NAME:VARIANT`` on the command line makes such a variant of a named
+model, sharing its export.
 """
 
 from __future__ import annotations
 
+import inspect
+import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from .errors import BenchError
 
 BENCH_CACHE_ENV = "YUZU_BENCH_CACHE"
 QUICK_LENGTH = 200
 QUICK_MODELS = ("toynet", "bpnet4")
+# NAME:SUFFIX in --models: a named variant, or convert options KEY=VALUE joined by "+"
+VARIANTS: dict[str, dict[str, Any]] = {"l2": {"reduce": "l2"}}
+# convert options that the bench sets itself (the length and the window) or that are no JSON
+RESERVED_CONVERT_OPTIONS = frozenset({"model", "seq_len", "window", "plan_options"})
 
 
 @dataclass(frozen=True)
@@ -26,7 +35,13 @@ class BenchModel:
 
     ``cache_name`` is the file name of the export in the cache folders; ``window`` limits
     the mutated positions (``(start, end)``), for models where naive ISM over every
-    position would take hours.
+    position would take hours. ``options`` are architecture options (``torch_models.build``
+    keyword arguments); ``convert_options`` extra :func:`yuzu_onnx.convert.convert_model`
+    keyword arguments (e.g. ``{"reduce": "l2"}``) of every conversion of the model.
+    ``naive_sample``: by default, time naive ISM on this many positions spread over the
+    window and extrapolate (None: every position). ``quick`` overrides ``seq_len``,
+    ``window``, ``options`` and ``naive_sample`` for ``--quick`` (default: ``QUICK_LENGTH``
+    positions, no window).
     """
 
     name: str
@@ -35,8 +50,28 @@ class BenchModel:
     window: tuple[int, int] | None = None
     cache_name: str | None = None
     path: str | None = None
-    options: Mapping[str, int] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=dict)
     note: str = ""
+    convert_options: Mapping[str, Any] = field(default_factory=dict)
+    naive_sample: int | None = None
+    quick: Mapping[str, Any] = field(default_factory=dict)
+
+
+def central(seq_len: int, width: int) -> tuple[int, int]:
+    """The central ``width`` positions of a sequence of ``seq_len``: ``(start, end)``."""
+    start = (seq_len - width) // 2
+    return start, start + width
+
+
+def variant(model: BenchModel, name: str, convert_options: Mapping[str, Any], note: str = "") -> BenchModel:
+    """``model`` converted with extra ``convert_options`` (merged over its own), named ``name``.
+
+    The variant shares the base model's export (same architecture and cache file).
+    """
+    options = {**model.convert_options, **convert_options}
+    described = ", ".join(f"{k}={v}" for k, v in options.items())
+    return replace(model, name=name, convert_options=options,
+                   note=note or "; ".join(x for x in (model.note, f"converted with {described}") if x))
 
 
 MODELS: dict[str, BenchModel] = {
@@ -51,29 +86,98 @@ MODELS: dict[str, BenchModel] = {
         BenchModel("factorized_basset", "factorized_basset", 600, cache_name="factorized_basset_torchscript.onnx"),
         BenchModel("bpnet4", "bpnet4", 1000, cache_name="bpnet4_torchscript.onnx"),
         BenchModel("bpnet9", "bpnet9", 2114, cache_name="bpnet9_torchscript.onnx",
-                   note="profile cropped to the central 1000 positions, plus counts"),
+                   note="profile cropped to the central 1000 positions, plus counts",
+                   quick={"options": {"out_len": 100}}),
         BenchModel("spliceai10k", "spliceai10k", 11000, window=(5400, 5600), cache_name="spliceai10k_torchscript.onnx",
-                   note="ISM of the 200 central positions only (--window), naive included"),
+                   note="ISM of the 200 central positions only (--window), naive included",
+                   quick={"seq_len": 10200, "window": central(10200, 200), "naive_sample": 8}),
         BenchModel("protein_cnn", "protein_cnn", 500, cache_name="protein_cnn_torchscript.onnx",
                    note="20-letter protein alphabet; first convolution 20→128, width 15"),
         BenchModel("enformer_like", "enformer_like", 2048, window=(974, 1074),
                    cache_name="enformer_like_torchscript.onnx",
                    note="conv tower with attention pooling, 2 transformer layers, heads of 5313 and 1643 "
-                        "tracks on 32 bins; ISM of the 100 central positions (--window)"),
+                        "tracks on 32 bins; ISM of the 100 central positions (--window)",
+                   quick={"seq_len": 512, "options": {"target_length": 8}, "window": central(512, 100)}),
+        BenchModel("bpnet_lite", "bpnet_lite", 2114, cache_name="bpnet_lite_torchscript.onnx",
+                   note="bpnet-lite's default BPNet: 64 filters, 8 dilated layers (2..256), 2-strand profile "
+                        "on the central 1000 positions, one count; ISM of all 2114 positions",
+                   quick={"seq_len": 400, "options": {"out_len": 200}}),
+        BenchModel("chrombpnet", "chrombpnet", 2114, window=central(2114, 1000),
+                   cache_name="chrombpnet_torchscript.onnx", naive_sample=32,
+                   note="ChromBPNet: accessibility BPNet (512 filters, 8 layers) + bias BPNet (128 filters, 4 "
+                        "layers), summed profile logits, logsumexp counts; ISM of the central 1000 positions",
+                   quick={"seq_len": 400, "options": {"out_len": 200}, "window": central(400, 200),
+                          "naive_sample": 16}),
+        BenchModel("splice10k", "splice10k", 15000, window=central(15000, 5000),
+                   cache_name="splice10k_torchscript.onnx", naive_sample=32,
+                   note="SpliceAI-10k at its real input (15,000 → 5,000 × 3 classes); ISM of the 5000 output "
+                        "positions",
+                   quick={"seq_len": 10400, "window": central(10400, 400), "naive_sample": 8}),
+        BenchModel("borzoi_like", "borzoi_like", 16384, window=central(16384, 100),
+                   cache_name="borzoi_like_torchscript.onnx", naive_sample=20,
+                   note="Borzoi's layers at half width on 16 kb: conv tower to 128 bp, 2 transformer layers, "
+                        "U-net back to 32 bp, 7611 tracks on 192 bins; ISM of the 100 central positions",
+                   quick={"seq_len": 2048, "options": {"target_length": 24}, "window": central(2048, 100),
+                          "naive_sample": 8}),
+        BenchModel("basenji2_like", "basenji2_like", 32768, window=central(32768, 100),
+                   cache_name="basenji2_like_torchscript.onnx", naive_sample=16,
+                   note="Basenji2 on 32 kb: conv tower to 128 bp, 11 dilated residual blocks (1..72), 5313 "
+                        "tracks on 224 bins; ISM of the 100 central positions",
+                   quick={"seq_len": 4096, "options": {"crop": 4}, "window": central(4096, 100),
+                          "naive_sample": 8}),
     )
 }
+MODELS["borzoi_like_l2"] = variant(MODELS["borzoi_like"], "borzoi_like_l2", VARIANTS["l2"])
+MODELS["basenji2_like_l2"] = variant(MODELS["basenji2_like"], "basenji2_like_l2", VARIANTS["l2"])
 
 
 def quick_model(model: BenchModel) -> BenchModel:
-    """The same architecture at ``QUICK_LENGTH`` positions (for smoke tests)."""
+    """The same architecture at a reduced length (for smoke tests): ``model.quick`` or ``QUICK_LENGTH``."""
     if model.arch is None:
         return model
-    return BenchModel(f"{model.name}@{QUICK_LENGTH}", model.arch, QUICK_LENGTH,
-                      cache_name=f"{model.arch}_L{QUICK_LENGTH}.onnx", note="reduced length (--quick)")
+    seq_len = int(model.quick.get("seq_len", QUICK_LENGTH))
+    window = model.quick.get("window")
+    return replace(model, name=f"{model.name}@{seq_len}", seq_len=seq_len,
+                   window=tuple(window) if window else None, cache_name=f"{model.arch}_L{seq_len}.onnx",
+                   options={**model.options, **model.quick.get("options", {})},
+                   naive_sample=model.quick.get("naive_sample"), note="reduced length (--quick)", quick={})
+
+
+def convert_option_names() -> set[str]:
+    """The keyword arguments of :func:`yuzu_onnx.convert.convert_model` a bench model may carry."""
+    from yuzu_onnx.convert import convert_model
+
+    return set(inspect.signature(convert_model).parameters) - RESERVED_CONVERT_OPTIONS
+
+
+def parse_convert_options(text: str) -> dict[str, Any]:
+    """``"reduce=l2+outputs=human"`` (or a named variant, ``"l2"``) as convert keyword arguments.
+
+    Values are read as JSON when they parse (numbers, ``true``), else kept as strings.
+    """
+    if text in VARIANTS:
+        return dict(VARIANTS[text])
+    options: dict[str, Any] = {}
+    known = convert_option_names()
+    for part in text.split("+"):
+        key, eq, value = part.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise BenchError(f"model variant {text!r}: expected a variant ({', '.join(VARIANTS)}) or "
+                             "KEY=VALUE convert options joined by '+'")
+        if key not in known:
+            raise BenchError(f"model variant {text!r}: {key!r} is no convert option; choose from "
+                             f"{', '.join(sorted(known))}")
+        try:
+            options[key] = json.loads(value)
+        except ValueError:
+            options[key] = value
+    return options
 
 
 def resolve_models(names: Sequence[str], *, quick: bool = False, window: tuple[int, int] | None = None) -> list[BenchModel]:
-    """Bench models from names (see :data:`MODELS`) or paths of ``.onnx`` files."""
+    """Bench models from names (see :data:`MODELS`), ``NAME:VARIANT`` (e.g. ``borzoi_like:l2``,
+    ``deepsea:reduce=l2``: the model converted with those options) or paths of ``.onnx`` files."""
     models = []
     for name in names:
         if name.endswith(".onnx") or os.sep in name:
@@ -81,15 +185,43 @@ def resolve_models(names: Sequence[str], *, quick: bool = False, window: tuple[i
             if not path.is_file():
                 raise BenchError(f"model file {name!r} does not exist")
             model = BenchModel(path.stem, path=str(path.resolve()))
-        elif name in MODELS:
-            model = quick_model(MODELS[name]) if quick else MODELS[name]
         else:
-            raise BenchError(f"unknown model {name!r}; choose from {', '.join(MODELS)} or give an .onnx path")
+            base, colon, suffix = name.partition(":")
+            if base not in MODELS:
+                raise BenchError(f"unknown model {base!r}; choose from {', '.join(MODELS)} or give an .onnx path")
+            model = MODELS[base]
+            if colon:
+                model = variant(model, name, parse_convert_options(suffix))
+            if quick:
+                model = quick_model(model)
         if window is not None:
-            model = BenchModel(model.name, model.arch, model.seq_len, window, model.cache_name, model.path,
-                               model.options, model.note)
+            model = replace(model, window=window)
         models.append(model)
     return models
+
+
+def naive_sample_for(model: BenchModel, requested: int | None) -> int | None:
+    """Positions naive ISM runs on (then extrapolated): ``--naive-sample`` when given (0: every
+    position), else the model's default; None for every position."""
+    if requested is not None:
+        return requested or None
+    return model.naive_sample
+
+
+def oracle_comparison(convert_options: Mapping[str, Any]) -> str | None:
+    """How the converted model's outputs compare with naive ISM: ``"none"`` (as they are),
+    ``"l2_per_output"`` (``reduce=l2``), or None when the options change the outputs in a way
+    the bench cannot check (another reduction, a selection of outputs or positions)."""
+    harmless = {"probes", "alpha", "seed", "first_conv", "output_form", "input_name", "layout", "alphabet"}
+    reduce = convert_options.get("reduce")
+    if set(convert_options) - harmless - {"reduce"}:
+        return None
+    values = set(reduce.values()) if isinstance(reduce, Mapping) else {reduce}
+    if values <= {None, "none"}:
+        return "none"
+    if values == {"l2"}:
+        return "l2_per_output"
+    return None
 
 
 def default_cache_dir() -> Path:

@@ -18,7 +18,24 @@ RECORD_FIELDS = ("status", "ok", "error", "time_per_sequence_s", "runs_s", "warm
                  "batch_s", "sequences_per_s", "sequences", "peak_rss_mb", "rss_before_mb", "provider",
                  "compared_as", "package", "peer_batch_size", "alpha", "notes", "wall_s", "load_average_1min",
                  "batch_limited_by", "rss_growth_per_sequence_mb", "fast_path_used", "ism_mb_per_sequence",
-                 "result_file_mb_per_sequence")
+                 "result_file_mb_per_sequence", "extrapolated_from_positions", "naive_sample", "sampled_positions")
+MEMORY_TOLERANCE = 1.15  # a measured peak above the plan's estimate times this is flagged
+
+
+def memory_fields(estimate_bytes: float | None, measured_mb: float | None) -> dict:
+    """The memory check of a converted model: the plan's ``peak_bytes_per_sequence`` beside
+    the measured peak RSS (``ru_maxrss``, in MB of 2**20 bytes) of the fresh process that
+    loaded it and ran one sequence.
+
+    Returns ``peak_memory_estimate_bytes``, ``peak_memory_measured_bytes``,
+    ``peak_memory_ratio`` (measured ÷ estimate) and ``peak_memory_over_estimate`` (measured
+    above ``MEMORY_TOLERANCE`` × estimate); None where a number is missing.
+    """
+    estimate = float(estimate_bytes) if estimate_bytes else None
+    measured = float(measured_mb) * 2**20 if measured_mb else None
+    ratio = measured / estimate if estimate and measured else None
+    return {"peak_memory_estimate_bytes": estimate, "peak_memory_measured_bytes": measured,
+            "peak_memory_ratio": ratio, "peak_memory_over_estimate": None if ratio is None else ratio > MEMORY_TOLERANCE}
 
 
 def make_record(model: str, method: str, kind: str, result: dict) -> dict:

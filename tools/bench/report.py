@@ -7,7 +7,7 @@ import math
 import os
 from pathlib import Path
 
-from .records import FIRST_CONV_METHODS
+from .records import FIRST_CONV_METHODS, MEMORY_TOLERANCE
 
 RESULTS_JSON = "bench_results.json"
 RESULTS_MD = "bench_results.md"
@@ -21,14 +21,20 @@ INTRO = ("The machine was shared with other busy processes (see the load average
          "included).")
 MODEL_HEADER = ("| model | L | naive s/seq | yuzu s/seq | speedup | expected | bound | of bound | GFLOP naive → "
                 "rewritten | GFLOP/s naive / yuzu | convert s | seq/s (batch) | peak RSS MB naive / yuzu / batch "
-                "| max rel. error | spacings |")
+                "| peak memory per sequence: estimated / measured | max rel. error | spacings |")
 MODEL_LEGEND = ("Speedup = naive s/seq ÷ yuzu s/seq; expected and bound are FLOP ratios from the plan "
                 "(naive ÷ rewritten, naive ÷ sparse-recompute lower bound); of bound = speedup ÷ bound, above 100% "
                 "when the rewritten graph runs at more GFLOP/s than naive ISM does (GFLOP/s = the plan's FLOPs ÷ "
                 "the measured time). Max rel. "
                 "error: max |yuzu − naive| over all outputs ÷ max(|model output|, |naive ISM|). seq/s at the batch "
                 "in parentheses (smaller than requested when the plan's memory estimate or the time budget says so, "
-                "see `batch_limited_by` in the JSON).")
+                "see `batch_limited_by` in the JSON). Naive s/seq \"extrapolated from K positions\": naive ISM ran on "
+                "K positions spread over the window (`--naive-sample`), its time is the session and reference "
+                "outputs plus the mutants' time × window ÷ K, and the error is checked at those K positions. "
+                "Peak memory per sequence: the plan's estimate (`peak_bytes_per_sequence`, what `inspect` prints) "
+                "/ the peak RSS of the process that loaded the converted model and ran one sequence (the "
+                "interpreter, ONNX Runtime and the weights included); ⚠ marks a measured peak above "
+                f"{MEMORY_TOLERANCE:g} × the estimate.")
 
 
 def fmt(value, spec: str = ".3g", missing: str = "–") -> str:
@@ -106,6 +112,29 @@ def _run_lines(results: dict) -> list[str]:
     return lines
 
 
+def naive_cell(record: dict | None) -> str:
+    """The naive s/seq cell: the time, and where naive ISM ran on a sample of the window,
+    ``(extrapolated from K positions)``."""
+    if not _ok(record):
+        return "failed"
+    text = seconds(record["time_per_sequence_s"])
+    k = record.get("extrapolated_from_positions")
+    return f"{text} (extrapolated from {k} positions)" if k else text
+
+
+def memory_cell(record: dict | None) -> str:
+    """``estimated / measured`` peak memory of one sequence, like ``1.21 / 1.35 GiB`` (MiB below
+    1 GiB), with ⚠ where the measured peak exceeds ``MEMORY_TOLERANCE`` × the estimate."""
+    record = record or {}
+    estimate, measured = record.get("peak_memory_estimate_bytes"), record.get("peak_memory_measured_bytes")
+    if not estimate and not measured:
+        return "–"
+    unit, scale = ("GiB", 2**30) if max(estimate or 0, measured or 0) >= 2**30 else ("MiB", 2**20)
+    spec = ".2f" if unit == "GiB" else ".0f"
+    text = f"{fmt(estimate and estimate / scale, spec)} / {fmt(measured and measured / scale, spec)} {unit}"
+    return text + (" ⚠" if record.get("peak_memory_over_estimate") else "")
+
+
 def _model_row(t: _Tables, info: dict) -> str:
     """A model's row of the main table."""
     name = info["model"]
@@ -121,12 +150,12 @@ def _model_row(t: _Tables, info: dict) -> str:
         fmt(plan[key] / r["time_per_sequence_s"], ".0f") if plan and _ok(r) and r.get("time_per_sequence_s") else "–"
         for key, r in (("naive_gflop", naive), ("rewritten_gflop", yuzu)))
     return (
-        f"| {t.run_cell(info)}{name} | {length} | {seconds(naive['time_per_sequence_s']) if _ok(naive) else 'failed'} "
+        f"| {t.run_cell(info)}{name} | {length} | {naive_cell(naive)} "
         f"| {seconds(yuzu['time_per_sequence_s']) if _ok(yuzu) else 'failed'} "
         f"| {fmt(yuzu.get('speedup_vs_naive'), '.1f') + '×' if _ok(yuzu) and yuzu.get('speedup_vs_naive') else '–'} "
         f"| {fmt(plan.get('expected_speedup'), '.1f')}× | {fmt(plan.get('bound_speedup'), '.1f')}× "
         f"| {fmt(yuzu.get('fraction_of_bound'), '.0%') if _ok(yuzu) else '–'} | {gflop} | {rates} "
-        f"| {fmt(info.get('convert_s'), '.1f')} | {seqs} | {rss} "
+        f"| {fmt(info.get('convert_s'), '.1f')} | {seqs} | {rss} | {memory_cell(yuzu)} "
         f"| {fmt(yuzu.get('relative_error'), '.1e') if _ok(yuzu) else '–'} "
         f"| {', '.join(map(str, plan.get('spacings', []))) or '–'} |"
     )

@@ -15,11 +15,13 @@ import numpy as np
 
 from .isolation import address_limit
 from .measurements import (
+    extrapolate,
     job_window,
     load_sequences,
     phase,
     random_onehot,
     rss_mb,
+    sample_positions,
     save_arrays,
     timed_runs,
 )
@@ -52,14 +54,84 @@ def worker_prepare(job: dict) -> dict:
     }
 
 
+def naive_at_positions(spec, x: np.ndarray, positions: np.ndarray, *, device: str) -> tuple[dict, dict, float, float]:
+    """Naive ISM (every substitution, batched as :func:`yuzu_onnx.naive_ism` batches) at the
+    absolute ``positions`` only.
+
+    Returns ``(ism, reference outputs, setup_s, mutants_s)``: ISM arrays laid out like
+    ``naive_ism``'s with ``len(positions)`` in place of the window, the reference outputs,
+    the seconds spent creating the session and running the reference, and on the mutants.
+    """
+    from yuzu_onnx.oracle import auto_batch_size, build_mutants, ism_shape, mutant_mask
+    from yuzu_onnx.runtime import make_session
+
+    t0 = time.perf_counter()
+    names = list(spec.output_names)
+    session = make_session(spec.model, device=device)
+    refs = dict(zip(names, (np.asarray(r) for r in session.run(names, {spec.input_name: x})), strict=True))
+    setup_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    mask = mutant_mask(x, spec.layout, (0, spec.seq_len))[:, positions, :]
+    ism = {name: np.zeros(ism_shape(spec, name, len(x), window=(0, len(positions))), np.float32) for name in names}
+    n_idx, k_idx, a_idx = np.nonzero(mask)
+    batch = auto_batch_size(spec)
+    for lo in range(0, len(n_idx), batch):
+        nb, kb, ab = n_idx[lo : lo + batch], k_idx[lo : lo + batch], a_idx[lo : lo + batch]
+        mutants = build_mutants(x, spec.layout, nb, positions[kb], ab)
+        outs = session.run(names, {spec.input_name: mutants})
+        for name, out in zip(names, outs, strict=True):
+            delta = np.asarray(out, np.float32) - refs[name][nb].astype(np.float32)
+            if spec.layout == "ncl":
+                ism[name][nb, ab, kb] = delta
+            else:
+                ism[name][nb, kb, ab] = delta
+    return ism, refs, setup_s, time.perf_counter() - t1
+
+
+def _worker_naive_sampled(job: dict, spec, x: np.ndarray, k: int) -> dict:
+    """Naive ISM on ``k`` positions spread over the window, its time extrapolated to the window."""
+    start, end = job_window(job) or (0, spec.seq_len)
+    positions = sample_positions(start, end, k)
+    phase(f"naive ISM runs on {len(positions)} of {end - start} positions (extrapolated)")
+    rss_before = rss_mb()
+    parts: list[tuple[float, float]] = []
+
+    def once():
+        ism, refs, setup_s, mutants_s = naive_at_positions(spec, x, positions, device=job["device"])
+        parts.append((setup_s, mutants_s))
+        return ism, refs
+
+    timing = timed_runs(once, repeats=job["repeats"], budget_s=job["budget_s"])
+    counted = parts[1:] if timing["warmup_s"] is not None else parts  # the warm-up is not a timed run
+    estimates = [extrapolate(s, m, sampled=len(positions), width=end - start) for s, m in counted]
+    ism, refs = timing["result"]
+    save_arrays(job, ism, refs)
+    return {"time_per_sequence_s": float(np.median(estimates)), "runs_s": estimates, "warmup_s": timing["warmup_s"],
+            "rss_before_mb": rss_before, "sequences": 1, "extrapolated_from_positions": len(positions),
+            "naive_sample": {"positions": len(positions), "window_positions": end - start,
+                             "measured_s": timing["median_s"], "measured_runs_s": timing["runs_s"],
+                             "setup_s": [s for s, _ in counted], "mutants_s": [m for _, m in counted]},
+            "sampled_positions": [int(p - start) for p in positions],
+            "notes": [f"naive ISM timed on {len(positions)} of {end - start} positions and extrapolated: "
+                      f"setup + mutants × {end - start}/{len(positions)}"]}
+
+
 def worker_naive(job: dict) -> dict:
-    """The oracle on ONNX Runtime: naive ISM of one sequence, and the reference outputs."""
+    """The oracle on ONNX Runtime: naive ISM of one sequence, and the reference outputs.
+
+    With ``job["naive_sample"]`` smaller than the window, naive ISM runs on that many
+    positions spread over the window and its time is extrapolated (:func:`extrapolate`).
+    """
     from yuzu_onnx.importer import load_model
     from yuzu_onnx.oracle import naive_ism, reference_outputs
 
     spec = load_model(job["model_path"], seq_len=job.get("seq_len"))
     x = load_sequences(job, 1)
     device = job["device"]
+    start, end = job_window(job) or (0, spec.seq_len)
+    k = job.get("naive_sample")
+    if k is not None and k < end - start:
+        return _worker_naive_sampled(job, spec, x, k)
     phase("naive ISM runs")
     rss_before = rss_mb()
     timing = timed_runs(lambda: naive_ism(spec, x, window=job_window(job), device=device),
@@ -97,6 +169,15 @@ def _bands(conv) -> dict:
             for name, how in conv.plan.outputs.items() if how.form == "banded" and how.band is not None}
 
 
+CONVERT_JOB_KEYS = ("probes", "first_conv", "reduce", "output_form")
+
+
+def convert_options(job: dict) -> dict:
+    """The conversion's keyword arguments: the model's ``convert_options``, then the job's own
+    (``probes``, ``first_conv``, ``reduce``, ``output_form`` of a variant run) over them."""
+    return {**job["model"].get("convert_options", {}), **{k: job[k] for k in CONVERT_JOB_KEYS if k in job}}
+
+
 def worker_convert(job: dict) -> dict:
     """Convert the model; save it for the run workers; report the plan."""
     from yuzu_onnx.convert import convert_model, save_model
@@ -107,8 +188,7 @@ def worker_convert(job: dict) -> dict:
         phase("converting")
         t0 = time.perf_counter()
         conv = convert_model(job["model_path"], seq_len=job.get("seq_len"), window=job_window(job),
-                             probes=job.get("probes", "spaced"), first_conv=job.get("first_conv", "auto"),
-                             reduce=job.get("reduce"), output_form=job.get("output_form", "dense"))
+                             **convert_options(job))
         convert_s = time.perf_counter() - t0
     save_model(conv.model, job["converted_path"])
     return {

@@ -50,20 +50,23 @@ def reference_base_mask(ctx: EmitContext) -> str:
 
 
 def emit_output(ctx: EmitContext, output: str, mutants: str, reduce: str, is_reference: str, *,
-                ref: str | None = None, odims: list[int] | None = None) -> str:
+                odims: list[int] | None = None, is_delta: bool = False) -> str:
     """Turn mutant values ``(Lw, C, N, *odims)`` of a model output into its ISM tensor.
 
-    ``ref`` and ``odims`` default to the output's reference ``(N, *odims)`` and dims; a
-    banded decode passes its band's (``(Lw, 1, N, *odims)``, the length axis cut to the
-    band).
+    ``odims`` defaults to the output's dims; a banded decode passes its band's (the length
+    axis cut to the band) with ``is_delta``: ``mutants`` are then already the changes
+    ``mutant - reference`` (reductions other than ``raw``).
     """
     b, spec = ctx.builder, ctx.spec
     odims = ctx.dims(output) if odims is None else list(odims)
-    ref = ctx.ref_names[output] if ref is None else ref
+    ref = ctx.ref_names[output]
+    if is_delta and reduce == "raw":
+        raise ValueError("raw values need the mutants, not their changes")
     if ctx.shift:
-        delta = classes_to_bases(ctx, b.op("Sub", [mutants, ref], hint="delta"), odims)
+        delta = mutants if is_delta else b.op("Sub", [mutants, ref], hint="delta")
+        delta = classes_to_bases(ctx, delta, odims)
         values = b.op("Add", [delta, ref], hint="raw") if reduce == "raw" else delta
-    elif reduce == "raw":
+    elif reduce == "raw" or is_delta:
         values = mutants
     else:
         values = b.op("Sub", [mutants, ref], hint="delta")
@@ -106,6 +109,12 @@ def classes_to_bases(ctx: EmitContext, delta: str, odims: list[int]) -> str:
     # ncl: (N, A, A-1, Lw) → (Lw, N, A, A-1); nlc: (N, Lw, A, A-1) → (Lw, N, A, A-1)
     selection = b.transpose(selection, [3, 0, 1, 2] if spec.layout == NCL else [1, 0, 2, 3], hint="selection")
     rest = int(np.prod(odims, dtype=np.int64)) if odims else 1
+    if rest == 1:  # one value per class (e.g. l2 sums): a broadcast product and a 3-term sum, no batched MatMul
+        per_class = b.unsqueeze(b.transpose(b.reshape(delta, [lw, a - 1, -1], hint="class_rows"), [0, 2, 1],
+                                            hint="class_rows"), [2], hint="class_rows")  # (Lw, N, 1, A-1)
+        per_base = b.reduce("ReduceSum", b.op("Mul", [selection, per_class], hint="per_base"), [3], keepdims=0,
+                            hint="per_base")  # (Lw, N, A)
+        return b.reshape(b.transpose(per_base, [0, 2, 1], hint="per_base"), [lw, a, -1, *odims], hint="per_base")
     per_class = b.reshape(delta, [lw, a - 1, -1, rest], hint="class_rows")
     per_class = b.transpose(per_class, [0, 2, 1, 3], hint="class_rows")
     per_base = b.op("MatMul", [selection, per_class], hint="per_base")

@@ -37,6 +37,7 @@ from .bands import AUTO_MIN_SAVING, OUTPUT_FORMS, Band, band_positions
 from .errors import InputError, option
 from .importer import ModelSpec
 from .ops import flops_of, is_meta
+from .progress import format_bytes
 from .window import parse_window
 
 FIRST_CONV_MODES = ("auto", "shortcut", "probes")
@@ -248,6 +249,10 @@ def plan_rewrite(
                          chunk_overhead=options.chunk_overhead_flops)
 
 
+#: the chunk counts a streamed plan tries (up to ``PlanOptions.max_chunks``)
+CHUNK_COUNTS = (2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 56, 64)
+
+
 def stream_window(spec: ModelSpec, plan: RewritePlan, plan_window, *, max_memory: float,
                   max_chunks: int, chunk_overhead: float = 0.0) -> RewritePlan:
     """``plan`` with its window cut into chunks that each fit ``max_memory`` (DESIGN §5).
@@ -263,7 +268,8 @@ def stream_window(spec: ModelSpec, plan: RewritePlan, plan_window, *, max_memory
     start, end = plan.window
     lw = end - start
     reference = _reference_flops(spec, plan.region)
-    candidates = sorted({-(-lw // k) for k in range(2, max_chunks + 1)}, reverse=True)
+    counts = [k for k in CHUNK_COUNTS if k <= max_chunks] + [max_chunks]
+    candidates = sorted({-(-lw // k) for k in counts if k >= 2}, reverse=True)
     best: tuple[float, int, RewritePlan] | None = None
     smallest: tuple[float, int, RewritePlan] | None = None
     for width in candidates:
@@ -272,7 +278,7 @@ def stream_window(spec: ModelSpec, plan: RewritePlan, plan_window, *, max_memory
         sample = {w: plan_window(*w) for w in {windows[0], windows[len(windows) // 2], windows[-1]}}
         middle = sample[windows[len(windows) // 2]]
         cost = reference + sum(sample.get(w, middle).rewritten_flops - reference + chunk_overhead for w in windows)
-        peak = _streamed_peak(spec, plan, sample.values())
+        peak = _streamed_peak(spec, plan, sample.values()) + _session_bytes_of_chunks(plan, len(windows))
         if peak <= max_memory and (best is None or cost < best[0]):
             best = (cost, width, middle)
         if smallest is None or peak < smallest[0]:
@@ -281,13 +287,13 @@ def stream_window(spec: ModelSpec, plan: RewritePlan, plan_window, *, max_memory
             break  # narrower chunks only cost more from here on
     if best is not None:
         width = best[1]
-        why = (f"the whole window needs about {_gib(plan.peak_bytes_per_sequence)} per sequence, more than the "
-               f"{_gib(max_memory)} budget")
+        why = (f"the whole window needs about {format_bytes(plan.peak_bytes_per_sequence)} per sequence, more than the "
+               f"{format_bytes(max_memory)} budget")
     else:
         width = smallest[1]
-        why = (f"no chunking fits the {_gib(max_memory)} budget: the whole window needs about "
-               f"{_gib(plan.peak_bytes_per_sequence)} per sequence and chunks of {width} positions, the least, "
-               f"{_gib(smallest[0])}")
+        why = (f"no chunking fits the {format_bytes(max_memory)} budget: the whole window needs about "
+               f"{format_bytes(plan.peak_bytes_per_sequence)} per sequence and chunks of {width} positions, the least, "
+               f"{format_bytes(smallest[0])}")
     chunks = tuple(plan_window(*w) for w in _chunk_windows(start, end, width))
     chunks = tuple(_with_window_bands(c, plan) for c in chunks)
     middle = chunks[len(chunks) // 2]
@@ -303,10 +309,6 @@ def stream_window(spec: ModelSpec, plan: RewritePlan, plan_window, *, max_memory
         chunks=chunks,
         streaming_reason=why,
     )
-
-
-def _gib(n_bytes: float) -> str:
-    return f"{n_bytes / 2**30:.2f} GiB"
 
 
 def _chunk_windows(start: int, end: int, width: int) -> list[tuple[int, int]]:
@@ -629,13 +631,26 @@ def _itemsize(spec: ModelSpec, name: str) -> int:
 
 
 RUNTIME_BYTES = 160 * 2**20  # a Python process with numpy and ONNX Runtime loaded and a session made
+NODE_BYTES = 16 * 2**10  # what ONNX Runtime holds per node of a session (kernel and plan), measured ~13 KiB
 
 
 def fixed_bytes(model: onnx.ModelProto) -> float:
-    """Memory held once per process, whatever the batch: the runtime and two copies of the
-    converted model's weights (the loaded model and the session's)."""
+    """Memory held once per process, whatever the batch: the runtime, two copies of the
+    converted model's weights (the loaded model and the session's) and the session's
+    per-node state (nodes of subgraphs included)."""
     weights = sum(t.ByteSize() for t in model.graph.initializer)
-    return float(RUNTIME_BYTES + 2 * weights)
+    return float(RUNTIME_BYTES + 2 * weights + NODE_BYTES * _node_count(model.graph))
+
+
+def _node_count(graph: onnx.GraphProto) -> int:
+    return sum(1 + sum(_node_count(a.g) for a in node.attribute if a.type == onnx.AttributeProto.GRAPH)
+               for node in graph.node)
+
+
+def _session_bytes_of_chunks(plan: RewritePlan, n_chunks: int) -> float:
+    """The session memory the chunks' subgraphs add: each chunk copies the probe graph,
+    once per substitution-class branch (about four emitted nodes per region node)."""
+    return float(NODE_BYTES * 2 * n_chunks * (4 * len(plan.region.region_nodes) + 40))
 
 
 def _reference_flops(spec: ModelSpec, region: LocalRegion) -> float:

@@ -315,11 +315,29 @@ def _chunk_windows(start: int, end: int, width: int) -> list[tuple[int, int]]:
     return [(lo, min(end, lo + width)) for lo in range(start, end, width)]
 
 
-def _streamed_peak(spec: ModelSpec, plan: RewritePlan, chunks) -> float:
-    """Peak memory of one sequence of a streamed plan: the largest chunk's working set, the
-    ISM outputs of the whole window (the chunks' parts, then their concatenation) and the
-    reference pass."""
-    return max(c.peak_bytes_per_sequence for c in chunks) + 2 * _output_bytes(spec, plan.window_length)
+def _streamed_peak(spec: ModelSpec, plan: RewritePlan, chunks, outputs_bytes: float | None = None) -> float:
+    """Peak memory of one sequence of a streamed plan: the largest chunk's working set and
+    the ISM outputs of the whole window (``outputs_bytes``, default dense and unreduced),
+    the chunks' parts and then their concatenation."""
+    outputs = _output_bytes(spec, plan.window_length) if outputs_bytes is None else outputs_bytes
+    return max(c.peak_bytes_per_sequence for c in chunks) + 2 * outputs
+
+
+def _ism_bytes(spec: ModelSpec, plan: RewritePlan, reductions: Mapping[str, str]) -> float:
+    """Bytes of one copy of the ISM outputs of one sequence, as emitted: dense, banded or reduced."""
+    total = 0.0
+    for name, how in plan.outputs.items():
+        full = 4.0 * _numel(spec.output(name).shape[1:]) * plan.window_length * spec.alphabet_size
+        reduce = reductions.get(name, "none")
+        if reduce == "l2":
+            total += 4.0 * plan.window_length * spec.alphabet_size
+        elif reduce == "sum" and how.band is not None:
+            total += full / how.band.length
+        elif how.form == "banded" and how.band is not None:
+            total += full / how.band.saving
+        else:
+            total += full
+    return total
 
 
 def _with_window_bands(chunk: RewritePlan, plan: RewritePlan) -> RewritePlan:
@@ -448,19 +466,25 @@ def choose_output_forms(spec: ModelSpec, plan: RewritePlan, reductions: Mapping[
     if plan.chunks:
         chunks = tuple(choose_output_forms(spec, c, reductions, output_form) for c in plan.chunks)
         whole = choose_output_forms(spec, replace(plan, chunks=()), reductions, output_form)
-        saved = plan.peak_bytes_per_sequence - _streamed_peak(spec, plan, plan.chunks)
-        return replace(whole, chunks=chunks,
-                       peak_bytes_per_sequence=_streamed_peak(spec, plan, chunks) + saved)
+        return replace(whole, chunks=chunks, peak_bytes_per_sequence=_streamed_peak(
+            spec, plan, chunks, outputs_bytes=_ism_bytes(spec, whole, reductions)))
     forms = {}
     saved = 0.0
     for name, how in plan.outputs.items():
-        eligible = how.band is not None and reductions.get(name, "none") == "none"
+        reduce = reductions.get(name, "none")
+        eligible = how.band is not None and reduce == "none"
         banded = eligible and (output_form == "banded" or (output_form == "auto" and how.band.saving >= AUTO_MIN_SAVING))
         forms[name] = replace(how, form="banded" if banded else "dense")
-        if how.band is not None:
-            full = 4.0 * _numel(spec.output(name).shape[1:]) * plan.window_length * spec.alphabet_size
+        full = 4.0 * _numel(spec.output(name).shape[1:]) * plan.window_length * spec.alphabet_size
+        if how.band is not None and reduce != "raw":
+            # decoded on the band: band-sized temporaries, the dense output (if any) written once
             band = full / how.band.saving
-            saved += 3 * full - (3 * band + (band if banded else full))
+            kept = 3 * band + (0.0 if reduce in ("l2", "sum") else band if banded else full)
+        elif reduce == "l2" and how.strategy in ("materialised", "window_sums_then_vectors"):
+            kept = 0.0  # reduced chunk by chunk in the tail (counted in its chunk)
+        else:
+            kept = 3 * full
+        saved += 3 * full - kept
     if output_form == "banded" and not any(how.form == "banded" for how in forms.values()):
         why = "; ".join(f"{name}: " + (f"reduced with {reductions.get(name)}" if how.band is not None
                                        else f"computed by {how.strategy.replace('_', ' ')}")
@@ -659,6 +683,18 @@ def _reference_flops(spec: ModelSpec, region: LocalRegion) -> float:
     return sum(node_flops(node, spec) for node in graph.node if _is_data(node, region))
 
 
+def _without_equivalent_spacings(states: dict[int, tuple], window_length: int) -> list[tuple[int, tuple]]:
+    """``states`` with the spacings of at least the window's length merged into the cheapest
+    of them: every such stage has one probe per mutated position, and so has every later
+    stage (spacings only grow), so they differ only in cost."""
+    kept = [(d, v) for d, v in states.items() if d < window_length]
+    wide = [(v[0], d, v) for d, v in states.items() if d >= window_length]
+    if wide:
+        _, d, v = min(wide)
+        kept.append((d, v))
+    return kept
+
+
 def _choose_stages(nodes, flops, produced_at, last_use, frontier, region, spec, window,
                    repack_weight: float) -> list[Stage]:
     """Dynamic programming over cut points and spacings (a divisibility chain)."""
@@ -696,16 +732,17 @@ def _choose_stages(nodes, flops, produced_at, last_use, frontier, region, spec, 
     def probes(d: int) -> int:
         return min(d, lw)
 
-    best: dict[tuple[int, int], tuple[float, tuple[int, int] | None]] = {}
+    # best[k][d]: the cheapest plan of the first k nodes whose last stage has spacing d
+    best: list[dict[int, tuple[float, tuple[int, int] | None]]] = [{} for _ in range(m + 1)]
     for k in range(1, m + 1):
         rf = need(0, k)
         candidates = {rf} | {-(-rf // q) * q for q in (2, 4, 8, 16, 32)}
         for d in candidates:
             cost = probes(d) * (prefix[k] - prefix[0])
-            if (k, d) not in best or cost < best[(k, d)][0]:
-                best[(k, d)] = (cost, None)
+            if d not in best[k] or cost < best[k][d][0]:
+                best[k][d] = (cost, None)
     for i in range(1, m):
-        states = [(d, v) for (kk, d), v in best.items() if kk == i]
+        states = _without_equivalent_spacings(best[i], lw)
         if not states:
             continue
         repack_inputs_cache: dict[int, float] = {}
@@ -718,14 +755,13 @@ def _choose_stages(nodes, flops, produced_at, last_use, frontier, region, spec, 
                 d = max(d_prev, -(-rf // d_prev) * d_prev)
                 n = probes(d)
                 cost = cost_prev + n * (prefix[k] - prefix[i]) + repack_weight * n * repack
-                if (k, d) not in best or cost < best[(k, d)][0]:
-                    best[(k, d)] = (cost, (i, d_prev))
-    end_states = [(v[0], d) for (k, d), v in best.items() if k == m]
-    _, d = min(end_states)
+                if d not in best[k] or cost < best[k][d][0]:
+                    best[k][d] = (cost, (i, d_prev))
+    _, d = min((v[0], d) for d, v in best[m].items())
     cuts: list[tuple[int, int, int]] = []
     k = m
     while True:
-        _, back = best[(k, d)]
+        _, back = best[k][d]
         i, d_prev = back if back is not None else (0, 0)
         cuts.append((i, k, d))
         if back is None:

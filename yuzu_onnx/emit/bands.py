@@ -24,8 +24,7 @@ import numpy as np
 import onnx
 
 from ..bands import Band, reached
-from ..importer import NCL
-from .decode import classes_to_bases, emit_output, probe_indices
+from .decode import emit_l2_output, emit_output, probe_indices
 from .probes import EmitContext
 from .stages import probes_of
 
@@ -103,14 +102,9 @@ def band_l2(ctx: EmitContext, delta: str, n_rest: int, is_reference: str) -> str
     0/1 selection that copies each sum exactly; the root and the layout run on
     ``(Lw, A, N)`` values only.
     """
-    b, spec = ctx.builder, ctx.spec
-    sums = b.reduce("ReduceSumSquare", delta, [1] + list(range(4, 4 + n_rest)), keepdims=0, hint="l2")  # (Lw, C, N)
-    if ctx.shift:
-        sums = classes_to_bases(ctx, sums, [])
-    values = b.op("Sqrt", [sums], hint="l2")
-    values = b.transpose(values, [2, 1, 0] if spec.layout == NCL else [2, 0, 1], hint="to_layout")
-    zero = b.const(np.array(0.0, dtype=np.float32), "zero")
-    return b.op("Where", [is_reference, zero, values], hint="ism")
+    sums = ctx.builder.reduce("ReduceSumSquare", delta, [1] + list(range(4, 4 + n_rest)), keepdims=0,
+                              hint="l2")  # (Lw, C, N)
+    return emit_l2_output(ctx, sums, is_reference)
 
 
 def scatter_band(ctx: EmitContext, banded: str, band: Band, *, rank: int) -> str:

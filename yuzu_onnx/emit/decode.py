@@ -92,6 +92,19 @@ def emit_output(ctx: EmitContext, output: str, mutants: str, reduce: str, is_ref
     return b.op("Where", [is_ref, zero, values], hint="ism")
 
 
+def emit_l2_output(ctx: EmitContext, sums: str, is_reference: str) -> str:
+    """The ``l2`` ISM output from per-class sums of squared changes ``(Lw, C, N)``: shift
+    classes become bases on the sums (a 0/1 selection that copies each sum exactly), then
+    the root and the layout run on ``(Lw, A, N)`` values only."""
+    b, spec = ctx.builder, ctx.spec
+    if ctx.shift:
+        sums = classes_to_bases(ctx, sums, [])
+    values = b.op("Sqrt", [sums], hint="l2")
+    values = b.transpose(values, [2, 1, 0] if spec.layout == NCL else [2, 0, 1], hint="to_layout")
+    zero = b.const(np.array(0.0, dtype=np.float32), "zero")
+    return b.op("Where", [is_reference, zero, values], hint="ism")
+
+
 def classes_to_bases(ctx: EmitContext, delta: str, odims: list[int]) -> str:
     """Shift-class deltas ``(Lw, A-1, N, *odims)`` → per-base deltas ``(Lw, A, N, *odims)``.
 

@@ -19,6 +19,7 @@ from .bands import emit_band_output
 from .builder import PREFIX, GraphBuilder, prune_dead_nodes, referenced_names
 from .decode import (
     REDUCTIONS,
+    emit_l2_output,
     emit_mutants,
     emit_output,
     ism_dims,
@@ -149,10 +150,14 @@ def emit_decoded_outputs(ctx: EmitContext, outputs: list[str], reductions: dict[
         index = {d: builder.const(v, "probe_index") for d, v in probe_indices(ctx, positions).items()}
         for out in local_outputs:
             values[out] = emit_mutants(ctx, out, position_name, index)
+    # l2 of outputs the chunked tail computes is reduced chunk by chunk (no full-size tensor)
+    chunked = {o for o in tail_outputs if o not in {head.output for head in plan.tail.heads}}
+    l2_sums = frozenset(o for o in chunked if reductions[o] == "l2")
     if tail_outputs:
-        values.update(emit_tail(ctx, tail_outputs))
+        values.update(emit_tail(ctx, tail_outputs, l2_sums))
     return [emit_band_output(ctx, out, reductions[out], banded[out].form, is_reference, banded[out].band)
-            if out in banded else emit_output(ctx, out, values[out], reductions[out], is_reference)
+            if out in banded else emit_l2_output(ctx, values[out], is_reference) if out in l2_sums
+            else emit_output(ctx, out, values[out], reductions[out], is_reference)
             for out in outputs]
 
 

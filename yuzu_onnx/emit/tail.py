@@ -24,8 +24,14 @@ from .wide_conv import emit_wide_conv, is_wide_conv
 from .window_sums import emit_head_mutants
 
 
-def emit_tail(ctx: EmitContext, outputs: list[str]) -> dict[str, str]:
-    """Run the tail for ``outputs``; returns each output's mutant values ``(Lw, A, N, *odims)``."""
+def emit_tail(ctx: EmitContext, outputs: list[str], l2_outputs: frozenset[str] = frozenset()) -> dict[str, str]:
+    """Run the tail for ``outputs``; returns each output's mutant values ``(Lw, C, N, *odims)``.
+
+    Outputs in ``l2_outputs`` that the chunked tail computes are reduced chunk by chunk:
+    their values are the per-class sums of squared changes ``(Lw, C, N)``
+    (:func:`~yuzu_onnx.emit.decode.emit_l2_output` finishes them), so no full-size tensor
+    of every mutant's output is ever built.
+    """
     outer, spec, plan = ctx.builder, ctx.spec, ctx.plan
     graph = spec.model.graph
     precomputed = {head.output: emit_head_mutants(ctx, head) for head in plan.tail.heads}
@@ -92,7 +98,13 @@ def emit_tail(ctx: EmitContext, outputs: list[str]) -> dict[str, str]:
     )
     scans = []
     for out in remaining:
-        scans.append(body.reshape(rename[out], [chunk, ctx.n_classes, -1, *ctx.dims(out)], hint="scan"))
+        values = body.reshape(rename[out], [chunk, ctx.n_classes, -1, *ctx.dims(out)], hint="scan")
+        if out in l2_outputs:
+            delta = body.op("Sub", [values, ctx.ref_names[out]], hint="tail_delta")
+            axes = list(range(3, 3 + len(ctx.dims(out))))
+            values = (body.reduce("ReduceSumSquare", delta, axes, keepdims=0, hint="tail_l2") if axes
+                      else body.op("Mul", [delta, delta], hint="tail_l2"))
+        scans.append(values)
     cond_out = body.op("Identity", [cond_in], hint="cond_out")
     body_graph = helper.make_graph(
         body.nodes,
@@ -109,7 +121,8 @@ def emit_tail(ctx: EmitContext, outputs: list[str]) -> dict[str, str]:
     loop_outputs = [outer.name("tail_scan") for _ in remaining]
     outer.nodes.append(helper.make_node("Loop", [trip, true], loop_outputs, name=outer.name("tail_loop"), body=body_graph))
     for out, scanned in zip(remaining, loop_outputs):
-        flat = outer.reshape(scanned, [n_chunks * chunk, ctx.n_classes, -1, *ctx.dims(out)], hint="tail_values")
+        dims = [] if out in l2_outputs else ctx.dims(out)
+        flat = outer.reshape(scanned, [n_chunks * chunk, ctx.n_classes, -1, *dims], hint="tail_values")
         if n_chunks * chunk != lw:
             flat = outer.slice(flat, [0], [lw], [0], hint="tail_values")
         result[out] = flat

@@ -211,8 +211,7 @@ def _convert_spec(spec: ModelSpec, *, window, reduce, outputs, probes, alpha, se
         reason = f"the model has no local region{stop}"
     if reason is None:
         plan = plan_rewrite(spec, region, window=window, first_conv=first_conv, outputs=names, options=plan_options,
-                            max_memory=budget)
-        plan = choose_output_forms(spec, plan, reductions, output_form)
+                            max_memory=budget, reductions=reductions, output_form=output_form)
         try:
             ism_model = emit_model(spec, plan.region, plan, outputs=list(names), reductions=reductions)
             plan = replace(plan, fixed_bytes=fixed_bytes(ism_model))

@@ -112,9 +112,9 @@ def describe_conversion(conv: Conversion, model_path: str | None = None) -> dict
 
 def describe_streaming(plan: RewritePlan) -> dict | None:
     """The window chunks of a streamed plan: how many, how wide, and why (``None``: not streamed)."""
-    if not plan.chunks:
+    if not plan.streaming_reason:
         return None
-    return {"chunks": len(plan.chunks), "width": plan.chunk_width, "reason": plan.streaming_reason}
+    return {"chunks": max(1, len(plan.chunks)), "width": plan.chunk_width, "reason": plan.streaming_reason}
 
 
 def describe_converted(path: str) -> dict:

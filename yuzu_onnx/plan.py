@@ -71,6 +71,8 @@ class PlanOptions:
     ``chunk_overhead_flops``: the cost of one window chunk beside its arithmetic (its
     subgraph's launch and small-tensor overheads, ~0.3 ms per sequence), in
     FLOP-equivalents.
+    ``window_chunk``: stream the window in chunks of this many positions whatever the
+    budget (``None``: chunks only when the budget asks for them).
     """
 
     repack_weight: float = 50.0
@@ -82,6 +84,7 @@ class PlanOptions:
     gaussian_min_pearson: float = 0.9999
     max_chunks: int = 64
     chunk_overhead_flops: float = 3e7
+    window_chunk: int | None = None
 
 
 @dataclass(frozen=True)
@@ -217,6 +220,8 @@ def plan_rewrite(
     outputs: Sequence[str] | None = None,
     options: PlanOptions | None = None,
     max_memory: float | None = None,
+    reductions: Mapping[str, str] | None = None,
+    output_form: str = "dense",
 ) -> RewritePlan:
     """Choose stages and spacings for ``region`` (no stages at all when ``naive``), then the
     tail for ``outputs`` (default: every model output).
@@ -226,6 +231,8 @@ def plan_rewrite(
     ``probes`` (the convolution runs on every probe) or ``auto`` (the cheaper by the
     cost model).
 
+    ``reductions`` (``{output: how}``) and ``output_form``: given, each output's form is
+    chosen too (:func:`choose_output_forms`) and the memory estimate follows them.
     ``max_memory``: bytes per sequence the converted model may use; when the plan needs
     more, the window is streamed in chunks (:func:`stream_window`). ``None``: no limit.
     """
@@ -239,22 +246,32 @@ def plan_rewrite(
     def plan_window(lo: int, hi: int) -> RewritePlan:
         convs = find_input_convs(spec, region, constants) if first_conv != "probes" and not naive else []
         plan = _plan_for_region(spec, region, lo, hi, naive, fallback_reason, convs, first_conv, constants, options)
-        return decide_tail(spec, plan, names, constants=constants, naive=naive,
+        plan = decide_tail(spec, plan, names, constants=constants, naive=naive,
                            peak_with_materialised_tail=plan.peak_bytes_per_sequence)
+        return plan if reductions is None else choose_output_forms(spec, plan, reductions, output_form)
 
     plan = plan_window(start, end)
-    if naive or not plan.stages or max_memory is None or plan.peak_bytes_per_sequence <= max_memory:
+    if naive or not plan.stages:
         return plan
-    return stream_window(spec, plan, plan_window, max_memory=float(max_memory), max_chunks=options.max_chunks,
-                         chunk_overhead=options.chunk_overhead_flops)
+    if options.window_chunk is not None and options.window_chunk < end - start:
+        return streamed_plan(spec, plan, plan_window, options.window_chunk, reductions or {},
+                             f"{option('plan_options', 'PlanOptions(window_chunk=...)')} asks for chunks of "
+                             f"{options.window_chunk} positions")
+    if max_memory is None or plan.peak_bytes_per_sequence <= max_memory:
+        return plan
+    return stream_window(spec, plan, plan_window, max_memory=float(max_memory), options=options,
+                         reductions=reductions or {})
 
 
 #: the chunk counts a streamed plan tries (up to ``PlanOptions.max_chunks``)
 CHUNK_COUNTS = (2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 56, 64)
+#: with no chunking within the budget, chunkings needing at most this times the least
+#: memory count as the least, and the cheapest of them wins
+NEAR_LEAST_MEMORY = 1.25
 
 
-def stream_window(spec: ModelSpec, plan: RewritePlan, plan_window, *, max_memory: float,
-                  max_chunks: int, chunk_overhead: float = 0.0) -> RewritePlan:
+def stream_window(spec: ModelSpec, plan: RewritePlan, plan_window, *, max_memory: float, options: PlanOptions,
+                  reductions: Mapping[str, str]) -> RewritePlan:
     """``plan`` with its window cut into chunks that each fit ``max_memory`` (DESIGN §5).
 
     Each chunk of ``W`` mutated positions is planned like a window of its own
@@ -262,40 +279,54 @@ def stream_window(spec: ModelSpec, plan: RewritePlan, plan_window, *, max_memory
     changed span, so memory falls with ``W`` while the arithmetic stays close to the
     unchunked plan's (it tends to the sparse-recompute bound for stages whose spacing
     exceeds ``W``). Of the chunk widths that fit, the cheapest by the cost model (with
-    ``chunk_overhead`` FLOP-equivalents per chunk) wins; when none fits, the one needing
-    the least memory, and the reason says so.
+    ``options.chunk_overhead_flops`` per chunk) wins. When none fits (the ISM outputs
+    themselves may not), the cheapest of those needing about the least memory
+    (:data:`NEAR_LEAST_MEMORY`), the whole window included, and the reason says so.
     """
     start, end = plan.window
     lw = end - start
     reference = _reference_flops(spec, plan.region)
-    counts = [k for k in CHUNK_COUNTS if k <= max_chunks] + [max_chunks]
+    outputs = _ism_bytes(spec, plan, reductions)
+    counts = [k for k in CHUNK_COUNTS if k <= options.max_chunks] + [options.max_chunks]
     candidates = sorted({-(-lw // k) for k in counts if k >= 2}, reverse=True)
-    best: tuple[float, int, RewritePlan] | None = None
-    smallest: tuple[float, int, RewritePlan] | None = None
+    # (cost, peak, width): the whole window is width lw
+    tried: list[tuple[float, float, int]] = [(plan.rewritten_flops, plan.peak_bytes_per_sequence, lw)]
     for width in candidates:
         windows = _chunk_windows(start, end, width)
         # interior chunks cost the same: plan the first, a middle and the last one only
         sample = {w: plan_window(*w) for w in {windows[0], windows[len(windows) // 2], windows[-1]}}
         middle = sample[windows[len(windows) // 2]]
-        cost = reference + sum(sample.get(w, middle).rewritten_flops - reference + chunk_overhead for w in windows)
-        peak = _streamed_peak(spec, plan, sample.values()) + _session_bytes_of_chunks(plan, len(windows))
-        if peak <= max_memory and (best is None or cost < best[0]):
-            best = (cost, width, middle)
-        if smallest is None or peak < smallest[0]:
-            smallest = (peak, width, middle)
-        if peak <= max_memory and best is not None and cost > 2 * best[0]:
+        cost = reference + sum(sample.get(w, middle).rewritten_flops - reference + options.chunk_overhead_flops
+                               for w in windows)
+        peak = (_streamed_peak(spec, plan, sample.values(), outputs_bytes=outputs)
+                + _session_bytes_of_chunks(plan, len(windows)))
+        tried.append((cost, peak, width))
+        fitting = [t for t in tried if t[1] <= max_memory]
+        if fitting and cost > 2 * min(fitting)[0]:
             break  # narrower chunks only cost more from here on
-    if best is not None:
-        width = best[1]
-        why = (f"the whole window needs about {format_bytes(plan.peak_bytes_per_sequence)} per sequence, more than the "
-               f"{format_bytes(max_memory)} budget")
+    fitting = [t for t in tried if t[1] <= max_memory]
+    least = min(t[1] for t in tried)
+    if fitting:
+        _, _, width = min(fitting)
+        why = (f"the whole window needs about {format_bytes(plan.peak_bytes_per_sequence)} per sequence, more "
+               f"than the {format_bytes(max_memory)} budget")
     else:
-        width = smallest[1]
+        _, _, width = min(t for t in tried if t[1] <= NEAR_LEAST_MEMORY * least)
         why = (f"no chunking fits the {format_bytes(max_memory)} budget: the whole window needs about "
-               f"{format_bytes(plan.peak_bytes_per_sequence)} per sequence and chunks of {width} positions, the least, "
-               f"{format_bytes(smallest[0])}")
-    chunks = tuple(plan_window(*w) for w in _chunk_windows(start, end, width))
-    chunks = tuple(_with_window_bands(c, plan) for c in chunks)
+               f"{format_bytes(plan.peak_bytes_per_sequence)} per sequence and the least any chunking needs is "
+               f"{format_bytes(least)}")
+    if width == lw:
+        return replace(plan, streaming_reason=why)
+    return streamed_plan(spec, plan, plan_window, width, reductions, why)
+
+
+def streamed_plan(spec: ModelSpec, plan: RewritePlan, plan_window, width: int, reductions: Mapping[str, str],
+                  why: str) -> RewritePlan:
+    """``plan`` with its window cut into chunks of ``width`` positions, each planned by
+    ``plan_window``; costs and memory are the chunks' (the reference pass counted once)."""
+    start, end = plan.window
+    reference = _reference_flops(spec, plan.region)
+    chunks = tuple(_with_window_bands(plan_window(*w), plan) for w in _chunk_windows(start, end, width))
     middle = chunks[len(chunks) // 2]
     return replace(
         plan,
@@ -304,7 +335,7 @@ def stream_window(spec: ModelSpec, plan: RewritePlan, plan_window, *, max_memory
         input_convs=middle.input_convs,
         tail_chunk=middle.tail_chunk,
         rewritten_flops=reference + sum(c.rewritten_flops - reference for c in chunks),
-        peak_bytes_per_sequence=_streamed_peak(spec, plan, chunks),
+        peak_bytes_per_sequence=_streamed_peak(spec, plan, chunks, outputs_bytes=_ism_bytes(spec, plan, reductions)),
         tail=middle.tail,
         chunks=chunks,
         streaming_reason=why,
@@ -348,7 +379,8 @@ def _with_window_bands(chunk: RewritePlan, plan: RewritePlan) -> RewritePlan:
         full = plan.outputs[name].band if name in plan.outputs else None
         band = how.band if full is None else replace(
             full, starts=full.starts[offset : offset + chunk.window_length])
-        outputs[name] = replace(how, band=band)
+        form = plan.outputs[name].form if name in plan.outputs else how.form
+        outputs[name] = replace(how, band=band, form=form)
     return replace(chunk, outputs=outputs)
 
 

@@ -94,7 +94,8 @@ class ISMSession:
         if need > budget:
             chunks = self.info.window_chunks
             if str(chunks.get("reason", "")).startswith("no chunking fits"):
-                fix = f"; this model already streams its window in the narrowest chunks ({chunks.get('width')} positions)"
+                fix = (f"; converting again with a smaller {option('max_memory')} would not help: "
+                       f"{chunks.get('reason')}")
             else:
                 fix = (f", or convert the model again with {option('max_memory')} at this budget: its window then "
                        "runs in chunks that fit")

@@ -228,8 +228,8 @@ def converted_info(
         tail_chunk=plan.tail_chunk,
         peak_bytes_per_sequence=int(plan.peak_bytes_per_sequence),
         fixed_bytes=int(plan.fixed_bytes),
-        window_chunks=({"width": plan.chunk_width, "count": len(plan.chunks), "reason": plan.streaming_reason}
-                       if plan.chunks else {}),
+        window_chunks=({"width": plan.chunk_width, "count": max(1, len(plan.chunks)), "reason": plan.streaming_reason}
+                       if plan.streaming_reason else {}),
         naive_flops=plan.naive_flops,
         rewritten_flops=plan.rewritten_flops,
         fallback_reason=plan.fallback_reason,

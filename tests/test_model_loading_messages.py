@@ -95,3 +95,39 @@ def test_gaussian_refusal_names_a_residual_connection():
 
     with pytest.raises(InputError, match=r"adds two branches, as a residual \(skip\) connection does"):
         convert_model(build_bpnet(seq_len=SEQ_LEN), probes="gaussian")
+
+
+def test_constant_folding_keeps_onnxruntime_log_lines_off_stderr(tmp_path) -> None:
+    """onnx-graphsurgeon's constant folding runs its own ONNX Runtime session on import; a
+    model whose optimisation makes ORT warn (an Unsqueeze of a constant that is also a graph
+    output) must not print ``[W:onnxruntime:...]`` lines."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = np.random.default_rng(0).standard_normal((8, 4, 3)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "W"], ["h"], pads=[1, 1]),
+        helper.make_node("Unsqueeze", ["C", "axes"], ["cu"]),
+        helper.make_node("Add", ["h", "cu"], ["y0"]),
+        helper.make_node("ReduceMean", ["y0"], ["y"], axes=[2], keepdims=0),
+        helper.make_node("Identity", ["C"], ["Cid"]),
+        helper.make_node("Unsqueeze", ["Cid", "axes"], ["C2"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "warns", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+         helper.make_tensor_value_info("C2", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.ones(8, np.float32), "C"), numpy_helper.from_array(np.array([1]), "axes"),
+         numpy_helper.from_array(weights, "W")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "warns.onnx"
+    onnx.save(model, path)
+    code = f"from yuzu_onnx import load_model; load_model({str(path)!r})"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "does not carry the batch" in res.stderr  # refused later, for its constant output
+    assert "onnxruntime:" not in res.stderr, res.stderr

@@ -561,6 +561,9 @@ def _fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
     """Fold constant and shape subgraphs with onnx-graphsurgeon (after fixing ``L``)."""
     import onnx_graphsurgeon as gs
 
+    from .runtime import quiet_onnxruntime
+
+    quiet_onnxruntime()  # graphsurgeon runs its own ONNX Runtime session: keep its log lines off stderr
     try:
         inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     except Exception:

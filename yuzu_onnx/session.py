@@ -146,7 +146,9 @@ class ISMSession:
                 parts[name].append(value)
             if progress is not None:
                 progress(min(begin + batch_size, len(X)), len(X))
-        return {name: np.concatenate(values) if values else np.zeros((0,), np.float32) for name, values in parts.items()}
+        # one batch: its arrays as they are (no copy of what may be most of the memory)
+        return {name: (values[0] if len(values) == 1 else np.concatenate(values)) if values
+                else np.zeros((0,), np.float32) for name, values in parts.items()}
 
     def run_batch(self, X: np.ndarray, extra: ExtraValues | None = None) -> list[np.ndarray]:
         """One ONNX Runtime call on an already validated batch.

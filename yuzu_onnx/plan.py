@@ -44,6 +44,8 @@ FIRST_CONV_MODES = ("auto", "shortcut", "probes")
 TAIL_KINDS = ("none", "vectors", "materialised")
 OUTPUT_STRATEGIES = ("decoded_in_region", "window_sums", "window_sums_then_vectors", "materialised",
                      "naive_fallback")
+#: the strategies whose values come out of the chunked tail loop
+TAIL_LOOP_STRATEGIES = ("materialised", "window_sums_then_vectors", "naive_fallback")
 
 
 @dataclass(frozen=True)
@@ -348,10 +350,10 @@ def _chunk_windows(start: int, end: int, width: int) -> list[tuple[int, int]]:
 
 def _streamed_peak(spec: ModelSpec, plan: RewritePlan, chunks, outputs_bytes: float | None = None) -> float:
     """Peak memory of one sequence of a streamed plan: the largest chunk's working set and
-    the ISM outputs of the whole window (``outputs_bytes``, default dense and unreduced),
-    the chunks' parts and then their concatenation."""
+    the ISM outputs of the whole window (``outputs_bytes``, default dense and unreduced):
+    the chunks' parts, their concatenation and the caller's copy."""
     outputs = _output_bytes(spec, plan.window_length) if outputs_bytes is None else outputs_bytes
-    return max(c.peak_bytes_per_sequence for c in chunks) + 2 * outputs
+    return max(c.peak_bytes_per_sequence for c in chunks) + 3 * outputs
 
 
 def _ism_bytes(spec: ModelSpec, plan: RewritePlan, reductions: Mapping[str, str]) -> float:
@@ -512,8 +514,10 @@ def choose_output_forms(spec: ModelSpec, plan: RewritePlan, reductions: Mapping[
             # decoded on the band: band-sized temporaries, the dense output (if any) written once
             band = full / how.band.saving
             kept = 3 * band + (0.0 if reduce in ("l2", "sum") else band if banded else full)
-        elif reduce == "l2" and how.strategy in ("materialised", "window_sums_then_vectors"):
+        elif reduce == "l2" and how.strategy in TAIL_LOOP_STRATEGIES:
             kept = 0.0  # reduced chunk by chunk in the tail (counted in its chunk)
+        elif how.strategy in TAIL_LOOP_STRATEGIES:
+            kept = 4 * full  # the tail loop's chunks and their concatenation, then the decode's copies
         else:
             kept = 3 * full
         saved += 3 * full - kept
@@ -526,7 +530,10 @@ def choose_output_forms(spec: ModelSpec, plan: RewritePlan, reductions: Mapping[
             f"the local region, with {option('reduce', 'none')}); this conversion has none ({why}): use "
             f"{option('output_form', 'dense')} or {option('output_form', 'auto')}"
         )
-    return replace(plan, outputs=forms, peak_bytes_per_sequence=max(plan.peak_bytes_per_sequence - saved, 0.0))
+    chosen = replace(plan, outputs=forms)
+    # the caller's copy of the results (ONNX Runtime's arena keeps its own peak meanwhile)
+    returned = _ism_bytes(spec, chosen, reductions)
+    return replace(chosen, peak_bytes_per_sequence=max(plan.peak_bytes_per_sequence - saved, 0.0) + returned)
 
 
 def _stage_outputs(spec: ModelSpec, region: LocalRegion, stage: Stage) -> list[str]:
@@ -603,7 +610,7 @@ def _plan_for_region(spec, region, start, end, naive, fallback_reason, convs, fi
         m = region.maps[out]
         changed = min(m.length, -(-m.receptive_field // m.stride) + 1)
         bound += lw * (a - 1) * raw_flops[pos] * changed / max(m.length, 1)
-    tail_bytes = _tail_bytes_per_mutant(spec, region, tail_nodes, naive, constants, options.live_tensors)
+    tail_bytes = _tail_bytes_per_mutant(spec, region, tail_nodes, naive, constants)
     chunk = max(1, min(lw, int(options.tail_chunk_bytes // max(1, a * tail_bytes))))
     peak = _peak_bytes(spec, region, stages, (start, end), a, chunk, tail_bytes, constants, options.live_tensors)
     frontier_bytes = _frontier_bytes_per_mutant(spec, region, naive)
@@ -639,17 +646,18 @@ def _is_data(node: onnx.NodeProto, region: LocalRegion) -> bool:
     return any(region.kinds.get(o) == DATA for o in node.output if o)
 
 
-def _tail_bytes_per_mutant(spec: ModelSpec, region: LocalRegion, tail_nodes, naive: bool, constants,
-                           live_tensors: int) -> int:
-    """Live bytes of one mutant in the tail: its frontier tensors plus a few tail tensors
-    (or a wide convolution's MatMul form beside two of them)."""
+def _tail_bytes_per_mutant(spec: ModelSpec, region: LocalRegion, tail_nodes, naive: bool, constants) -> int:
+    """Bytes of one mutant in the tail: its frontier tensors plus every tail tensor (ONNX
+    Runtime's plan for a loop body keeps much of it alive at once: measured on a
+    transformer and U-net tail, far more than a few of its largest tensors), or a wide
+    convolution's MatMul form beside two of them."""
     graph = spec.model.graph
-    sizes = [4 * _numel(spec.shapes.get(o, ())) for i in tail_nodes for o in graph.node[i].output
+    sizes = [_itemsize(spec, o) * _numel(spec.shapes.get(o, ())) for i in tail_nodes for o in graph.node[i].output
              if o and region.kinds.get(o, CONST) != CONST]
     largest = max(sizes, default=0)
     wide = max((wide_conv_bytes(graph.node[i], spec.shapes, constants) for i in tail_nodes
                 if constants and is_wide_conv(graph.node[i], spec.shapes, constants)), default=0)
-    return _frontier_bytes_per_mutant(spec, region, naive) + max(live_tensors * largest, wide + 2 * largest)
+    return _frontier_bytes_per_mutant(spec, region, naive) + max(sum(sizes), wide + 2 * largest)
 
 
 def _frontier_bytes_per_mutant(spec: ModelSpec, region: LocalRegion, naive: bool) -> int:

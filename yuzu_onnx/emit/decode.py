@@ -30,7 +30,7 @@ def emit_mutants(ctx: EmitContext, tensor: str, positions: str, probe_index: dic
         return b.op("Where", [mask, substituted_columns(ctx), ctx.x], hint="input_mutants")
     stage = ctx.plan.producer_stage[tensor]
     spacing = ctx.plan.stages[stage].spacing
-    gathered = b.op("Gather", [probes_of(ctx, tensor, stage), probe_index[spacing]], axis=0, hint="decode")
+    gathered = probes_of(ctx, tensor, stage, take=probe_index[spacing])
     return b.select(mask, gathered, ctx.ref_names[tensor], hint="mutants", dtype=ctx.dtype(tensor))
 
 

@@ -24,11 +24,13 @@ def computed_span(ctx: EmitContext, tensor: str, stage: int) -> Span:
     return spans[tensor] if spans is not None and tensor in spans else full_span(ctx, tensor)
 
 
-def probes_of(ctx: EmitContext, tensor: str, stage: int, want: Span | None = None) -> str:
+def probes_of(ctx: EmitContext, tensor: str, stage: int, want: Span | None = None, take: str | None = None) -> str:
     """Stage ``stage``'s probes of ``tensor`` as ``(n_probes, C, N, *dims)`` over ``want``.
 
     ``want`` defaults to the full length; positions the stage did not compute are
-    zero-filled (callers only read them where the reference is taken instead).
+    zero-filled (callers only read them where the reference is taken instead). ``take``:
+    int64 probe indices ``(K,)``: only those probes, ``(K, C, N, *dims)``, gathered before
+    the zero fill so that it runs on ``K`` probes, not all of them.
     """
     b = ctx.builder
     m = ctx.region.maps[tensor]
@@ -38,6 +40,8 @@ def probes_of(ctx: EmitContext, tensor: str, stage: int, want: Span | None = Non
     dims[m.axis - 1] = have.size
     n = ctx.plan.stages[stage].n_probes
     values = b.reshape(ctx.stage_names[stage][tensor], [n, ctx.n_classes, -1, *dims], hint="probe_axis")
+    if take is not None:
+        values = b.op("Gather", [values, take], axis=0, hint="decode")
     axis = m.axis + 2
     inner = Span(max(want.lo, have.lo), min(want.hi, have.hi))
     if inner != have:

@@ -129,6 +129,13 @@ MODELS: dict[str, BenchModel] = {
 }
 MODELS["borzoi_like_l2"] = variant(MODELS["borzoi_like"], "borzoi_like_l2", VARIANTS["l2"])
 MODELS["basenji2_like_l2"] = variant(MODELS["basenji2_like"], "basenji2_like_l2", VARIANTS["l2"])
+# the targets users ask for (issue #14): four tracks, ten bins summed, before the ISM difference
+MODELS["borzoi_like_targets"] = variant(
+    MODELS["borzoi_like"], "borzoi_like_targets",
+    {"select": {"human": {1: [0, 1, 2, 3]}}, "aggregate": {"human": {2: (90, 100, "sum")}}})
+MODELS["basenji2_like_targets"] = variant(
+    MODELS["basenji2_like"], "basenji2_like_targets",
+    {"select": {"human": {2: [0, 1, 2, 3]}}, "aggregate": {"human": {1: (107, 117, "sum")}}})
 
 
 def quick_model(model: BenchModel) -> BenchModel:

@@ -1,9 +1,9 @@
-"""Streaming (DESIGN §5): the window runs in chunks within a memory budget, and the chunked
-model gives the unchunked model's numbers (and the oracle's).
+"""Streaming (README: "Memory: streaming the window"): the window runs in chunks within a
+memory budget, and the chunked model gives the unchunked model's numbers (and the oracle's).
 
-Small models are cut into several chunks by giving the conversion a budget below what the
-unchunked plan needs; chunk boundaries then fall inside every stage's receptive field, across
-residual joins and next to the sequence edges.
+Small models are cut into chunks with ``PlanOptions(window_chunk=W)``; chunk boundaries then
+fall inside every stage's receptive field, across residual joins and next to the sequence
+edges. Budgets are tested on a residual BPNet large enough for chunks to pay.
 """
 
 from __future__ import annotations

@@ -178,7 +178,8 @@ class RewritePlan:
     fallback_reason: str | None = None
     tail: TailPlan = TailPlan()
     outputs: Mapping[str, OutputPlan] = field(default_factory=dict, repr=False)
-    # streaming (DESIGN §5): the window cut into chunks, each planned (and emitted) on its own
+    # streaming (README "Memory: streaming the window"): the window cut into chunks, each
+    # planned (and emitted) on its own
     chunks: tuple[RewritePlan, ...] = field(default=(), repr=False)
     streaming_reason: str = ""
     # bytes held once per process whatever the batch: the runtime and the weights
@@ -274,7 +275,8 @@ NEAR_LEAST_MEMORY = 1.25
 
 def stream_window(spec: ModelSpec, plan: RewritePlan, plan_window, *, max_memory: float, options: PlanOptions,
                   reductions: Mapping[str, str]) -> RewritePlan:
-    """``plan`` with its window cut into chunks that each fit ``max_memory`` (DESIGN §5).
+    """``plan`` with its window cut into chunks that each fit ``max_memory`` (README:
+    "Memory: streaming the window").
 
     Each chunk of ``W`` mutated positions is planned like a window of its own
     (``plan_window(lo, hi)``): its stages need ``min(d, W)`` probes cropped to the chunk's

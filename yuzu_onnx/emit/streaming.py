@@ -1,4 +1,6 @@
-"""Streaming: the window's chunks run one after the other, each in a subgraph (DESIGN §5).
+"""Streaming: the window's chunks run one after the other, each in a subgraph.
+
+See the README, "Memory: streaming the window".
 
 A streamed plan (:func:`yuzu_onnx.plan.stream_window`) cuts the mutated window into
 chunks planned on their own. Each chunk's probes, decode and tail are emitted into an

@@ -209,8 +209,9 @@ def ism(
 
     ``extra``: the model's inputs besides the sequence (see :meth:`ISMSession.run`).
     ``convert_options`` are those of :func:`yuzu_onnx.convert`; a model with a dynamic
-    length is converted for the length of ``X`` unless ``seq_len`` is given. Returns
-    ``{output: ism}``.
+    length is converted for the length of ``X`` unless ``seq_len`` is given. ``max_memory``
+    budgets the run and, unless ``convert_options`` has its own, the conversion (whose window
+    streams in chunks when one sequence would need more). Returns ``{output: ism}``.
     """
     from .sequences import length_from_sequences
 
@@ -219,6 +220,8 @@ def ism(
         seq_len = length_from_sequences(model, X, **axes)
         if seq_len is not None:
             convert_options["seq_len"] = seq_len
+    if max_memory is not None:  # the budget of the run is the conversion's too (as on the command line)
+        convert_options.setdefault("max_memory", max_memory)
     converted = cached_conversion(model, cache_dir=cache_dir, **convert_options)
     return ISMSession(converted, device=device).run(X, extra=extra, batch_size=batch_size, max_memory=max_memory)
 

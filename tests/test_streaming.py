@@ -8,6 +8,8 @@ edges. Budgets are tested on a residual BPNet large enough for chunks to pay.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import onnx
 import pytest
@@ -17,7 +19,7 @@ from yuzu_onnx import ISMSession, YuzuWarning, convert_model, load_model, naive_
 from yuzu_onnx.errors import InputError
 from yuzu_onnx.format import read_converted_info
 from yuzu_onnx.oracle import reference_outputs
-from yuzu_onnx.plan import PlanOptions
+from yuzu_onnx.plan import PlanOptions, planned_fixed_bytes
 from yuzu_onnx.testing.model_builders import BUILDERS, build_residual_bpnet, random_onehot
 
 # models with residual joins, valid convolutions and crops, strides, pooling, dense and
@@ -38,6 +40,21 @@ def _streamed(spec, *, window=None, chunks: int = 4, **kwargs):
     streamed = convert_model(spec, window=window, plan_options=PlanOptions(window_chunk=width), **kwargs)
     assert len(streamed.plan.chunks) == chunks
     return whole, streamed
+
+
+def _budget_that_streams(spec) -> int:
+    """A budget below what the whole window needs that some chunking fits."""
+    whole = convert_model(spec).plan.peak_bytes_per_sequence
+    for share in (0.8, 0.7, 0.6, 0.5):
+        budget = int(planned_fixed_bytes(spec) + share * whole)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", YuzuWarning)
+            try:
+                if convert_model(spec, max_memory=budget).plan.chunks:
+                    return budget
+            except YuzuWarning:
+                continue
+    raise AssertionError("no budget streams this model")
 
 
 @pytest.mark.parametrize("layout", ["ncl", "nlc"])
@@ -93,10 +110,10 @@ def test_streamed_banded_output_is_the_whole_windows_band() -> None:
 def test_streaming_is_recorded_and_bounded_by_the_budget() -> None:
     spec = load_model(build_residual_bpnet(seq_len=400, out_len=200, filters=16, layers=5, profile_kernel=25))
     whole = convert_model(spec)
-    budget = int(whole.plan.peak_bytes_per_sequence / 2)
+    budget = _budget_that_streams(spec)
     streamed = convert_model(spec, max_memory=budget)
     plan = streamed.plan
-    assert len(plan.chunks) >= 2 and plan.peak_bytes_per_sequence <= budget
+    assert len(plan.chunks) >= 2 and plan.peak_bytes_per_sequence + planned_fixed_bytes(spec) <= budget
     assert sum(c.window_length for c in plan.chunks) == 400
     assert [c.window for c in plan.chunks] == sorted(c.window for c in plan.chunks)
     info = read_converted_info(streamed.model)
@@ -104,7 +121,8 @@ def test_streaming_is_recorded_and_bounded_by_the_budget() -> None:
     assert "more than the" in info.window_chunks["reason"]
     assert info.peak_bytes_per_sequence == int(plan.peak_bytes_per_sequence) and info.fixed_bytes > 0
     # a budget the whole window fits needs no chunks
-    assert not convert_model(spec, max_memory=int(whole.plan.peak_bytes_per_sequence) + 1).plan.chunks
+    assert not convert_model(spec, max_memory=int(whole.plan.peak_bytes_per_sequence + planned_fixed_bytes(spec)) + 1
+                             ).plan.chunks
 
 
 def test_a_budget_no_chunking_fits_warns_and_run_says_so() -> None:
@@ -121,7 +139,7 @@ def test_the_planner_keeps_every_stage_in_the_region_under_a_small_budget() -> N
     the window streams."""
     spec = load_model(build_residual_bpnet(seq_len=400, out_len=200, filters=16, layers=5, profile_kernel=25))
     whole = convert_model(spec)
-    small = convert_model(spec, max_memory=int(whole.plan.peak_bytes_per_sequence / 2))
+    small = convert_model(spec, max_memory=_budget_that_streams(spec))
     assert small.region.region_nodes == whole.region.region_nodes
     assert "profile" in small.region.maps and small.plan.chunks
     assert all(chunk.tail.kind == whole.plan.tail.kind for chunk in small.plan.chunks)
@@ -146,3 +164,19 @@ def test_run_budget_counts_the_runtime_and_weights_once() -> None:
     assert session.batch_size_for(budget) == 10
     with pytest.raises(InputError, match="runtime and weights"):
         session.batch_size_for(info.fixed_bytes + info.peak_bytes_per_sequence // 2)
+
+
+def test_ism_budgets_the_conversion_too(tmp_path) -> None:
+    from yuzu_onnx import ism
+
+    model = build_residual_bpnet(seq_len=400, out_len=200, filters=16, layers=5, profile_kernel=25)
+    whole = convert_model(load_model(model))
+    budget = _budget_that_streams(load_model(model))
+    X = random_onehot(1, 400, seed=4)
+    result = ism(model, X, cache_dir=tmp_path, max_memory=budget)
+    (cached,) = tmp_path.glob("*.onnx")
+    assert read_converted_info(onnx.load(cached)).window_chunks.get("count", 1) > 1
+    expected = ISMSession(whole.model).run(X)
+    reference = reference_outputs(load_model(model), X)
+    for name, values in expected.items():
+        assert np.abs(result[name] - values).max() <= 1e-5 * _scale(values, reference[name])  # window-sum rounding

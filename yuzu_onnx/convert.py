@@ -20,7 +20,14 @@ from .errors import InputError, UnsupportedError, YuzuWarning, option
 from .format import set_output_fields
 from .importer import NCL, ModelSpec, load_model
 from .memory import DEFAULT_CONVERT_MEMORY, parse_memory
-from .plan import PlanOptions, RewritePlan, choose_output_forms, fixed_bytes, plan_rewrite
+from .plan import (
+    NO_CHUNKING_FITS,
+    PlanOptions,
+    RewritePlan,
+    choose_output_forms,
+    fixed_bytes,
+    plan_rewrite,
+)
 from .targets import AggregateArg, OutputTargets, SelectArg, targeted_spec
 
 PROBE_MODES = ("spaced", "naive", "gaussian")
@@ -102,11 +109,13 @@ def naive_region(spec: ModelSpec, region: LocalRegion) -> LocalRegion:
 
 
 def warn_if_over_budget(plan: RewritePlan, budget: int) -> None:
-    """Warn when even the narrowest chunking needs more memory per sequence than ``budget``."""
-    if plan.peak_bytes_per_sequence > budget:
+    """Warn when even the narrowest chunking needs more memory for one sequence (the fixed
+    part included) than ``budget``."""
+    need = plan.peak_bytes_per_sequence + plan.fixed_bytes
+    if plan.streaming_reason.startswith(NO_CHUNKING_FITS):
         how = (f"streamed in {len(plan.chunks)} chunks of {plan.chunk_width} positions, " if plan.chunks else "")
         warnings.warn(
-            f"the converted model needs about {plan.peak_bytes_per_sequence / 2**30:.2f} GiB per sequence "
+            f"the converted model needs about {need / 2**30:.2f} GiB for one sequence "
             f"({how}the least this conversion can do), more than the {budget / 2**30:.2f} GiB of "
             f"{option('max_memory')}; runs need at least that much",
             YuzuWarning, stacklevel=3,

@@ -236,8 +236,9 @@ def plan_rewrite(
 
     ``reductions`` (``{output: how}``) and ``output_form``: given, each output's form is
     chosen too (:func:`choose_output_forms`) and the memory estimate follows them.
-    ``max_memory``: bytes per sequence the converted model may use; when the plan needs
-    more, the window is streamed in chunks (:func:`stream_window`). ``None``: no limit.
+    ``max_memory``: bytes one sequence of the converted model may use, the process's fixed
+    part included (:func:`planned_fixed_bytes`); when the plan needs more, the window is
+    streamed in chunks (:func:`stream_window`). ``None``: no limit.
     """
     if first_conv not in FIRST_CONV_MODES:
         raise InputError(f"{option('first_conv', first_conv)} is not one of {', '.join(FIRST_CONV_MODES)}")
@@ -260,12 +261,14 @@ def plan_rewrite(
         return streamed_plan(spec, plan, plan_window, options.window_chunk, reductions or {},
                              f"{option('plan_options', 'PlanOptions(window_chunk=...)')} asks for chunks of "
                              f"{options.window_chunk} positions")
-    if max_memory is None or plan.peak_bytes_per_sequence <= max_memory:
+    if max_memory is None or plan.peak_bytes_per_sequence + planned_fixed_bytes(spec) <= max_memory:
         return plan
     return stream_window(spec, plan, plan_window, max_memory=float(max_memory), options=options,
                          reductions=reductions or {})
 
 
+#: how the streaming reason of a plan that no chunking fits begins
+NO_CHUNKING_FITS = "no chunking fits"
 #: the chunk counts a streamed plan tries (up to ``PlanOptions.max_chunks``)
 CHUNK_COUNTS = (2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 56, 64)
 #: with no chunking within the budget, chunkings needing at most this times the least
@@ -294,7 +297,8 @@ def stream_window(spec: ModelSpec, plan: RewritePlan, plan_window, *, max_memory
     counts = [k for k in CHUNK_COUNTS if k <= options.max_chunks] + [options.max_chunks]
     candidates = sorted({-(-lw // k) for k in counts if k >= 2}, reverse=True)
     # (cost, peak, width): the whole window is width lw
-    tried: list[tuple[float, float, int]] = [(plan.rewritten_flops, plan.peak_bytes_per_sequence, lw)]
+    tried: list[tuple[float, float, int]] = [
+        (plan.rewritten_flops, plan.peak_bytes_per_sequence + planned_fixed_bytes(spec), lw)]
     for width in candidates:
         windows = _chunk_windows(start, end, width)
         # interior chunks cost the same: plan the first, a middle and the last one only
@@ -303,7 +307,7 @@ def stream_window(spec: ModelSpec, plan: RewritePlan, plan_window, *, max_memory
         cost = reference + sum(sample.get(w, middle).rewritten_flops - reference + options.chunk_overhead_flops
                                for w in windows)
         peak = (_streamed_peak(spec, plan, sample.values(), outputs_bytes=outputs)
-                + _session_bytes_of_chunks(plan, len(windows)))
+                + _session_bytes_of_chunks(plan, len(windows)) + planned_fixed_bytes(spec))
         tried.append((cost, peak, width))
         fitting = [t for t in tried if t[1] <= max_memory]
         if fitting and cost > 2 * min(fitting)[0]:
@@ -316,7 +320,7 @@ def stream_window(spec: ModelSpec, plan: RewritePlan, plan_window, *, max_memory
                f"than the {format_bytes(max_memory)} budget")
     else:
         _, _, width = min(t for t in tried if t[1] <= NEAR_LEAST_MEMORY * least)
-        why = (f"no chunking fits the {format_bytes(max_memory)} budget: the whole window needs about "
+        why = (f"{NO_CHUNKING_FITS} the {format_bytes(max_memory)} budget: the whole window needs about "
                f"{format_bytes(plan.peak_bytes_per_sequence)} per sequence and the least any chunking needs is "
                f"{format_bytes(least)}")
     if width == lw:
@@ -708,6 +712,14 @@ def fixed_bytes(model: onnx.ModelProto) -> float:
     return float(RUNTIME_BYTES + 2 * weights + NODE_BYTES * _node_count(model.graph))
 
 
+def planned_fixed_bytes(spec: ModelSpec) -> float:
+    """:func:`fixed_bytes` of the converted model before it exists: the runtime, two copies
+    of the source's weights and the session state of its probe graph (about twelve emitted
+    nodes per source node, in two substitution-class branches)."""
+    weights = sum(t.ByteSize() for t in spec.model.graph.initializer)
+    return float(RUNTIME_BYTES + 2 * weights + NODE_BYTES * 12 * len(spec.model.graph.node))
+
+
 def _node_count(graph: onnx.GraphProto) -> int:
     return sum(1 + sum(_node_count(a.g) for a in node.attribute if a.type == onnx.AttributeProto.GRAPH)
                for node in graph.node)
@@ -715,8 +727,9 @@ def _node_count(graph: onnx.GraphProto) -> int:
 
 def _session_bytes_of_chunks(plan: RewritePlan, n_chunks: int) -> float:
     """The session memory the chunks' subgraphs add: each chunk copies the probe graph,
-    once per substitution-class branch (about four emitted nodes per region node)."""
-    return float(NODE_BYTES * 2 * n_chunks * (4 * len(plan.region.region_nodes) + 40))
+    once per substitution-class branch (about six emitted nodes per region node, measured),
+    and its constants (a tenth more, counted roughly)."""
+    return 1.1 * NODE_BYTES * 2 * n_chunks * (6 * len(plan.region.region_nodes) + 40)
 
 
 def _reference_flops(spec: ModelSpec, region: LocalRegion) -> float:

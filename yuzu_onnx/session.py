@@ -15,6 +15,7 @@ from .errors import InputError, ModelError, option
 from .extra_inputs import ExtraValues, check_extra_values, take_rows
 from .format import FORMAT, ConvertedModelInfo, read_converted_info
 from .memory import parse_memory
+from .plan import NO_CHUNKING_FITS
 from .progress import format_bytes, memory_option
 from .sequences import check_one_hot
 
@@ -93,7 +94,7 @@ class ISMSession:
         need = per_sequence + self.info.fixed_bytes
         if need > budget:
             chunks = self.info.window_chunks
-            if str(chunks.get("reason", "")).startswith("no chunking fits"):
+            if str(chunks.get("reason", "")).startswith(NO_CHUNKING_FITS):
                 fix = (f"; converting again with a smaller {option('max_memory')} would not help: "
                        f"{chunks.get('reason')}")
             else:

@@ -526,7 +526,9 @@ def test_table_shows_extrapolation_and_memory(tiny_results):
     assert cells[" peak memory per sequence: estimated / measured "].strip() == "1 / 300 MiB ⚠"
     # the real run recorded both numbers and their ratio
     real = _record(tiny_results[0], "yuzu_onnx")
-    assert real["peak_memory_estimate_bytes"] == tiny_results[0]["models"][0]["plan"]["peak_bytes_per_sequence"]
+    plan = tiny_results[0]["models"][0]["plan"]
+    assert real["peak_memory_estimate_bytes"] == plan["peak_bytes_per_sequence"] + plan["fixed_bytes"]
+    assert plan["fixed_bytes"] > 0
     assert real["peak_memory_ratio"] == pytest.approx(
         real["peak_memory_measured_bytes"] / real["peak_memory_estimate_bytes"])
 

@@ -87,6 +87,12 @@ class BenchConfig:
         return json.loads(json.dumps(d, default=str))
 
 
+def one_sequence_estimate(plan: dict) -> float:
+    """The plan's memory estimate of a process that runs one sequence: the per-sequence
+    peak plus what the process holds once (runtime, weights, session)."""
+    return float(plan["peak_bytes_per_sequence"]) + float(plan.get("fixed_bytes", 0.0))
+
+
 def choose_batch(batch: int, *, peak_bytes_per_sequence: float, max_memory: int, seconds_per_sequence: float | None,
                  budget_s: float, single_peak_bytes: float | None = None) -> tuple[int, str]:
     """Sequences per batch run: ``batch``, fewer if memory or the time budget says so.
@@ -209,7 +215,7 @@ def _yuzu_records(config: BenchConfig, model: BenchModel, work: Path, run: Runne
     single = run("yuzu", converted_path=str(converted), arrays_out=str(work / "yuzu.npz"), **common)
     single["convert_s"] = conv["convert_s"]
     rec = make_record(model.name, "yuzu_onnx", "yuzu", single)
-    rec.update(memory_fields(conv["plan"]["peak_bytes_per_sequence"], single.get("peak_rss_mb")))
+    rec.update(memory_fields(one_sequence_estimate(conv["plan"]), single.get("peak_rss_mb")))
     compared_as = oracle_comparison(model.convert_options)
     if single["ok"] and oracle is not None and compared_as is not None:
         rec.update(compare(work / "yuzu.npz", oracle, layout, compared_as))
@@ -250,7 +256,7 @@ def _variant_record(model: BenchModel, work: Path, run: Runner, common: dict, or
     single = run("yuzu", converted_path=str(converted), arrays_out=str(work / f"{method}.npz"), **common)
     single["convert_s"] = conv["convert_s"]
     rec = make_record(model.name, method, kind, single)
-    rec.update(memory_fields(conv["plan"]["peak_bytes_per_sequence"], single.get("peak_rss_mb")))
+    rec.update(memory_fields(one_sequence_estimate(conv["plan"]), single.get("peak_rss_mb")))
     if single["ok"] and oracle is not None:
         rec.update(compare(work / f"{method}.npz", oracle, layout, compared_as))
     return rec, conv

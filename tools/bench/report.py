@@ -31,7 +31,8 @@ MODEL_LEGEND = ("Speedup = naive s/seq ÷ yuzu s/seq; expected and bound are FLO
                 "see `batch_limited_by` in the JSON). Naive s/seq \"extrapolated from K positions\": naive ISM ran on "
                 "K positions spread over the window (`--naive-sample`), its time is the session and reference "
                 "outputs plus the mutants' time × window ÷ K, and the error is checked at those K positions. "
-                "Peak memory per sequence: the plan's estimate (`peak_bytes_per_sequence`, what `inspect` prints) "
+                "Peak memory per sequence: the plan's estimate (`peak_bytes_per_sequence` plus `fixed_bytes`, the "
+                "runtime, weights and session held once, as `inspect` prints them) "
                 "/ the peak RSS of the process that loaded the converted model and ran one sequence (the "
                 "interpreter, ONNX Runtime and the weights included); ⚠ marks a measured peak above "
                 f"{MEMORY_TOLERANCE:g} × the estimate.")

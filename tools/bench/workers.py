@@ -154,6 +154,7 @@ def plan_summary(conv) -> dict:
         "expected_speedup": plan.expected_speedup,
         "bound_speedup": plan.bound_speedup,
         "peak_bytes_per_sequence": float(plan.peak_bytes_per_sequence),
+        "fixed_bytes": float(plan.fixed_bytes),
         "spacings": [s.spacing for s in plan.stages],
         "stages": stages,
         "tail_chunk": plan.tail_chunk,

@@ -46,17 +46,22 @@ GATTACAGATTACAGATTACAGATTACAGATTACAGATTACAGATTACAG
 
 
 # ----------------------------------------------------------------------------------- fixtures
-def converted_model(tmp_path: Path) -> Path:
-    """A real yuzu-onnx conversion of a BPNet-like builder model, with its JSON sidecar.
+def converted_model(tmp_path: Path, streamed: bool = False) -> Path:
+    """A real yuzu-onnx conversion of a BPNet-like builder model, with its JSON sidecar;
+    ``streamed``: its window runs in chunks of 16 positions (``If`` subgraphs in sequence).
 
     Input ``x`` (batch, 4, SEQ_LEN) ("ncl"); outputs ``profile`` (batch, 4, Lw, 2, L')
     and ``counts`` (batch, 4, Lw, 2).
     """
     from yuzu_onnx import convert
+    from yuzu_onnx.plan import PlanOptions
     from yuzu_onnx.session import converted_sidecar
     from yuzu_onnx.testing.model_builders import build_bpnet
 
-    model = convert(build_bpnet(layout="ncl", seq_len=SEQ_LEN, seed=3))
+    options = PlanOptions(window_chunk=16) if streamed else None
+    model = convert(build_bpnet(layout="ncl", seq_len=SEQ_LEN, seed=3), plan_options=options)
+    if streamed:
+        assert "yuzu_onnx.window_chunks" in {p.key for p in model.metadata_props}
     path = tmp_path / "ism.onnx"
     onnx.save(model, path)
     (tmp_path / "ism.onnx.json").write_text(json.dumps(converted_sidecar(model)))
@@ -113,9 +118,9 @@ def read_npy_dir(outdir: Path, names) -> dict[str, np.ndarray]:
     return {n: np.load(outdir / f"{n}.npy", allow_pickle=False) for n in names}
 
 
-@pytest.fixture
-def case(tmp_path):
-    model = converted_model(tmp_path)
+@pytest.fixture(params=["whole", "streamed"])
+def case(request, tmp_path):
+    model = converted_model(tmp_path, streamed=request.param == "streamed")
     fasta = tmp_path / "input.fa"
     fasta.write_text(FASTA)
     bad = tmp_path / "bad.fa"

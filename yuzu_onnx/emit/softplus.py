@@ -1,10 +1,13 @@
-"""Softplus in the materialised tail as ``Relu(x) + Log(1 + Exp(-|x|))``.
+"""Softplus on probes and in the materialised tail as ``Relu(x) + Log(1 + Exp(-|x|))``.
 
 ONNX Runtime's CPU ``Softplus`` kernel takes ~70 ns per element (≈45 times ``Relu``);
 on the heads of long-context models (Enformer's 5313 + 1643 tracks, Borzoi's 7611, run on
 every mutant) it was a quarter of the converted model's time. The stable form above, from
 vectorised kernels, takes about a third of that and agrees to float32 rounding
 (absolute error ≲ 1e-6 of the output, far below the 1e-5-of-scale exactness tolerance).
+Probe stages use it too (a Softplus head in the local region, e.g. Basenji2's, runs on every
+probe); positions a mutation cannot reach take the reference's values in the decode, so
+they stay exactly 0.
 """
 
 from __future__ import annotations

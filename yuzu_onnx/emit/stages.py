@@ -11,6 +11,7 @@ from .crop import Span, emit_cropped_node, fit_span, required_spans, stage_spans
 from .extra import fixed_inputs, tile_fixed
 from .input_conv import emit_input_conv
 from .probes import EmitContext, emit_input_probes, valid_positions
+from .softplus import emit_softplus, is_softplus
 from .wide_conv import emit_wide_conv, is_wide_conv
 
 
@@ -94,6 +95,11 @@ def emit_repack(ctx: EmitContext, tensor: str, to_stage: int, want: Span | None 
     return b.reshape(mixed, [-1, *dims], hint=f"repacked_s{to_stage}")
 
 
+def _is_float32(ctx: EmitContext, tensor: str) -> bool:
+    dtype = ctx.dtype(tensor)
+    return dtype is None or np.dtype(dtype) == np.float32
+
+
 def emit_stage(ctx: EmitContext, s: int) -> None:
     """Copy stage ``s``'s nodes onto its probes (re-packing its inputs first)."""
     spans = stage_spans(ctx, s)
@@ -117,6 +123,9 @@ def _emit_full_stage(ctx: EmitContext, s: int) -> None:
         conv = shortcuts.get(original.output[0])
         if conv is not None:
             emit_input_conv(ctx, conv, s, full_span(ctx, conv.output), renamed.output[0])
+            return True
+        if is_softplus(original) and _is_float32(ctx, original.output[0]):
+            emit_softplus(ctx.builder, renamed.input[0], renamed.output[0])
             return True
         if not is_wide_conv(original, ctx.spec.shapes, ctx.constants):
             return False
@@ -167,7 +176,9 @@ def _emit_cropped_stage(ctx: EmitContext, s: int, spans: dict[str, Span]) -> Non
         ]
         outputs = [prefix + o if o else "" for o in node.output]
         new = emit_cropped_node(ctx, node, inputs, outputs, out_span, required)
-        if is_wide_conv(node, ctx.spec.shapes, ctx.constants):
+        if is_softplus(node) and _is_float32(ctx, node.output[0]):
+            emit_softplus(ctx.builder, new.input[0], new.output[0])
+        elif is_wide_conv(node, ctx.spec.shapes, ctx.constants):
             shapes = {
                 new.input[0]: (-1, ctx.spec.shapes[node.input[0]][1], required[node.input[0]].size),
                 new.output[0]: (-1, ctx.spec.shapes[node.output[0]][1], out_span.size),

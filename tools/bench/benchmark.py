@@ -215,7 +215,8 @@ def _yuzu_records(config: BenchConfig, model: BenchModel, work: Path, run: Runne
     single = run("yuzu", converted_path=str(converted), arrays_out=str(work / "yuzu.npz"), **common)
     single["convert_s"] = conv["convert_s"]
     rec = make_record(model.name, "yuzu_onnx", "yuzu", single)
-    rec.update(memory_fields(one_sequence_estimate(conv["plan"]), single.get("peak_rss_mb")))
+    rec.update(memory_fields(one_sequence_estimate(conv["plan"]),
+                             single.get("one_sequence_peak_rss_mb") or single.get("peak_rss_mb")))
     compared_as = oracle_comparison(model.convert_options)
     if single["ok"] and oracle is not None and compared_as is not None:
         rec.update(compare(work / "yuzu.npz", oracle, layout, compared_as))
@@ -256,7 +257,8 @@ def _variant_record(model: BenchModel, work: Path, run: Runner, common: dict, or
     single = run("yuzu", converted_path=str(converted), arrays_out=str(work / f"{method}.npz"), **common)
     single["convert_s"] = conv["convert_s"]
     rec = make_record(model.name, method, kind, single)
-    rec.update(memory_fields(one_sequence_estimate(conv["plan"]), single.get("peak_rss_mb")))
+    rec.update(memory_fields(one_sequence_estimate(conv["plan"]),
+                             single.get("one_sequence_peak_rss_mb") or single.get("peak_rss_mb")))
     if single["ok"] and oracle is not None:
         rec.update(compare(work / f"{method}.npz", oracle, layout, compared_as))
     return rec, conv

@@ -681,7 +681,7 @@ def _reshape_length_hint(error: str, length: int) -> str:
     node = found.group(1) or found.group(2)
     return (
         f"; its Reshape node {node!r} cannot take length {length}: if the model splits the sequence into "
-        "blocks of k positions, give --seq-len a multiple of k"
+        f"blocks of k positions, give {option('seq_len')} a multiple of k"
     )
 
 

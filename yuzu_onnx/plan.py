@@ -306,7 +306,7 @@ def stream_window(spec: ModelSpec, plan: RewritePlan, plan_window, *, max_memory
         middle = sample[windows[len(windows) // 2]]
         cost = reference + sum(sample.get(w, middle).rewritten_flops - reference + options.chunk_overhead_flops
                                for w in windows)
-        peak = (_streamed_peak(spec, plan, sample.values(), outputs_bytes=outputs)
+        peak = (_streamed_peak(sample.values(), outputs)
                 + _session_bytes_of_chunks(plan, len(windows)) + planned_fixed_bytes(spec))
         tried.append((cost, peak, width))
         fitting = [t for t in tried if t[1] <= max_memory]
@@ -343,7 +343,7 @@ def streamed_plan(spec: ModelSpec, plan: RewritePlan, plan_window, width: int, r
         input_convs=middle.input_convs,
         tail_chunk=middle.tail_chunk,
         rewritten_flops=reference + sum(c.rewritten_flops - reference for c in chunks),
-        peak_bytes_per_sequence=_streamed_peak(spec, plan, chunks, outputs_bytes=_ism_bytes(spec, plan, reductions)),
+        peak_bytes_per_sequence=_streamed_peak(chunks, _ism_bytes(spec, plan, reductions)),
         tail=middle.tail,
         chunks=chunks,
         streaming_reason=why,
@@ -354,19 +354,23 @@ def _chunk_windows(start: int, end: int, width: int) -> list[tuple[int, int]]:
     return [(lo, min(end, lo + width)) for lo in range(start, end, width)]
 
 
-def _streamed_peak(spec: ModelSpec, plan: RewritePlan, chunks, outputs_bytes: float | None = None) -> float:
+def _streamed_peak(chunks, outputs_bytes: float) -> float:
     """Peak memory of one sequence of a streamed plan: the largest chunk's working set and
-    the ISM outputs of the whole window (``outputs_bytes``, default dense and unreduced):
-    the chunks' parts, their concatenation and the caller's copy."""
-    outputs = _output_bytes(spec, plan.window_length) if outputs_bytes is None else outputs_bytes
-    return max(c.peak_bytes_per_sequence for c in chunks) + 3 * outputs
+    three copies of the whole window's ISM outputs (``outputs_bytes``, as emitted): the
+    chunks' parts, their concatenation and the caller's copy."""
+    return max(c.peak_bytes_per_sequence for c in chunks) + 3 * outputs_bytes
+
+
+def _dense_ism_bytes(spec: ModelSpec, output: str, window_length: int) -> float:
+    """Bytes of one copy of ``output``'s dense, unreduced ISM for one sequence."""
+    return 4.0 * _numel(spec.output(output).shape[1:]) * window_length * spec.alphabet_size
 
 
 def _ism_bytes(spec: ModelSpec, plan: RewritePlan, reductions: Mapping[str, str]) -> float:
     """Bytes of one copy of the ISM outputs of one sequence, as emitted: dense, banded or reduced."""
     total = 0.0
     for name, how in plan.outputs.items():
-        full = 4.0 * _numel(spec.output(name).shape[1:]) * plan.window_length * spec.alphabet_size
+        full = _dense_ism_bytes(spec, name, plan.window_length)
         reduce = reductions.get(name, "none")
         if reduce == "l2":
             total += 4.0 * plan.window_length * spec.alphabet_size
@@ -506,8 +510,8 @@ def choose_output_forms(spec: ModelSpec, plan: RewritePlan, reductions: Mapping[
     if plan.chunks:
         chunks = tuple(choose_output_forms(spec, c, reductions, output_form) for c in plan.chunks)
         whole = choose_output_forms(spec, replace(plan, chunks=()), reductions, output_form)
-        return replace(whole, chunks=chunks, peak_bytes_per_sequence=_streamed_peak(
-            spec, plan, chunks, outputs_bytes=_ism_bytes(spec, whole, reductions)))
+        return replace(whole, chunks=chunks,
+                       peak_bytes_per_sequence=_streamed_peak(chunks, _ism_bytes(spec, whole, reductions)))
     forms = {}
     saved = 0.0
     for name, how in plan.outputs.items():
@@ -515,7 +519,7 @@ def choose_output_forms(spec: ModelSpec, plan: RewritePlan, reductions: Mapping[
         eligible = how.band is not None and reduce == "none"
         banded = eligible and (output_form == "banded" or (output_form == "auto" and how.band.saving >= AUTO_MIN_SAVING))
         forms[name] = replace(how, form="banded" if banded else "dense")
-        full = 4.0 * _numel(spec.output(name).shape[1:]) * plan.window_length * spec.alphabet_size
+        full = _dense_ism_bytes(spec, name, plan.window_length)
         if how.band is not None and reduce != "raw":
             # decoded on the band: band-sized temporaries, the dense output (if any) written once
             band = full / how.band.saving
@@ -684,7 +688,7 @@ def _peak_bytes(spec, region, stages, window, a, chunk, tail_bytes, constants, l
 
 def _output_bytes(spec: ModelSpec, window_length: int) -> float:
     """Bytes of one copy of every output's ISM for one sequence (dense, unreduced)."""
-    return float(sum(4 * _numel(o.shape) for o in spec.outputs) * window_length * spec.alphabet_size)
+    return sum(_dense_ism_bytes(spec, o.name, window_length) for o in spec.outputs)
 
 
 def _reference_bytes(spec: ModelSpec) -> float:

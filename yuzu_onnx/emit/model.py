@@ -227,7 +227,6 @@ def converted_info(
         tail=tail,
         tail_chunk=plan.tail_chunk,
         peak_bytes_per_sequence=int(plan.peak_bytes_per_sequence),
-        fixed_bytes=int(plan.fixed_bytes),
         window_chunks=({"width": plan.chunk_width, "count": max(1, len(plan.chunks)), "reason": plan.streaming_reason}
                        if plan.streaming_reason else {}),
         naive_flops=plan.naive_flops,

@@ -57,7 +57,7 @@ def emit_output(ctx: EmitContext, output: str, mutants: str, reduce: str, is_ref
     axis cut to the band) with ``is_delta``: ``mutants`` are then already the changes
     ``mutant - reference`` (reductions other than ``raw``).
     """
-    b, spec = ctx.builder, ctx.spec
+    b = ctx.builder
     odims = ctx.dims(output) if odims is None else list(odims)
     ref = ctx.ref_names[output]
     if is_delta and reduce == "raw":
@@ -81,28 +81,31 @@ def emit_output(ctx: EmitContext, output: str, mutants: str, reduce: str, is_ref
         axis = sum_axis(ctx, output)
         values = b.reduce("ReduceSum", values, [3 + axis - 1], keepdims=0, hint="sum")
         odims = odims[: axis - 1] + odims[axis:]
-    perm = [2, 1, 0] if spec.layout == NCL else [2, 0, 1]
-    values = b.transpose(values, perm + list(range(3, 3 + len(odims))), hint="to_layout")
-    trailing = list(range(3, 3 + len(odims)))
-    is_ref = b.unsqueeze(is_reference, trailing, hint="is_reference") if trailing else is_reference
-    if reduce == "raw":
-        reference = b.unsqueeze(ref, [1, 2], hint="reference")
-        return b.op("Where", [is_ref, reference, values], hint="raw")
-    zero = b.const(np.array(0.0, dtype=np.float32), "zero")
-    return b.op("Where", [is_ref, zero, values], hint="ism")
+    return _laid_out(ctx, values, len(odims), is_reference, reference=ref if reduce == "raw" else None)
 
 
 def emit_l2_output(ctx: EmitContext, sums: str, is_reference: str) -> str:
     """The ``l2`` ISM output from per-class sums of squared changes ``(Lw, C, N)``: shift
     classes become bases on the sums (a 0/1 selection that copies each sum exactly), then
     the root and the layout run on ``(Lw, A, N)`` values only."""
-    b, spec = ctx.builder, ctx.spec
     if ctx.shift:
         sums = classes_to_bases(ctx, sums, [])
-    values = b.op("Sqrt", [sums], hint="l2")
-    values = b.transpose(values, [2, 1, 0] if spec.layout == NCL else [2, 0, 1], hint="to_layout")
+    return _laid_out(ctx, ctx.builder.op("Sqrt", [sums], hint="l2"), 0, is_reference)
+
+
+def _laid_out(ctx: EmitContext, values: str, n_odims: int, is_reference: str, *, reference: str | None = None) -> str:
+    """Per-base values ``(Lw, A, N, *odims)`` as the ISM tensor: the input's layout
+    (``(N, A, Lw, ...)`` or ``(N, Lw, A, ...)``), and at each reference base 0, or the
+    ``reference`` output itself (``raw``)."""
+    b = ctx.builder
+    perm = [2, 1, 0] if ctx.spec.layout == NCL else [2, 0, 1]
+    trailing = list(range(3, 3 + n_odims))
+    values = b.transpose(values, perm + trailing, hint="to_layout")
+    is_ref = b.unsqueeze(is_reference, trailing, hint="is_reference") if trailing else is_reference
+    if reference is not None:
+        return b.op("Where", [is_ref, b.unsqueeze(reference, [1, 2], hint="reference"), values], hint="raw")
     zero = b.const(np.array(0.0, dtype=np.float32), "zero")
-    return b.op("Where", [is_reference, zero, values], hint="ism")
+    return b.op("Where", [is_ref, zero, values], hint="ism")
 
 
 def classes_to_bases(ctx: EmitContext, delta: str, odims: list[int]) -> str:

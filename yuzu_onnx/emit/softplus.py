@@ -19,9 +19,12 @@ from ..ops import STANDARD_DOMAINS, op_spec
 from .builder import GraphBuilder
 
 
-def is_softplus(node: onnx.NodeProto) -> bool:
-    """A standard-domain node whose op table entry asks for the stable Softplus form."""
-    return node.domain in STANDARD_DOMAINS and op_spec(node.op_type).tail_form == "stable_softplus"
+def is_softplus(node: onnx.NodeProto, dtype: np.dtype | None = None) -> bool:
+    """A standard-domain node whose op table entry asks for the stable Softplus form, on
+    float32 values (``dtype``: its output's measured element type; ``None``: unmeasured,
+    taken as float32) — the form's constants are float32."""
+    float32 = dtype is None or np.dtype(dtype) == np.float32
+    return float32 and node.domain in STANDARD_DOMAINS and op_spec(node.op_type).tail_form == "stable_softplus"
 
 
 def emit_softplus(b: GraphBuilder, x: str, out: str) -> None:

@@ -95,11 +95,6 @@ def emit_repack(ctx: EmitContext, tensor: str, to_stage: int, want: Span | None 
     return b.reshape(mixed, [-1, *dims], hint=f"repacked_s{to_stage}")
 
 
-def _is_float32(ctx: EmitContext, tensor: str) -> bool:
-    dtype = ctx.dtype(tensor)
-    return dtype is None or np.dtype(dtype) == np.float32
-
-
 def emit_stage(ctx: EmitContext, s: int) -> None:
     """Copy stage ``s``'s nodes onto its probes (re-packing its inputs first)."""
     spans = stage_spans(ctx, s)
@@ -124,7 +119,7 @@ def _emit_full_stage(ctx: EmitContext, s: int) -> None:
         if conv is not None:
             emit_input_conv(ctx, conv, s, full_span(ctx, conv.output), renamed.output[0])
             return True
-        if is_softplus(original) and _is_float32(ctx, original.output[0]):
+        if is_softplus(original, ctx.dtype(original.output[0])):
             emit_softplus(ctx.builder, renamed.input[0], renamed.output[0])
             return True
         if not is_wide_conv(original, ctx.spec.shapes, ctx.constants):
@@ -176,7 +171,7 @@ def _emit_cropped_stage(ctx: EmitContext, s: int, spans: dict[str, Span]) -> Non
         ]
         outputs = [prefix + o if o else "" for o in node.output]
         new = emit_cropped_node(ctx, node, inputs, outputs, out_span, required)
-        if is_softplus(node) and _is_float32(ctx, node.output[0]):
+        if is_softplus(node, ctx.dtype(node.output[0])):
             emit_softplus(ctx.builder, new.input[0], new.output[0])
         elif is_wide_conv(node, ctx.spec.shapes, ctx.constants):
             shapes = {

@@ -78,7 +78,7 @@ def emit_tail(ctx: EmitContext, outputs: list[str], l2_outputs: frozenset[str] =
         rename[name] = tile_fixed(ctx, name, chunk * ctx.n_classes, builder=body)
 
     def faster_form(original: onnx.NodeProto, renamed: onnx.NodeProto) -> bool:
-        if is_softplus(original):
+        if is_softplus(original, ctx.dtype(original.output[0])):
             emit_softplus(body, renamed.input[0], renamed.output[0])
             return True
         if not is_wide_conv(original, spec.shapes, ctx.constants):

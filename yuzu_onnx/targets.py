@@ -44,7 +44,7 @@ from .analysis.region import constant_values, node_inputs
 from .emit.builder import GraphBuilder, rename_subgraph
 from .errors import InputError, ModelError, option
 from .importer import ModelSpec, OutputSpec, measure_shapes, opset_of
-from .ops import OPS, op_spec
+from .ops import OPS, node_attributes, op_spec
 from .ops.broadcasting import broadcasting
 from .ops.elementwise import elementwise_unary
 from .ops.layout import transpose
@@ -438,13 +438,6 @@ def _consumers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
     return found
 
 
-def _attr(node: onnx.NodeProto, name: str, default=None):
-    for a in node.attribute:
-        if a.name == name:
-            return onnx.helper.get_attribute_value(a)
-    return default
-
-
 def cut_selection(model: onnx.ModelProto, tensor: str, axis: int, indices: Sequence[int],
                   shapes: Mapping[str, tuple[int, ...]]) -> bool:
     """Cut the linear producer of ``tensor`` to ``indices`` along ``axis``, in place.
@@ -488,7 +481,7 @@ def cut_selection(model: onnx.ModelProto, tensor: str, axis: int, indices: Seque
         if spec.convolution:
             weight = constants.get(node.input[1]) if len(node.input) > 1 else None
             bias_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
-            if ax != 1 or weight is None or int(_attr(node, "group", 1)) != 1:
+            if ax != 1 or weight is None or int(node_attributes(node).get("group", 1)) != 1:
                 return False
             if bias_name is not None and bias_name not in constants:
                 return False
@@ -506,7 +499,7 @@ def cut_selection(model: onnx.ModelProto, tensor: str, axis: int, indices: Seque
                 bias = constants[node.input[2]]
                 if bias.ndim >= 1 and bias.shape[-1] > 1:
                     edits.append((node, 2, np.take(bias, idx, axis=bias.ndim - 1)))
-            transposed = bool(_attr(node, "transB", 0))
+            transposed = bool(node_attributes(node).get("transB", 0))
             edits.append((node, 1, np.take(weight, idx, axis=0 if transposed else 1)))
             break
         if spec.locality is elementwise_unary:
@@ -538,7 +531,7 @@ def cut_selection(model: onnx.ModelProto, tensor: str, axis: int, indices: Seque
             current = node.input[0]
             continue
         if spec.locality is transpose:
-            perm = _attr(node, "perm")
+            perm = node_attributes(node).get("perm")
             if perm is None:
                 perm = list(reversed(range(rank)))
             ax = int(perm[ax])

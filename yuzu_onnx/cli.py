@@ -404,8 +404,8 @@ def _print_original(d: dict) -> None:
 
 def _say_streaming(streaming: dict | None) -> None:
     """How a streamed plan cuts its window, and why."""
-    if streaming and streaming["chunks"] > 1:
-        _say(f"streaming: the window runs in {streaming['chunks']} chunks of {streaming['width']} positions, one "
+    if streaming and streaming["count"] > 1:
+        _say(f"streaming: the window runs in {streaming['count']} chunks of {streaming['width']} positions, one "
              f"after the other, because {streaming['reason']}")
     elif streaming:
         _say(f"streaming: none, the window runs whole: {streaming['reason']}, and chunks would not save "

@@ -106,15 +106,8 @@ def describe_conversion(conv: Conversion, model_path: str | None = None) -> dict
         "bound_speedup": plan.bound_speedup,
         "peak_bytes_per_sequence": int(plan.peak_bytes_per_sequence),
         "fixed_bytes": int(plan.fixed_bytes),
-        "streaming": describe_streaming(plan),
+        "streaming": plan.window_chunks or None,
     }
-
-
-def describe_streaming(plan: RewritePlan) -> dict | None:
-    """The window chunks of a streamed plan: how many, how wide, and why (``None``: not streamed)."""
-    if not plan.streaming_reason:
-        return None
-    return {"chunks": max(1, len(plan.chunks)), "width": plan.chunk_width, "reason": plan.streaming_reason}
 
 
 def describe_converted(path: str) -> dict:
@@ -146,8 +139,7 @@ def describe_converted(path: str) -> dict:
         "rewritten_flops": info.rewritten_flops,
         "peak_bytes_per_sequence": info.peak_bytes_per_sequence,
         "fixed_bytes": info.fixed_bytes,
-        "streaming": ({"chunks": info.window_chunks.get("count"), "width": info.window_chunks.get("width"),
-                       "reason": info.window_chunks.get("reason", "")} if info.window_chunks else None),
+        "streaming": dict(info.window_chunks) or None,
         "opset": opset,
         "ir_version": int(model.ir_version),
         "source_sha256": info.source_sha256,

@@ -191,6 +191,15 @@ class RewritePlan:
         return max((c.window_length for c in self.chunks), default=self.window_length)
 
     @property
+    def window_chunks(self) -> dict:
+        """The streaming record of the metadata and ``inspect``: ``{"width", "count",
+        "reason"}``; empty when the budget never asked (a plan that no chunking fits and
+        runs whole has count 1)."""
+        if not self.streaming_reason:
+            return {}
+        return {"width": self.chunk_width, "count": max(1, len(self.chunks)), "reason": self.streaming_reason}
+
+    @property
     def window_length(self) -> int:
         return self.window[1] - self.window[0]
 

@@ -227,8 +227,7 @@ def converted_info(
         tail=tail,
         tail_chunk=plan.tail_chunk,
         peak_bytes_per_sequence=int(plan.peak_bytes_per_sequence),
-        window_chunks=({"width": plan.chunk_width, "count": max(1, len(plan.chunks)), "reason": plan.streaming_reason}
-                       if plan.streaming_reason else {}),
+        window_chunks=plan.window_chunks,
         naive_flops=plan.naive_flops,
         rewritten_flops=plan.rewritten_flops,
         fallback_reason=plan.fallback_reason,

@@ -323,15 +323,15 @@ def stream_window(spec: ModelSpec, plan: RewritePlan, plan_window, *, max_memory
             break  # narrower chunks only cost more from here on
     fitting = [t for t in tried if t[1] <= max_memory]
     least = min(t[1] for t in tried)
+    whole = (f"one sequence of the whole window needs about {format_bytes(tried[0][1])} (runtime and weights "
+             "included)")
     if fitting:
         _, _, width = min(fitting)
-        why = (f"the whole window needs about {format_bytes(plan.peak_bytes_per_sequence)} per sequence, more "
-               f"than the {format_bytes(max_memory)} budget")
+        why = f"{whole}, more than the {format_bytes(max_memory)} budget"
     else:
         _, _, width = min(t for t in tried if t[1] <= NEAR_LEAST_MEMORY * least)
-        why = (f"{NO_CHUNKING_FITS} the {format_bytes(max_memory)} budget: the whole window needs about "
-               f"{format_bytes(plan.peak_bytes_per_sequence)} per sequence and the least any chunking needs is "
-               f"{format_bytes(least)}")
+        why = (f"{NO_CHUNKING_FITS} the {format_bytes(max_memory)} budget: {whole} and the least any chunking "
+               f"needs is {format_bytes(least)}")
     if width == lw:
         return replace(plan, streaming_reason=why)
     return streamed_plan(spec, plan, plan_window, width, reductions, why)

@@ -339,9 +339,14 @@ def test_cli_convert_run_and_naive_with_the_same_targets_compare_key_by_key(cli,
     assert cli("run", ism, x_path, "-o", tmp_path / "run.npz", "--quiet").rc == 0  # no target options needed
     result = cli("naive", model_path, x_path, "-o", tmp_path / "naive.npz", "--quiet", *targets)
     assert result.rc == 0, result.err
-    got, _ = read_npz(tmp_path / "run.npz")
-    want, _ = read_npz(tmp_path / "naive.npz")
+    got, got_meta = read_npz(tmp_path / "run.npz")
+    want, want_meta = read_npz(tmp_path / "naive.npz")
     assert sorted(got) == sorted(want)
+    # the result files name the targets, the same records as the converted model's metadata
+    recorded = {"profile": [{"select": {"axis": 1, "indices": [1]}},
+                            {"aggregate": {"axis": 2, "start": 10, "end": 30, "how": "sum"}}],
+                "counts": [{"select": {"axis": 1, "indices": [0]}}]}
+    assert got_meta["targets"] == want_meta["targets"] == recorded == read_converted_info(onnx.load(ism)).targets
     for key in ("profile", "counts"):
         assert got[key].shape == want[key].shape
         scale = float(np.abs(want[key]).max())
@@ -351,6 +356,44 @@ def test_cli_convert_run_and_naive_with_the_same_targets_compare_key_by_key(cli,
     assert json.loads(original.out)["outputs"]["profile"] == ["batch", 1, 1]
     result = cli("verify", model_path, "-n", "2", *targets)
     assert result.rc == 0 and "all outputs within" in result.out
+
+
+@pytest.mark.parametrize("fmt", ["npz", "npy"])
+def test_result_metadata_records_the_targets_of_both_runners(tmp_path, fmt):
+    """``run_to_files`` writes ``targets`` (output → records) for a converted model and for
+    naive ISM on the targeted model, key by key the same; ``{}`` without targets."""
+    from yuzu_onnx.encoding import SequenceBatch
+    from yuzu_onnx.pipeline import read_results, run_to_files
+    from yuzu_onnx.runners import ConvertedRunner, NaiveRunner
+
+    model = build_bpnet(seq_len=40, seed=2)
+    select, aggregate = {"profile": {1: [1, 0]}}, {"profile": {-1: (5, 15, "mean")}}
+    records = {"profile": [{"select": {"axis": 1, "indices": [1, 0]}},
+                           {"aggregate": {"axis": 2, "start": 5, "end": 15, "how": "mean"}}]}
+    batch = SequenceBatch(x=random_onehot(2, 40, seed=4), names=("a", "b"))
+    conv = convert_model(model, select=select, aggregate=aggregate)
+    spec, targets = targeted_spec(load_model(model), select, aggregate)
+    runs = {
+        "yuzu": ConvertedRunner(ISMSession(conv.model, device="cpu")),
+        "naive": NaiveRunner(spec, device="cpu", targets=targets),
+        "plain": ConvertedRunner(ISMSession(convert_model(model).model, device="cpu")),
+    }
+    found = {}
+    for label, runner in runs.items():
+        out = tmp_path / (f"{label}.npz" if fmt == "npz" else label)
+        run_to_files(runner, batch, out, fmt=fmt, model_sha256="m", input_sha256="i")
+        found[label] = read_results(out)
+    (yuzu, yuzu_meta), (naive, naive_meta) = found["yuzu"], found["naive"]
+    assert yuzu_meta["targets"] == naive_meta["targets"] == records
+    assert found["plain"][1]["targets"] == {}
+    assert set(yuzu_meta) == set(naive_meta)  # the two files compare key by key
+    assert yuzu["profile"].shape == naive["profile"].shape == (2, 4, 40, 2, 1)
+    scale = max(float(np.abs(naive["profile"]).max()), float(np.abs(yuzu["profile"]).max()))
+    assert float(np.abs(np.asarray(yuzu["profile"]) - naive["profile"]).max()) <= TOLERANCE * scale
+    # the runner records the targets of the outputs it runs only, from either form of the targets
+    only_counts = NaiveRunner(spec, outputs=["counts"], device="cpu", targets=targets)
+    assert only_counts.targets == {}
+    assert NaiveRunner(spec, device="cpu", targets=records).targets == records
 
 
 def test_cli_refuses_bad_targets_in_one_line(cli, tmp_path):

@@ -601,7 +601,7 @@ def cmd_naive(args) -> int:
                       layout=args.layout, alphabet=args.alphabet)
     spec, targets = targeted_spec(spec, args.select or None, args.aggregate or None)
     runner = NaiveRunner(spec, outputs=args.outputs, window=args.window, reductions=args.reduce,
-                         device=args.device, threads=args.threads)
+                         device=args.device, threads=args.threads, targets=targets)
     # the run's identity (resume, shards): the model and the targets it computes
     identity = spec.source_sha256 + (f"+targets:{targets_digest(targets)}" if targets else "")
     if args.fmt == "shards":

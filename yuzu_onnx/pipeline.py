@@ -330,6 +330,7 @@ def _result_metadata(runner: Runner, batch: SequenceBatch, extra: Mapping | None
         "reductions": dict(runner.reductions),
         "outputs": list(runner.output_names),
         **_form_metadata(runner),
+        "targets": _target_metadata(runner),
         "source_sha256": runner.source_sha256,
         "provider": runner.provider,
         "method": runner.kind,
@@ -346,6 +347,13 @@ def _form_metadata(runner: Runner) -> dict:
     bands = dict(getattr(runner, "bands", None) or {})
     return {"forms": {name: "banded" if name in bands else "dense" for name in runner.output_names},
             "bands": bands}
+
+
+def _target_metadata(runner: Runner) -> dict[str, list[dict]]:
+    """``targets``: output → the ``--select``/``--aggregate`` records its values were computed
+    with (:meth:`yuzu_onnx.targets.OutputTargets.to_json`, as in the converted model's
+    metadata); ``{}`` when no output has targets."""
+    return {name: [dict(r) for r in records] for name, records in (getattr(runner, "targets", None) or {}).items()}
 
 
 class _ResultSink:

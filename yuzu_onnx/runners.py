@@ -11,7 +11,7 @@ mutant) cannot fit it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from .importer import ModelSpec
 from .layout import SequenceSpec
 from .progress import format_bytes, memory_option
 from .reductions import reduce_ism
+
+if TYPE_CHECKING:
+    from .targets import OutputTargets
 
 
 @runtime_checkable
@@ -38,6 +41,9 @@ class Runner(Protocol):
     source_sha256: SHA-256 of the original model.
     bands: output name → band record (:meth:`yuzu_onnx.bands.Band.to_json`) of each
         banded output; the others are dense.
+    targets: output name → the target records (``--select``/``--aggregate``,
+        :meth:`yuzu_onnx.targets.OutputTargets.to_json`) its values were computed with;
+        outputs without targets are left out.
     extra_inputs: the model's inputs besides the sequence (held fixed for its mutants).
     """
 
@@ -50,6 +56,7 @@ class Runner(Protocol):
     reductions: dict[str, str]
     source_sha256: str
     bands: dict[str, dict]
+    targets: dict[str, list[dict]]
     extra_inputs: tuple[ExtraInput, ...]
 
     @property
@@ -96,6 +103,7 @@ class ConvertedRunner:
         self.extra_inputs = info.extra_inputs
         self.peak_bytes_per_sequence = info.peak_bytes_per_sequence
         self.bands = {name: band.to_json() for name, band in bands_of(info).items()}
+        self.targets = {name: records for name, records in info.targets.items() if name in self.output_names}
 
     @property
     def provider(self) -> str:
@@ -134,6 +142,10 @@ class NaiveRunner:
     window: ``(start, end)`` of the mutated positions.
     reductions: output → ``none``/``l2``/``sum``/``raw`` (default ``none``).
     mutant_batch_size: mutants per forward pass (default from ``max_memory``).
+    targets: the targets ``spec`` computes (the second value of
+        :func:`yuzu_onnx.targets.targeted_spec`: output → :class:`~yuzu_onnx.targets.OutputTargets`,
+        or output → its recorded list of target records); recorded in :attr:`targets` for
+        the result's metadata. They are not applied here: ``spec`` already ends with them.
     """
 
     kind = "naive ISM"
@@ -141,7 +153,8 @@ class NaiveRunner:
 
     def __init__(self, spec: ModelSpec, *, outputs: Sequence[str] | None = None, window=None,
                  reductions: Mapping[str, str] | None = None, mutant_batch_size: int | None = None,
-                 max_memory=None, device: str = "auto", threads: int | None = None) -> None:
+                 max_memory=None, device: str = "auto", threads: int | None = None,
+                 targets: Mapping[str, OutputTargets | Sequence[Mapping]] | None = None) -> None:
         from .analysis.region import analyse_region
         from .convert import resolve_outputs, resolve_reductions
         from .plan import parse_window
@@ -154,6 +167,7 @@ class NaiveRunner:
         self.layout, self.alphabet, self.seq_len = spec.layout, spec.alphabet, spec.seq_len
         self.source_sha256 = spec.source_sha256
         self.extra_inputs = spec.extra_inputs
+        self.targets = _target_records(targets, self.output_names)
         self.sum_axes: dict[str, int | None] = {}
         if "sum" in self.reductions.values():
             region = analyse_region(spec)
@@ -257,3 +271,16 @@ class NaiveRunner:
                              reference=None if refs is None else refs[name], sum_axis=self.sum_axes.get(name))
             for name in self.output_names
         }
+
+
+def _target_records(targets: Mapping[str, OutputTargets | Sequence[Mapping]] | None,
+                    output_names: Sequence[str]) -> dict[str, list[dict]]:
+    """``{output: [target records]}`` of the outputs in ``output_names`` that have targets."""
+    records: dict[str, list[dict]] = {}
+    for name, target in (targets or {}).items():
+        if name not in output_names:
+            continue
+        found = target.to_json() if hasattr(target, "to_json") else [dict(r) for r in target]
+        if found:
+            records[name] = found
+    return records

@@ -41,7 +41,8 @@ def good_peer(job: dict) -> dict:
     from yuzu_onnx.oracle import naive_ism
 
     x = np.load(job["x_path"])[:1]
-    timing = measurements.timed_runs(lambda: naive_ism(job["model_path"], x), repeats=1, budget_s=5)
+    window = measurements.job_window(job)
+    timing = measurements.timed_runs(lambda: naive_ism(job["model_path"], x, window=window), repeats=1, budget_s=5)
     np.savez(job["arrays_out"], **{f"ism/{k}": v for k, v in timing["result"].items()})
     return {"time_per_sequence_s": timing["median_s"], "runs_s": timing["runs_s"], "compared_as": "none",
             "sequences": 1}
@@ -575,7 +576,10 @@ def test_oracle_comparison_follows_the_convert_options():
     assert models.oracle_comparison({"reduce": {"profile": "l2", "counts": "l2"}}) == "l2_per_output"
     assert models.oracle_comparison({"reduce": {"profile": "l2", "counts": "none"}}) is None
     assert models.oracle_comparison({"reduce": "sum"}) is None
-    assert models.oracle_comparison({"select": "human:0"}) is None  # not checked against the oracle
+    assert models.oracle_comparison({"outputs": ["human"]}) is None  # not checked against the oracle
+    # output targets: the naive worker applies the same ones, so the outputs compare as they are
+    assert models.oracle_comparison({"select": "human:1=0", "aggregate": "human:2=0:4:sum"}) == "none"
+    assert models.oracle_comparison({"select": "human:1=0", "reduce": "l2"}) == "l2_per_output"
 
 
 def test_convert_options_of_a_job():
@@ -610,6 +614,54 @@ def test_convert_options_and_sample_through_the_benchmark(tmp_path):
     assert results["models"][0]["convert_options"] == {"reduce": "l2"}
     assert yuzu["peak_memory_estimate_bytes"] > 0  # in-process: no peak RSS of its own to measure
     assert "(extrapolated from 6 positions)" in report.markdown_report(results)
+
+
+TARGET_RECORDS = {"profile": [{"select": {"axis": 1, "indices": [1]}},
+                              {"aggregate": {"axis": 2, "start": 10, "end": 30, "how": "sum"}}],
+                  "counts": [{"select": {"axis": 1, "indices": [0]}}]}
+
+
+@pytest.mark.parametrize("naive_sample", [None, 6])
+def test_targets_variant_compares_naive_and_yuzu_like_for_like(tmp_path, naive_sample):
+    """A model converted with select/aggregate (as ``borzoi_like_targets``): naive ISM runs with
+    the same targets, so the speedup and the error compare the same outputs, and the records
+    name the targets; a peer's untargeted ISM is targeted for its check."""
+    from yuzu_onnx.testing import build_bpnet
+
+    path = tmp_path / "bpnet.onnx"
+    onnx.save(build_bpnet(seq_len=48, seed=3), str(path))
+    base = models.BenchModel("bpnet", path=str(path), window=(8, 40) if naive_sample else None,
+                             naive_sample=naive_sample)
+    model = models.variant(base, "bpnet:targets", {
+        "select": {"profile": {1: [1]}, "counts": {1: [0]}}, "aggregate": {"profile": {-1: (10, 30, "sum")}}})
+    work = tmp_path / "work"
+    config = benchmark.BenchConfig(models=[model], repeats=1, batch=2, budget_s=5, out=tmp_path / "out",
+                                   cache_dir=tmp_path / "cache", isolate=False, work_dir=work, keep=True)
+    results = benchmark.run_benchmark(config, peers={"good": good_peer}, log=lambda _: None)
+    naive, yuzu, peer = (_record(results, m) for m in ("naive_ort", "yuzu_onnx", "good"))
+    assert naive["ok"] and yuzu["ok"] and peer["ok"], (naive.get("error"), yuzu.get("error"), peer.get("error"))
+    assert naive["targets"] == yuzu["targets"] == TARGET_RECORDS  # the records name the targets
+    assert yuzu["relative_error"] is not None and yuzu["relative_error"] <= 1e-5
+    assert yuzu["speedup_vs_naive"] > 0
+    assert "targets" not in peer and peer["relative_error"] <= 1e-5
+    assert any("targets were applied" in note for note in peer["notes"])
+    # the arrays themselves: both targeted, equal within 1e-5 of the output scale
+    folder = work / "bpnet_targets"
+    want, refs = measurements.load_arrays(folder / "naive.npz")
+    got, _ = measurements.load_arrays(folder / "yuzu.npz")
+    got = measurements.at_positions(got, naive.get("sampled_positions"), 2)
+    width = naive_sample or 48
+    assert want["profile"].shape == got["profile"].shape == (1, 4, width, 1, 1)
+    assert want["counts"].shape == got["counts"].shape == (1, 4, width, 1)
+    assert refs["profile"].shape == (1, 1, 1) and refs["counts"].shape == (1, 1)
+    for name in want:
+        scale = max(float(np.abs(refs[name]).max()), float(np.abs(want[name]).max()))
+        assert float(np.abs(want[name]).max()) > 0, name
+        assert float(np.abs(got[name] - want[name]).max()) <= 1e-5 * scale, name
+    # arrays computed with other targets than the oracle's fail the check instead of comparing
+    oracle = benchmark.Oracle(want, refs, naive.get("sampled_positions"), {})
+    failed = benchmark.checked(folder / "yuzu.npz", oracle, "ncl", "none", targets=yuzu["targets"])
+    assert not failed["ok"] and "targets" in failed["error"]
 
 
 def test_long_context_architectures():

@@ -32,7 +32,15 @@ import numpy as np
 from .environment import git_state, machine_info, yuzu_onnx_version
 from .errors import BenchError
 from .isolation import Log, default_max_memory, function_spec, run_job, status_line
-from .measurements import at_positions, l2_reduce, load_arrays, position_axis, relative_error
+from .measurements import (
+    apply_targets,
+    at_positions,
+    describe_targets,
+    l2_reduce,
+    load_arrays,
+    position_axis,
+    relative_error,
+)
 from .models import BenchModel, default_cache_dir, naive_sample_for, oracle_comparison
 from .peers import PEERS, Peer
 from .records import FIRST_CONV_METHODS, SCHEMA, make_record, memory_fields
@@ -43,11 +51,14 @@ Runner = Callable[..., dict]
 
 class Oracle(NamedTuple):
     """Naive ISM's arrays: ISM and reference outputs; ``positions`` (indices into the window)
-    when naive ISM ran on a sample of the window's positions, None for all of them."""
+    when naive ISM ran on a sample of the window's positions, None for all of them;
+    ``targets``: ``{output: [target records]}`` naive ISM applied (the conversion's
+    ``select``/``aggregate``), ``{}`` for none."""
 
     ism: dict[str, np.ndarray]
     refs: dict[str, np.ndarray]
     positions: list[int] | None = None
+    targets: dict[str, list[dict]] = {}
 
 
 @dataclass
@@ -184,7 +195,8 @@ def bench_model(config: BenchConfig, model: BenchModel, work: Path, peers: Mappi
 
     naive = run("naive", arrays_out=str(work / "naive.npz"), **common)
     records.append(make_record(model.name, "naive_ort", "baseline", naive))
-    oracle = Oracle(*load_arrays(work / "naive.npz"), naive.get("sampled_positions")) if naive["ok"] else None
+    oracle = (Oracle(*load_arrays(work / "naive.npz"), naive.get("sampled_positions"), naive.get("targets") or {})
+              if naive["ok"] else None)
     records += _yuzu_records(config, model, work, run, common, oracle, layout, info)
     if config.gaussian:
         records.append(_gaussian_record(model, work, run, common, oracle, layout))
@@ -219,7 +231,7 @@ def _yuzu_records(config: BenchConfig, model: BenchModel, work: Path, run: Runne
                              single.get("one_sequence_peak_rss_mb") or single.get("peak_rss_mb")))
     compared_as = oracle_comparison(model.convert_options)
     if single["ok"] and oracle is not None and compared_as is not None:
-        rec.update(compare(work / "yuzu.npz", oracle, layout, compared_as))
+        rec.update(checked(work / "yuzu.npz", oracle, layout, compared_as, targets=single.get("targets") or {}))
     elif single["ok"] and compared_as is None:
         rec["notes"] = [*rec.get("notes", []), "not compared with naive ISM: the convert options "
                         f"{dict(model.convert_options)} change the outputs in a way the bench does not check"]
@@ -260,7 +272,7 @@ def _variant_record(model: BenchModel, work: Path, run: Runner, common: dict, or
     rec.update(memory_fields(one_sequence_estimate(conv["plan"]),
                              single.get("one_sequence_peak_rss_mb") or single.get("peak_rss_mb")))
     if single["ok"] and oracle is not None:
-        rec.update(compare(work / f"{method}.npz", oracle, layout, compared_as))
+        rec.update(checked(work / f"{method}.npz", oracle, layout, compared_as, targets=single.get("targets") or {}))
     return rec, conv
 
 
@@ -308,20 +320,46 @@ def _peer_record(config: BenchConfig, model: BenchModel, name: str, fn: Peer, wo
                  timeout_s=config.peer_timeout_s, **common)
     rec = make_record(model.name, name, "peer", result)
     if result["ok"]:
+        compared_as = result.get("compared_as", "none")
         if oracle is None:
             rec["notes"] = [*rec.get("notes", []), "no oracle result to compare with"]
+        elif oracle.targets and compared_as != "none":
+            rec["notes"] = [*rec.get("notes", []), f"not compared with naive ISM: the peer's {compared_as} values "
+                            f"cannot be targeted afterwards ({describe_targets(oracle.targets)})"]
         else:
-            try:
-                rec.update(compare(work / f"{name}.npz", oracle, layout, result.get("compared_as", "none")))
-            except BenchError as exc:
-                rec.update(status="failed", ok=False, error=f"output check: {exc}")
+            rec.update(checked(work / f"{name}.npz", oracle, layout, compared_as, apply=oracle.targets))
+            if oracle.targets and rec["ok"]:
+                rec["notes"] = [*rec.get("notes", []), "the peer computes every output value; the conversion's "
+                                f"targets were applied to its ISM for the check ({describe_targets(oracle.targets)})"]
     return rec
 
 
-def compare(path: Path, oracle: Oracle, layout: str, compared_as: str) -> dict:
+def checked(path: Path, oracle: Oracle, layout: str, compared_as: str, **kwargs) -> dict:
+    """:func:`compare`, with a failed check (other shapes or targets than the oracle's) as a failed record."""
+    try:
+        return compare(path, oracle, layout, compared_as, **kwargs)
+    except BenchError as exc:
+        return {"status": "failed", "ok": False, "error": f"output check: {exc}"}
+
+
+def compare(path: Path, oracle: Oracle, layout: str, compared_as: str, *, targets: Mapping | None = None,
+            apply: Mapping | None = None) -> dict:
     """The error of the arrays a worker wrote to ``path`` against the oracle (``compared_as="l2"``: as norms),
-    at the oracle's sampled positions when it ran on a sample of the window."""
+    at the oracle's sampled positions when it ran on a sample of the window.
+
+    ``targets``: the targets the worker's arrays were computed with (a converted model's
+    ``select``/``aggregate`` records); they must be the oracle's, else the check fails.
+    ``apply``: targets to apply to the worker's untargeted ISM first (a peer's;
+    :func:`.measurements.apply_targets`).
+    """
+    if apply:
+        targets = apply
+    if dict(targets or {}) != dict(oracle.targets):
+        raise BenchError(f"the arrays were computed with targets {describe_targets(targets or {}) or 'none'}, "
+                         f"naive ISM with {describe_targets(oracle.targets) or 'none'}")
     got, _ = load_arrays(path)
+    if apply:
+        got = apply_targets(got, apply)
     got = at_positions(got, oracle.positions, position_axis(layout, compared_as))
     want, refs = oracle.ism, oracle.refs
     if compared_as == "l2_per_output":  # --reduce l2: each output's norm, scaled by that output's norm

@@ -137,6 +137,42 @@ def at_positions(arrays: Mapping[str, np.ndarray], positions, axis: int) -> dict
     return {k: np.take(np.asarray(v), idx, axis=axis) for k, v in arrays.items()}
 
 
+def apply_targets(arrays: Mapping[str, np.ndarray], targets: Mapping[str, list[dict]]) -> dict[str, np.ndarray]:
+    """ISM arrays (``(N, A, Lw, ...)`` or ``(N, Lw, A, ...)``) with output targets applied
+    afterwards, for tools that compute every output value (peers).
+
+    ``targets``: ``{output: [{"select": {"axis", "indices"}} | {"aggregate": {"axis",
+    "start", "end", "how"}}]}`` (:func:`yuzu_onnx.targets.targets_key`; axes of the model
+    output, batch = 0, so axis ``k`` is ISM axis ``k + 2``). Select and sum/mean are linear,
+    so targeting the difference equals the difference of the targeted outputs, up to rounding.
+    """
+    out = dict(arrays)
+    for name, records in targets.items():
+        if name not in out:
+            continue
+        value = np.asarray(out[name])
+        for record in records:
+            if "select" in record:
+                sel = record["select"]
+                value = np.take(value, np.asarray(sel["indices"], dtype=np.int64), axis=int(sel["axis"]) + 2)
+            else:
+                agg = record["aggregate"]
+                axis = int(agg["axis"]) + 2
+                part = np.take(value, np.arange(int(agg["start"]), int(agg["end"])), axis=axis).astype(np.float64)
+                reduced = part.sum(axis=axis, keepdims=True) if agg["how"] == "sum" else part.mean(axis=axis,
+                                                                                                  keepdims=True)
+                value = reduced.astype(np.float32)
+        out[name] = value
+    return out
+
+
+def describe_targets(targets: Mapping[str, list[dict]]) -> str:
+    """``human: select axis 1 = [0, 1]; sum over axis 2 90:100 (kept, size 1)`` (empty for none)."""
+    from yuzu_onnx.targets import describe_operations
+
+    return "; ".join(f"{name}: {describe_operations(records)}" for name, records in targets.items())
+
+
 def load_sequences(job: dict, n: int | None = None) -> np.ndarray:
     """The job's sequences (all, or the first ``n``)."""
     x = np.load(job["x_path"])

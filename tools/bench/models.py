@@ -218,8 +218,12 @@ def naive_sample_for(model: BenchModel, requested: int | None) -> int | None:
 def oracle_comparison(convert_options: Mapping[str, Any]) -> str | None:
     """How the converted model's outputs compare with naive ISM: ``"none"`` (as they are),
     ``"l2_per_output"`` (``reduce=l2``), or None when the options change the outputs in a way
-    the bench cannot check (another reduction, a selection of outputs or positions)."""
-    harmless = {"probes", "alpha", "seed", "first_conv", "output_form", "input_name", "layout", "alphabet"}
+    the bench cannot check (another reduction, a selection of outputs or positions).
+
+    ``select``/``aggregate`` (output targets) change nothing here: the naive worker applies
+    the same targets (:func:`.workers.naive_spec`), so the outputs compare as they are."""
+    harmless = {"probes", "alpha", "seed", "first_conv", "output_form", "input_name", "layout", "alphabet",
+                "select", "aggregate"}
     reduce = convert_options.get("reduce")
     if set(convert_options) - harmless - {"reduce"}:
         return None

@@ -18,7 +18,8 @@ RECORD_FIELDS = ("status", "ok", "error", "time_per_sequence_s", "runs_s", "warm
                  "batch_s", "sequences_per_s", "sequences", "peak_rss_mb", "rss_before_mb", "provider",
                  "compared_as", "package", "peer_batch_size", "alpha", "notes", "wall_s", "load_average_1min",
                  "batch_limited_by", "rss_growth_per_sequence_mb", "fast_path_used", "ism_mb_per_sequence",
-                 "result_file_mb_per_sequence", "extrapolated_from_positions", "naive_sample", "sampled_positions")
+                 "result_file_mb_per_sequence", "extrapolated_from_positions", "naive_sample", "sampled_positions",
+                 "targets")
 MEMORY_TOLERANCE = 1.15  # a measured peak above the plan's estimate times this is flagged
 
 

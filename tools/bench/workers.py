@@ -55,6 +55,30 @@ def worker_prepare(job: dict) -> dict:
     }
 
 
+#: the convert options that change the outputs themselves; the naive worker applies them too
+TARGET_OPTIONS = ("select", "aggregate")
+
+
+def naive_spec(job: dict):
+    """The model naive ISM runs, and the targets it computes.
+
+    ``(spec, targets)``: the job's model with the conversion's ``select``/``aggregate``
+    applied in its graph (:func:`yuzu_onnx.targets.targeted_spec`, as :func:`yuzu_onnx.naive_ism`
+    applies them), so the oracle's time, ISM and reference outputs are those of the outputs
+    the converted model computes; ``targets`` is ``{output: [target records]}`` (``{}``
+    without targets).
+    """
+    from yuzu_onnx.importer import load_model
+    from yuzu_onnx.targets import targeted_spec, targets_key
+
+    spec = load_model(job["model_path"], seq_len=job.get("seq_len"))
+    options = convert_options(job)
+    if not any(options.get(k) for k in TARGET_OPTIONS):
+        return spec, {}
+    spec, targets = targeted_spec(spec, options.get("select"), options.get("aggregate"))
+    return spec, targets_key(targets)
+
+
 def naive_at_positions(spec, x: np.ndarray, positions: np.ndarray, *, device: str) -> tuple[dict, dict, float, float]:
     """Naive ISM (every substitution, batched as :func:`yuzu_onnx.naive_ism` batches) at the
     absolute ``positions`` only.
@@ -122,25 +146,27 @@ def worker_naive(job: dict) -> dict:
 
     With ``job["naive_sample"]`` smaller than the window, naive ISM runs on that many
     positions spread over the window and its time is extrapolated (:func:`extrapolate`).
+    A model converted with ``select``/``aggregate`` runs with the same targets
+    (:func:`naive_spec`); the result names them (``targets``).
     """
-    from yuzu_onnx.importer import load_model
     from yuzu_onnx.oracle import naive_ism, reference_outputs
 
-    spec = load_model(job["model_path"], seq_len=job.get("seq_len"))
+    spec, targets = naive_spec(job)
+    named = {"targets": targets} if targets else {}
     x = load_sequences(job, 1)
     device = job["device"]
     start, end = job_window(job) or (0, spec.seq_len)
     k = job.get("naive_sample")
     if k is not None and k < end - start:
-        return _worker_naive_sampled(job, spec, x, k)
-    phase("naive ISM runs")
+        return {**_worker_naive_sampled(job, spec, x, k), **named}
+    phase("naive ISM runs" + (" (with the conversion's targets)" if targets else ""))
     rss_before = rss_mb()
     timing = timed_runs(lambda: naive_ism(spec, x, window=job_window(job), device=device),
                         repeats=job["repeats"], budget_s=job["budget_s"])
     refs = reference_outputs(spec, x, device=device)
     save_arrays(job, timing["result"], refs)
     return {"time_per_sequence_s": timing["median_s"], "runs_s": timing["runs_s"], "warmup_s": timing["warmup_s"],
-            "rss_before_mb": rss_before, "sequences": 1}
+            "rss_before_mb": rss_before, "sequences": 1, **named}
 
 
 def plan_summary(conv) -> dict:
@@ -229,6 +255,8 @@ def worker_yuzu(job: dict) -> dict:
            "one_sequence_peak_rss_mb": one_sequence_rss, "notes": notes}
     if job.get("arrays_out"):
         out["result_file_mb_per_sequence"] = file_mb
+    if session.info.targets:
+        out["targets"] = session.info.targets
     return out
 
 

@@ -616,6 +616,21 @@ def test_convert_options_and_sample_through_the_benchmark(tmp_path):
     assert "(extrapolated from 6 positions)" in report.markdown_report(results)
 
 
+def test_targets_variants_fit_the_quick_lengths():
+    """``--quick`` shortens borzoi_like/basenji2_like to 24 bins: the targets variants sum ten of those."""
+    (borzoi,) = models.resolve_models(["borzoi_like_targets"], quick=True)
+    assert dict(borzoi.convert_options) == {"select": {"human": {1: [0, 1, 2, 3]}},
+                                            "aggregate": {"human": {2: (7, 17, "sum")}}}
+    assert models.MODELS["borzoi_like_targets"].convert_options["aggregate"] == {"human": {2: (90, 100, "sum")}}
+    assert "(7, 17, 'sum')" in borzoi.note  # the table's model note says what was converted
+    (basenji,) = models.resolve_models(["basenji2_like_targets"], quick=True)
+    assert basenji.convert_options["aggregate"] == {"human": {1: (7, 17, "sum")}}
+    # a variant's own aggregate is kept under --quick
+    (own,) = models.resolve_models(['borzoi_like_targets:aggregate={"human":{"2":[0,3,"mean"]}}'], quick=True)
+    assert own.convert_options["aggregate"] == {"human": {"2": [0, 3, "mean"]}}
+    assert own.convert_options["select"] == {"human": {1: [0, 1, 2, 3]}}
+
+
 TARGET_RECORDS = {"profile": [{"select": {"axis": 1, "indices": [1]}},
                               {"aggregate": {"axis": 2, "start": 10, "end": 30, "how": "sum"}}],
                   "counts": [{"select": {"axis": 1, "indices": [0]}}]}

@@ -21,6 +21,7 @@ from yuzu_onnx.oracle import reference_outputs
 from yuzu_onnx.reductions import reduce_ism
 from yuzu_onnx.results import read_npz
 from yuzu_onnx.session import cached_conversion
+from yuzu_onnx.shards import load_results
 from yuzu_onnx.sidecar import sidecar_document
 from yuzu_onnx.targets import (
     Aggregate,
@@ -347,6 +348,9 @@ def test_cli_convert_run_and_naive_with_the_same_targets_compare_key_by_key(cli,
                             {"aggregate": {"axis": 2, "start": 10, "end": 30, "how": "sum"}}],
                 "counts": [{"select": {"axis": 1, "indices": [0]}}]}
     assert got_meta["targets"] == want_meta["targets"] == recorded == read_converted_info(onnx.load(ism)).targets
+    # a sharded run records them too
+    assert cli("run", ism, x_path, "-o", tmp_path / "sharded", "--format", "shards", "--quiet").rc == 0
+    assert load_results(tmp_path / "sharded").metadata["targets"] == recorded
     for key in ("profile", "counts"):
         assert got[key].shape == want[key].shape
         scale = float(np.abs(want[key]).max())

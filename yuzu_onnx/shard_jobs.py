@@ -28,7 +28,15 @@ from .encoding import SequenceBatch
 from .engines import EngineOptions, run_local, variant_part
 from .errors import InputError, YuzuError, option
 from .partial_store import file_sha256, partial_path
-from .pipeline import JobOptions, RunReport, _add_names_to_npy_dir, parse_modisco, write_followups
+from .pipeline import (
+    JobOptions,
+    RunReport,
+    _add_names_to_npy_dir,
+    _form_metadata,
+    _target_metadata,
+    parse_modisco,
+    write_followups,
+)
 from .results import NpyStreamWriter, check_output_path, write_npz
 from .runners import Runner
 from .shards import Results, ShardStore, load_results
@@ -54,7 +62,8 @@ def run_metadata(runner: Runner, job: JobOptions, *, model_path: str, engine: En
         "command": job.command, "model": model_path, "input": job.input,
         "yuzu_onnx_version": __version__, "layout": runner.layout, "alphabet": runner.alphabet,
         "seq_len": runner.seq_len, "window": list(runner.window), "reductions": dict(runner.reductions),
-        "outputs": list(runner.output_names), "source_sha256": runner.source_sha256,
+        "outputs": list(runner.output_names), **_form_metadata(runner), "targets": _target_metadata(runner),
+        "source_sha256": runner.source_sha256,
         "provider": runner.provider if engine.engine == "local" else f"ray ({engine.workers} workers)",
         "method": runner.kind, "engine": engine.engine,
     }

@@ -2,20 +2,16 @@
 
 Mutant ``(j, a)`` of a local output differs from the reference only at the positions
 whose window contains ``j``: the band ``starts[k] .. starts[k] + width - 1`` of the plan's
-:class:`~yuzu_onnx.bands.Band`. The decode subtracts the reference from the probes once
-(length axis innermost), gathers exactly the band positions out of the probe that holds
-``j`` (one Gather over ``(probe, position)`` rows; a position that does not read ``j``
-reads the probe's zero row, so it is exactly +0), and runs the reductions and the layout
-on band-sized tensors; ``l2`` sums squares per class before anything else. A dense output
-is then written from the band: a zero tensor of the output's shape with the band
-scattered into it (``ScatterElements``), so no full-size ``Where``, ``Transpose`` or mask
-multiplication runs. (Measured on ONNX Runtime 1.32 CPU, 1 thread, the ToyNet profile,
-CPU time per sequence: zeros + ScatterElements 5.4-6.5 ms; Pad of the skewed band + a
-Gather of row chunks 6.2-7.9 ms; Pad + flat Slice + Transpose 7.7 ms; block-wise Pad +
-Concat 4.0 ms before the block-local skew it needs; a single Pad, the floor, 1.4 ms. A
-"pad each row by L+1 and reshape" skew places a band with one Pad only when no axis lies
-between the mutated-position axis and the length axis, and its final Reshape/Slice copies
-the whole output again.)
+:class:`~yuzu_onnx.bands.Band`. A banded output is that band gathered straight into the ISM
+layout (:func:`yuzu_onnx.emit.dense_rows.emit_row_gather`); a dense one is the band
+scattered into a zero tensor of the output's shape (``ScatterElements``), so no full-size
+``Where``, ``Transpose`` or mask multiplication runs. (Measured on ONNX Runtime 1.32 CPU,
+1 thread, the ToyNet profile, CPU time per sequence: zeros + ScatterElements 5.4-6.5 ms;
+Pad of the skewed band + a Gather of row chunks 6.2-7.9 ms; Pad + flat Slice + Transpose
+7.7 ms; block-wise Pad + Concat 4.0 ms before the block-local skew it needs; a single Pad,
+the floor, 1.4 ms; a row gather of the whole rows + a mask Mul 3.4 ms but a second pass,
+and ``Where`` instead of the Mul ~11 ms.) Reductions (``l2``, ``sum``) run on the band
+deltas of :func:`emit_band_delta`, ``l2`` summing squares per class before anything else.
 """
 
 from __future__ import annotations
@@ -25,6 +21,7 @@ import onnx
 
 from ..bands import Band, reached
 from .decode import emit_l2_output, emit_output, probe_indices
+from .dense_rows import emit_row_gather
 from .probes import EmitContext
 from .stages import probes_of
 
@@ -78,8 +75,15 @@ def emit_band_delta(ctx: EmitContext, output: str, band: Band) -> tuple[str, lis
 
 
 def emit_band_output(ctx: EmitContext, output: str, reduce: str, form: str, is_reference: str, band: Band) -> str:
-    """The ISM output of a local ``output`` decoded on its band: banded, dense (the band
-    scattered into zeros), or reduced (``l2``, ``sum``) from the band."""
+    """The ISM output of a local ``output`` decoded on its band: banded (one row gather,
+    :func:`~yuzu_onnx.emit.dense_rows.emit_row_gather`), dense (that band scattered into
+    zeros), or reduced (``l2``, ``sum``) from the band deltas of :func:`emit_band_delta`."""
+    if reduce == "none":
+        # the band itself, gathered in the ISM layout (then written into zeros when dense)
+        values = emit_row_gather(ctx, output, is_reference, np.asarray(band.starts, dtype=np.int64), band.width)
+        if form == "banded" or band.width == band.length:
+            return values
+        return scatter_band(ctx, values, band, rank=3 + len(ctx.dims(output)))
     b = ctx.builder
     delta, band_dims = emit_band_delta(ctx, output, band)  # (Lw, B, C, N, *rest)
     if reduce == "l2":

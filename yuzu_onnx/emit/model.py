@@ -26,6 +26,7 @@ from .decode import (
     probe_indices,
     reference_base_mask,
 )
+from .dense_rows import decodes_by_rows, emit_dense_rows
 from .probes import EmitContext
 from .stages import emit_stage
 from .streaming import emit_window_chunks
@@ -140,9 +141,11 @@ def emit_decoded_outputs(ctx: EmitContext, outputs: list[str], reductions: dict[
     builder, plan = ctx.builder, ctx.plan
     start, end = plan.window
     positions = np.arange(start, end, dtype=np.int64)
+    forms = {o: plan.outputs[o].form if o in plan.outputs else "dense" for o in outputs}
+    by_rows = {o for o in outputs if decodes_by_rows(ctx, o, reductions[o], forms[o])}
     banded = {o: plan.outputs[o] for o in outputs if o in plan.outputs and plan.outputs[o].band is not None
-              and reductions[o] != "raw"}
-    local_outputs = [o for o in outputs if o in ctx.region.maps and o not in banded]
+              and reductions[o] != "raw" and o not in by_rows}
+    local_outputs = [o for o in outputs if o in ctx.region.maps and o not in banded and o not in by_rows]
     tail_outputs = [o for o in outputs if o not in ctx.region.maps]
     values: dict[str, str] = {}
     if local_outputs:
@@ -155,7 +158,8 @@ def emit_decoded_outputs(ctx: EmitContext, outputs: list[str], reductions: dict[
     l2_sums = frozenset(o for o in chunked if reductions[o] == "l2")
     if tail_outputs:
         values.update(emit_tail(ctx, tail_outputs, l2_sums))
-    return [emit_band_output(ctx, out, reductions[out], banded[out].form, is_reference, banded[out].band)
+    return [emit_dense_rows(ctx, out, is_reference) if out in by_rows
+            else emit_band_output(ctx, out, reductions[out], banded[out].form, is_reference, banded[out].band)
             if out in banded else emit_l2_output(ctx, values[out], is_reference) if out in l2_sums
             else emit_output(ctx, out, values[out], reductions[out], is_reference)
             for out in outputs]

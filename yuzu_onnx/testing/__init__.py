@@ -28,6 +28,7 @@ from .model_builders import (
     build_strided_conv,
     build_strided_profile,
     build_tiny_cnn,
+    build_track_head,
     build_transpose_dense,
     random_onehot,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "build_strided_conv",
     "build_strided_profile",
     "build_tiny_cnn",
+    "build_track_head",
     "build_transpose_dense",
     "random_onehot",
 ]

@@ -548,6 +548,23 @@ def build_dilated_profile(*, layout: str = "ncl", seq_len: int = 100, seed: int 
     return g.build()
 
 
+def build_track_head(*, layout: str = "ncl", seq_len: int = 96, seed: int = 0, tracks: int = 24) -> onnx.ModelProto:
+    """Basenji-style multi-track head: Conv(k5) → ReLU → MaxPool(2) to bins, dilated Conv(k3,
+    dilation 2) → ReLU, cropped by 2 bins each side, then channels-last: a pointwise Dense to
+    ``tracks`` with Softplus, ``tracks`` ``(N, L/2 - 4, tracks)``, and a Dense to 2 × 12 laid out
+    as strands, ``strands`` ``(N, 2, L/2 - 4, 12)`` (an axis before the bins)."""
+    g = _Graph("track_head", layout=layout, seq_len=seq_len, seed=seed)
+    h = g.op("Relu", [g.same_conv(g.seq(), 4, 16, 5)])
+    h = g.op("MaxPool", [h], kernel_shape=[2], strides=[2])
+    h = g.op("Relu", [g.same_conv(h, 16, 16, 3, dilation=2)])
+    bins = seq_len // 2 - 4
+    h = g.to_last(g.slice_len(h, 2, 2 + bins, 2))  # (N, bins, 16)
+    g.output(g.op("Softplus", [g.dense(h, 16, tracks, gain=2.0)]), "tracks")
+    strands = g.op("Reshape", [g.dense(h, 16, 24, gain=2.0), g.ints([0, bins, 2, 12], "strand_shape")])
+    g.output(g.op("Transpose", [strands], perm=[0, 2, 1, 3]), "strands")
+    return g.build()
+
+
 def build_transpose_dense(*, layout: str = "ncl", seq_len: int = 100, seed: int = 0) -> onnx.ModelProto:
     """Conv, then channels-last per-position Dense (MatMul on the last axis of ``(N, L, C)``)
     twice, Flatten → Gemm."""
@@ -713,6 +730,7 @@ BUILDERS: dict[str, Callable[..., onnx.ModelProto]] = {
     "dynamic_length": build_dynamic_length,
     "strided_profile": build_strided_profile,
     "dilated_profile": build_dilated_profile,
+    "track_head": build_track_head,
 }
 
 SEQUENTIAL: frozenset[str] = frozenset(

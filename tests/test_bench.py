@@ -297,6 +297,27 @@ def test_timed_runs_budget():
     assert len(calls) == 1 and out["warmup_s"] is None and len(out["runs_s"]) == 1
 
 
+def test_timed_runs_release_each_result_before_the_next_run():
+    """A run never overlaps the previous run's result (a held 2 GB ISM output would make every
+    timed run allocate fresh memory)."""
+    import weakref
+
+    class Output:
+        pass
+
+    held: list[weakref.ref] = []
+
+    def run() -> Output:
+        alive = [r for r in held if r() is not None]
+        assert not alive, "the previous result is still held"
+        out = Output()
+        held.append(weakref.ref(out))
+        return out
+
+    out = measurements.timed_runs(run, repeats=3, budget_s=10)
+    assert len(held) == 4 and out["result"] is held[-1]()
+
+
 def test_choose_batch():
     assert benchmark.choose_batch(32, peak_bytes_per_sequence=2**20, max_memory=2**30, seconds_per_sequence=0.1,
                               budget_s=100) == (32, "requested")

@@ -1,4 +1,4 @@
-"""Softplus in the materialised tail runs as ``Relu(x) + Log(1 + Exp(-|x|))`` (ONNX
+"""Softplus in the materialised tail runs as ``Relu(x) - Log(Sigmoid(|x|))`` (ONNX
 Runtime's own kernel is ~45 times slower than Relu) and stays exact, saturated inputs
 included."""
 

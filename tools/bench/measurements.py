@@ -43,8 +43,10 @@ def timed_runs(fn: Callable[[], object], *, repeats: int, budget_s: float, warmu
     """Time ``fn``: a warm-up run, then up to ``repeats`` runs within ``budget_s`` seconds.
 
     At least one timed run always happens; when the warm-up alone exceeds the budget, the
-    warm-up is the only run (``runs_s`` holds it, ``warmup_s`` is None). Returns the
-    median, the runs, and the last result.
+    warm-up is the only run (``runs_s`` holds it, ``warmup_s`` is None). Each run's result
+    is released before the next starts (a large ISM output held across runs would make every
+    run allocate, and fault in, fresh memory). Returns the median, the runs, and the last
+    result.
     """
     first = time.perf_counter()
     result = fn()
@@ -53,6 +55,7 @@ def timed_runs(fn: Callable[[], object], *, repeats: int, budget_s: float, warmu
     if warmup and first_s < budget_s:
         n = max(1, min(repeats, int(budget_s // max(first_s, 1e-6))))
         for _ in range(n):
+            result = None  # a run does not overlap the previous one's result (as a caller writing results out)
             t0 = time.perf_counter()
             result = fn()
             runs.append(time.perf_counter() - t0)

@@ -320,8 +320,20 @@ def _compute_chunks(runner: Runner, batch: SequenceBatch, rows_per_batch: int, s
 
 def _result_metadata(runner: Runner, batch: SequenceBatch, extra: Mapping | None) -> dict:
     """The result's ``__metadata__``: ``extra``, then what the run was."""
-    meta = {
-        **dict(extra or {}),
+    meta = {**dict(extra or {}), **runner_metadata(runner), "provider": runner.provider, "n_sequences": len(batch)}
+    if batch.coords is not None:
+        meta["coords"] = [list(c) for c in batch.coords]
+    return meta
+
+
+def runner_metadata(runner: Runner) -> dict:
+    """What every result file records of the runner that computed it: version, layout,
+    window, reductions, outputs, ``forms`` (output → ``dense``/``banded``) and ``bands`` (the
+    band record of each banded output, what :func:`yuzu_onnx.densify` needs), ``targets``
+    (output → the ``--select``/``--aggregate`` records its values were computed with, as in
+    the converted model's metadata; ``{}`` when none), the source model's hash and the method."""
+    bands = dict(getattr(runner, "bands", None) or {})
+    return {
         "yuzu_onnx_version": __version__,
         "layout": runner.layout,
         "alphabet": runner.alphabet,
@@ -329,31 +341,12 @@ def _result_metadata(runner: Runner, batch: SequenceBatch, extra: Mapping | None
         "window": list(runner.window),
         "reductions": dict(runner.reductions),
         "outputs": list(runner.output_names),
-        **_form_metadata(runner),
-        "targets": _target_metadata(runner),
+        "forms": {name: "banded" if name in bands else "dense" for name in runner.output_names},
+        "bands": bands,
+        "targets": {name: [dict(r) for r in records] for name, records in (getattr(runner, "targets", None) or {}).items()},
         "source_sha256": runner.source_sha256,
-        "provider": runner.provider,
         "method": runner.kind,
-        "n_sequences": len(batch),
     }
-    if batch.coords is not None:
-        meta["coords"] = [list(c) for c in batch.coords]
-    return meta
-
-
-def _form_metadata(runner: Runner) -> dict:
-    """``forms`` (output → ``dense``/``banded``) and ``bands`` (the band record of each
-    banded output, what :func:`yuzu_onnx.densify` needs)."""
-    bands = dict(getattr(runner, "bands", None) or {})
-    return {"forms": {name: "banded" if name in bands else "dense" for name in runner.output_names},
-            "bands": bands}
-
-
-def _target_metadata(runner: Runner) -> dict[str, list[dict]]:
-    """``targets``: output → the ``--select``/``--aggregate`` records its values were computed
-    with (:meth:`yuzu_onnx.targets.OutputTargets.to_json`, as in the converted model's
-    metadata); ``{}`` when no output has targets."""
-    return {name: [dict(r) for r in records] for name, records in (getattr(runner, "targets", None) or {}).items()}
 
 
 class _ResultSink:

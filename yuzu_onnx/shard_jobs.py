@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
 from .encoding import SequenceBatch
 from .engines import EngineOptions, run_local, variant_part
 from .errors import InputError, YuzuError, option
@@ -32,9 +31,8 @@ from .pipeline import (
     JobOptions,
     RunReport,
     _add_names_to_npy_dir,
-    _form_metadata,
-    _target_metadata,
     parse_modisco,
+    runner_metadata,
     write_followups,
 )
 from .results import NpyStreamWriter, check_output_path, write_npz
@@ -59,13 +57,9 @@ def genome_fingerprint(genome: str | os.PathLike | None) -> str | None:
 def run_metadata(runner: Runner, job: JobOptions, *, model_path: str, engine: EngineOptions) -> dict:
     """The result's metadata (as :func:`yuzu_onnx.pipeline.run_to_files` writes it, without coords)."""
     return {
-        "command": job.command, "model": model_path, "input": job.input,
-        "yuzu_onnx_version": __version__, "layout": runner.layout, "alphabet": runner.alphabet,
-        "seq_len": runner.seq_len, "window": list(runner.window), "reductions": dict(runner.reductions),
-        "outputs": list(runner.output_names), **_form_metadata(runner), "targets": _target_metadata(runner),
-        "source_sha256": runner.source_sha256,
+        "command": job.command, "model": model_path, "input": job.input, **runner_metadata(runner),
         "provider": runner.provider if engine.engine == "local" else f"ray ({engine.workers} workers)",
-        "method": runner.kind, "engine": engine.engine,
+        "engine": engine.engine,
     }
 
 

@@ -92,10 +92,7 @@ def emit_band_output(ctx: EmitContext, output: str, reduce: str, form: str, is_r
     # (Lw, B, C, N, *rest) → (Lw, C, N, *dims with B on the length axis)
     back = [0, 2, 3] + [1 if i == m.axis - 1 else 4 + i - (i > m.axis - 1) for i in range(len(band_dims))]
     delta = b.transpose(delta, back, hint="band_layout")
-    values = emit_output(ctx, output, delta, reduce, is_reference, odims=band_dims, is_delta=True)
-    if reduce != "none" or form == "banded" or band.width == band.length:
-        return values
-    return scatter_band(ctx, values, band, rank=3 + len(band_dims))
+    return emit_output(ctx, output, delta, reduce, is_reference, odims=band_dims, is_delta=True)  # sum
 
 
 def band_l2(ctx: EmitContext, delta: str, n_rest: int, is_reference: str) -> str:

@@ -88,11 +88,15 @@ def _row_index(ctx: EmitContext, output: str, is_reference: str, *, before: list
     start, end = plan.window
     lw, a, n_classes = end - start, spec.alphabet_size, ctx.n_classes
     ncl = spec.layout == NCL
+    ism_axis = {"base": 1, "window": 2} if ncl else {"base": 2, "window": 1}  # after the batch axis
 
-    def ism_shaped(values: np.ndarray, axis: str) -> np.ndarray:  # a vector along the base or window axis
+    def along(axis: str, size: int) -> list[int]:  # the shape of a vector along the ISM's base or window axis
         shape = [1, 1, 1]
-        shape[(1 if axis == "base" else 2) if ncl else (2 if axis == "base" else 1)] = len(values)
-        return values.reshape(shape)
+        shape[ism_axis[axis]] = size
+        return shape
+
+    def ism_shaped(values: np.ndarray, axis: str) -> np.ndarray:
+        return values.reshape(along(axis, len(values)))
 
     spacing = plan.stages[plan.producer_stage[output]].spacing
     probe = probe_indices(ctx, np.arange(start, end, dtype=np.int64))[spacing]
@@ -132,7 +136,7 @@ def _row_index(ctx: EmitContext, output: str, is_reference: str, *, before: list
     reads = b.op("And", [b.op("Not", [b.op("Less", [column, first])]), b.op("Not", [b.op("Greater", [column, last])])],
                  hint="reads")  # (Lw, width)
     slot = b.op("Where", [reads, position, b.ints([length], "zero_bin")], hint="bin_of_row")
-    slot = b.reshape(slot, ([1, 1, lw] if ncl else [1, lw, 1]) + [1] * len(before) + [width], hint="bin_of_row")
+    slot = b.reshape(slot, along("window", lw) + [1] * len(before) + [width], hint="bin_of_row")
     at_reference = b.unsqueeze(is_reference, list(range(3, 4 + len(before))), hint="is_reference")
     slot = b.op("Where", [at_reference, b.ints([length], "zero_bin"), slot], hint="bin_of_row")
     return b.op("Add", [block, slot], hint="row_index")

@@ -33,6 +33,15 @@ class CliResult:
 
 
 @pytest.fixture(autouse=True)
+def _cpu_for_auto(request, monkeypatch):
+    """``--device auto`` means the CPU in every test not marked ``cuda`` (and in the processes
+    they start): the suite compares runs bit for bit, which holds on one device, and
+    tests/test_cuda.py checks CUDA against the oracle on its own."""
+    if request.node.get_closest_marker("cuda") is None:
+        monkeypatch.setenv("YUZU_DEVICE", "cpu")
+
+
+@pytest.fixture(autouse=True)
 def _private_cache(tmp_path_factory, monkeypatch):
     """Converted-model cache in a temporary folder, never in the home folder."""
     monkeypatch.setenv("YUZU_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "yuzu-cache"))

@@ -12,6 +12,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from yuzu_onnx import InputError
 from yuzu_onnx.encoding import random_one_hot
 from yuzu_onnx.results import read_npz
 from yuzu_onnx.testing import build_dynamic_length
@@ -314,3 +315,20 @@ def test_bad_option_values(cli, tiny_ism, tiny_model, seq_files, tmp_path):
     assert_refused(cli("run", tiny_ism, seq_files["ncl"], "-o", tmp_path / "r.txt"), 2, ".npz")
     assert not (tmp_path / "r.txt").exists()
     assert os.listdir(tmp_path) == []
+
+
+def test_yuzu_device_and_cuda_provider_options_are_checked(monkeypatch):
+    from yuzu_onnx.runtime import CUDA, cuda_provider_options, provider_entries, providers_for
+
+    monkeypatch.setenv("YUZU_DEVICE", "gpu")
+    with pytest.raises(InputError, match="YUZU_DEVICE must be one of auto, cpu, cuda, got 'gpu'"):
+        providers_for("auto")
+    assert providers_for("cpu") == ["CPUExecutionProvider"]  # an explicit device does not read it
+    monkeypatch.setenv("YUZU_DEVICE", "cuda")
+    assert providers_for("auto")[0] == CUDA
+    monkeypatch.setenv("YUZU_CUDA_PROVIDER_OPTIONS", " cudnn_conv_algo_search=HEURISTIC , device_id=0")
+    assert cuda_provider_options() == {"use_tf32": "0", "cudnn_conv_algo_search": "HEURISTIC", "device_id": "0"}
+    assert provider_entries([CUDA, "CPUExecutionProvider"])[0] == (CUDA, cuda_provider_options())
+    monkeypatch.setenv("YUZU_CUDA_PROVIDER_OPTIONS", "use_tf32")
+    with pytest.raises(InputError, match="YUZU_CUDA_PROVIDER_OPTIONS must be key=value pairs"):
+        cuda_provider_options()

@@ -42,7 +42,8 @@ def good_peer(job: dict) -> dict:
 
     x = np.load(job["x_path"])[:1]
     window = measurements.job_window(job)
-    timing = measurements.timed_runs(lambda: naive_ism(job["model_path"], x, window=window), repeats=1, budget_s=5)
+    timing = measurements.timed_runs(lambda: naive_ism(job["model_path"], x, window=window, device=job["device"],
+                                                                     threads=job["threads"]), repeats=1, budget_s=5)
     np.savez(job["arrays_out"], **{f"ism/{k}": v for k, v in timing["result"].items()})
     return {"time_per_sequence_s": timing["median_s"], "runs_s": timing["runs_s"], "compared_as": "none",
             "sequences": 1}

@@ -6,13 +6,20 @@ ONNX Runtime offers no CUDAExecutionProvider. ``tools/gpu_check.sh`` runs them.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import onnxruntime as ort
 import pytest
+from test_rewrite import reduce_oracle
 
-from yuzu_onnx import ISMSession, convert_model, naive_ism
+from yuzu_onnx import InputError, ISMSession, convert_model, load_model, naive_ism
+from yuzu_onnx.bands import bands_of, densify
+from yuzu_onnx.format import read_converted_info
+from yuzu_onnx.oracle import reference_outputs
+from yuzu_onnx.plan import PlanOptions
 from yuzu_onnx.runtime import CUDA
-from yuzu_onnx.testing import build_bpnet, build_tiny_cnn, random_onehot
+from yuzu_onnx.testing import BUILDERS, build_bpnet, build_tiny_cnn, random_onehot
 
 TOLERANCE = 1e-5
 
@@ -63,8 +70,6 @@ def test_cuda_matches_naive_oracle(converted):
     conv, x, _ = converted
     gpu = ISMSession(conv.model, device="cuda").run(x)
     want = naive_ism(conv.spec, x, device="cuda")
-    from yuzu_onnx.oracle import reference_outputs
-
     refs = reference_outputs(conv.spec, x, device="cuda")
     for name in want:
         err = float(np.max(np.abs(gpu[name].astype(np.float64) - want[name])))
@@ -101,3 +106,57 @@ def test_io_binding_on_device(converted):
     for name, value in zip(names, binding.copy_outputs_to_cpu(), strict=True):
         err = float(np.max(np.abs(value.astype(np.float64) - cpu[name])))
         assert err <= TOLERANCE * _scale(cpu[name], value), f"{name}: {err:.3g}"
+
+
+# every builder on CUDA, in each decode: the dense row gather and band scatter, the banded
+# form, the l2 reduction and a streamed window run kernels the two models above do not
+SWEEP = {
+    "dense": {},
+    "banded": {"output_form": "banded"},
+    "l2": {"reduce": "l2"},
+    "streamed": {"plan_options": "four chunks"},
+}
+
+
+@pytest.mark.parametrize("form", sorted(SWEEP))
+@pytest.mark.parametrize("layout", ["ncl", "nlc"])
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_every_builder_on_cuda_matches_the_cpu_oracle(name: str, layout: str, form: str) -> None:
+    """The converted model run on CUDA against naive ISM on the CPU, within 1e-5 of scale,
+    on sequences with and without unknown bases (the shift and all-bases branches)."""
+
+    spec = load_model(BUILDERS[name](layout=layout), seq_len=100 if name == "dynamic_length" else None)
+    options = dict(SWEEP[form])
+    if "plan_options" in options:
+        options["plan_options"] = PlanOptions(window_chunk=max(1, spec.seq_len // 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # models without a local region fall back, exactly
+        try:
+            conversion = convert_model(spec, **options)
+        except InputError as error:  # banded needs an output that keeps its length axis
+            pytest.skip(str(error))
+    session = ISMSession(conversion.model, device="cuda")
+    assert session.provider == CUDA
+    bands = bands_of(read_converted_info(conversion.model)) if form == "banded" else {}
+    for seed, unknown in ((3, 0), (4, 2)):
+        x = random_onehot(2, spec.seq_len, layout=layout, seed=seed, n_positions=unknown)
+        got = session.run(x)
+        oracle = naive_ism(spec, x, device="cpu")
+        refs = reference_outputs(spec, x, device="cpu")
+        for output, dense in oracle.items():
+            how = conversion.reductions.get(output, "none")
+            axis = conversion.region.maps[output].axis if how == "sum" else None
+            want = reduce_oracle(dense, how, axis=axis)
+            value = densify(got[output], bands[output]) if output in bands else got[output]
+            assert value.shape == want.shape, (output, value.shape, want.shape)
+            err = float(np.max(np.abs(value.astype(np.float64) - want))) if want.size else 0.0
+            scale = _scale(dense, refs[output])
+            assert err <= TOLERANCE * scale, f"{name} {layout} {form} {output}: {err:.3g} > 1e-5 x {scale:.3g}"
+
+
+def test_auto_takes_cuda_and_yuzu_device_keeps_it_on_the_cpu(converted, monkeypatch):
+    conv, _, _ = converted
+    monkeypatch.delenv("YUZU_DEVICE", raising=False)
+    assert ISMSession(conv.model).provider == CUDA
+    monkeypatch.setenv("YUZU_DEVICE", "cpu")
+    assert ISMSession(conv.model).provider == "CPUExecutionProvider"

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from yuzu_onnx import ISMSession, YuzuWarning, convert_model, load_model, naive_ism
+from yuzu_onnx import ISMSession, ModelError, YuzuWarning, convert_model, load_model, naive_ism
 from yuzu_onnx.oracle import reference_outputs
-from yuzu_onnx.testing.model_builders import random_onehot
+from yuzu_onnx.testing.model_builders import build_tiny_cnn, random_onehot
 
 
 def _batch_one_model(opset: int):
@@ -44,3 +44,32 @@ def test_fixed_batch_of_one_and_old_opsets(opset: int) -> None:
     expected = naive_ism(spec, X)["y"]
     scale = max(np.abs(expected).max(), np.abs(reference_outputs(spec, X)["y"]).max())
     assert np.abs(result - expected).max() <= 1e-5 * scale
+
+
+def test_ir_version_newer_than_onnxruntime_reads_is_lowered() -> None:
+    """An ``onnx`` newer than ``onnxruntime`` writes IR versions ONNX Runtime refuses; the
+    importer declares the newest one it reads, and the conversion stays exact."""
+    from yuzu_onnx.runtime import onnxruntime_max_ir_version
+
+    newest = onnxruntime_max_ir_version()
+    assert newest is not None and newest >= 10, "ONNX Runtime's refusal names its newest IR version"
+    model = build_tiny_cnn(seq_len=40)
+    model.ir_version = newest + 1
+    spec = load_model(model)
+    assert spec.model.ir_version == newest and model.ir_version == newest + 1  # the caller's model is untouched
+    x = random_onehot(2, 40, seed=3, n_positions=1)
+    got = ISMSession(convert_model(spec).model, device="cpu").run(x)
+    want = naive_ism(spec, x, device="cpu")
+    for name, value in want.items():
+        assert np.max(np.abs(got[name] - value)) <= 1e-5 * max(np.max(np.abs(value)), 1e-30)
+
+
+def test_opset_newer_than_onnxruntime_reads_is_a_clear_error(monkeypatch) -> None:
+    import yuzu_onnx.runtime
+
+    monkeypatch.setattr(yuzu_onnx.runtime, "onnxruntime_max_ir_version", lambda: 5)
+    model = build_tiny_cnn(seq_len=40)
+    model.ir_version = 8
+    with pytest.raises(ModelError, match=r"declares ONNX IR version 8 and opset \d+, which need IR version \d+; "
+                                         r"onnxruntime \S+ reads IR versions up to 5: upgrade onnxruntime"):
+        load_model(model)

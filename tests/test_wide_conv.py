@@ -31,10 +31,10 @@ def test_wide_conv_matches_conv(cout, k, dilation, stride, pads, bias) -> None:
     x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", cin, length])
     y_info = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", cout, out_len])
     fast = helper.make_model(helper.make_graph(b.nodes, "fast", [x_info], [y_info], b.initializers),
-                             opset_imports=[helper.make_opsetid("", 17)])
+                             opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     inits = [numpy_helper.from_array(v, n) for n, v in constants.items() if n in inputs]
     plain = helper.make_model(helper.make_graph([node], "plain", [x_info], [y_info], inits),
-                              opset_imports=[helper.make_opsetid("", 17)])
+                              opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     onnx.checker.check_model(fast, full_check=True)
     x = rng.standard_normal((3, cin, length)).astype(np.float32)
     got = ort.InferenceSession(fast.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]

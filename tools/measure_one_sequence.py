@@ -3,13 +3,14 @@ peak RSS, and (optionally) the time against naive ISM extrapolated from a sample
 
     python tools/measure_one_sequence.py MODEL.onnx [--window S:E] [--max-memory 4G]
                                           [--reduce l2] [--select ...] [--aggregate ...]
-                                          [--naive-sample K] [--threads 2]
+                                          [--naive-sample K] [--threads 2] [--device cpu]
 
 Three processes: one converts (with the budget and options given) and saves the model; one
 loads it and runs one random sequence (its ``ru_maxrss`` is the measured peak, beside the
 estimate ``peak_bytes_per_sequence + fixed_bytes`` of the metadata); with ``--naive-sample
 K``, one times naive ISM on ``K`` positions in the middle of the window and scales the time
-to the window. Prints one JSON line. This is how the long-context figures in the README and
+to the window, both on ``--device`` (default the CPU, whose memory the estimate is of). Prints
+one JSON line. This is how the long-context figures in the README and
 the closing notes of issue #13 were measured; ``tools/bench.py`` is the full benchmark.
 """
 
@@ -38,7 +39,7 @@ RUN = """
 import json, resource, sys, time
 from yuzu_onnx import ISMSession
 from yuzu_onnx.encoding import random_one_hot
-session = ISMSession(sys.argv[1], threads=int(sys.argv[2]))
+session = ISMSession(sys.argv[1], threads=int(sys.argv[2]), device=sys.argv[3])
 info = session.info
 X = random_one_hot(1, info.seq_len, alphabet_size=info.alphabet_size, layout=info.layout, seed=1)
 start = time.perf_counter()
@@ -57,10 +58,10 @@ args = json.loads(sys.argv[1])
 spec = load_model(args["model"])
 X = random_one_hot(1, spec.seq_len, alphabet_size=spec.alphabet_size, layout=spec.layout, seed=1)
 lo, hi, k = args["start"], args["end"], args["sample"]
-naive_ism(spec, X, window=(lo, lo + 1), threads=args["threads"], **args["targets"])  # warm-up
+naive_ism(spec, X, window=(lo, lo + 1), threads=args["threads"], device=args["device"], **args["targets"])  # warm-up
 middle = (lo + hi - k) // 2
 start = time.perf_counter()
-naive_ism(spec, X, window=(middle, middle + k), threads=args["threads"], **args["targets"])
+naive_ism(spec, X, window=(middle, middle + k), threads=args["threads"], device=args["device"], **args["targets"])
 seconds = time.perf_counter() - start
 print(json.dumps({"sample_seconds": seconds, "extrapolated_seconds": seconds * (hi - lo) / k}))
 """
@@ -84,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--naive-sample", type=int, default=0, metavar="K",
                    help="also time naive ISM on K positions and extrapolate to the window (default: skip)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="where the sequence and the naive sample run (default cpu: the estimate is of host memory)")
     args = p.parse_args(argv)
     targets = {key: value for key, value in (("select", args.select), ("aggregate", args.aggregate)) if value}
     kwargs = {"model": args.model, "window": args.window, "max_memory": args.max_memory, "reduce": args.reduce,
@@ -91,12 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as folder:
         converted = str(Path(folder) / "model.ism.onnx")
         plan = _python(CONVERT, json.dumps(kwargs), converted)
-        run = _python(RUN, converted, str(args.threads))
+        run = _python(RUN, converted, str(args.threads), args.device)
     result = {"model": args.model, "max_memory": args.max_memory, **plan, **run,
               "measured_over_estimate": run["peak_rss_bytes"] / run["estimate_bytes"]}
     if args.naive_sample:
         start, end = plan["window"]
         naive = _python(NAIVE, json.dumps({"model": args.model, "start": start, "end": end, "threads": args.threads,
+                                           "device": args.device,
                                            "sample": min(args.naive_sample, end - start), "targets": targets}))
         result.update(naive, speedup=naive["extrapolated_seconds"] / run["seconds"])
     print(json.dumps(result))

@@ -140,7 +140,7 @@ def load_model(
     letters = letters or DEFAULT_FOR_SIZE[size]
     extras = _extra_inputs(proto, seq_input, length)
     fixed_batch = _dims(seq_input)[0] == 1
-    model = _upgrade_opset(proto)
+    model = _readable_ir_version(_upgrade_opset(proto))
     model = _fix_input_shape(model, seq_input.name, lay, size, length, extras)
     model = _fold_constants(model)
     try:
@@ -286,6 +286,35 @@ def _upgrade_opset(proto: onnx.ModelProto) -> onnx.ModelProto:
         ) from None
     warnings.warn(f"the model's opset {opset_of(proto)} was upgraded to {MIN_OPSET}", YuzuWarning, stacklevel=3)
     return upgraded
+
+
+def _readable_ir_version(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A model that declares a newer ONNX IR version than the installed ONNX Runtime reads
+    (an ``onnx`` newer than ``onnxruntime`` writes its own newest) is declared at the newest
+    one ONNX Runtime reads, when its opsets allow: IR versions only add proto features, and
+    a feature the model uses that ONNX Runtime lacks still fails, by name, at its first run.
+    """
+    from .runtime import onnxruntime_max_ir_version
+
+    newest = onnxruntime_max_ir_version()
+    if newest is None or model.ir_version <= newest:
+        return model
+    import onnxruntime as ort
+
+    try:
+        needed = onnx.helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
+    except Exception:  # an opset version this onnx does not know
+        needed = model.ir_version
+    if needed > newest:
+        raise ModelError(
+            f"the model declares ONNX IR version {model.ir_version} and opset {opset_of(model)}, which need IR "
+            f"version {needed}; onnxruntime {ort.__version__} reads IR versions up to {newest}: upgrade "
+            "onnxruntime (pip install -U onnxruntime, or onnxruntime-gpu) or export with an older opset"
+        )
+    readable = onnx.ModelProto()
+    readable.CopyFrom(model)
+    readable.ir_version = newest
+    return readable
 
 
 def _free_batch_of_one(model: onnx.ModelProto, input_name: str, layout: str, size: int, length: int,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections.abc import Sequence
@@ -58,17 +59,48 @@ def cpu_session_options(*, optimize: bool = True, threads: int | None = None):
 
 
 def providers_for(device: str = "auto") -> list[str]:
-    """Execution providers for a device choice: ``auto`` takes CUDA when ORT offers it."""
+    """Execution providers for a device choice: ``auto`` is ``YUZU_DEVICE`` when set (``cpu``
+    or ``cuda``), else CUDA when ONNX Runtime offers it."""
     import onnxruntime as ort
 
     if device not in DEVICES:
         raise InputError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    if device == "auto":
+        device = os.environ.get("YUZU_DEVICE", "").strip().lower() or "auto"
+        if device not in DEVICES:
+            raise InputError(f"YUZU_DEVICE must be one of {', '.join(DEVICES)}, got {os.environ['YUZU_DEVICE']!r}")
     available = ort.get_available_providers()
     if device == "cpu":
         return [CPU]
     if device == "cuda":
         return [CUDA, CPU]
     return [CUDA, CPU] if CUDA in available else [CPU]
+
+
+#: CUDA provider options of every session: exact float32 (ONNX Runtime's default lets
+#: convolutions and matrix products run in TF32, 10-bit mantissas, about 1e-3 relative)
+CUDA_OPTIONS = {"use_tf32": "0"}
+
+
+def cuda_provider_options() -> dict[str, str]:
+    """The CUDA execution provider's options: :data:`CUDA_OPTIONS`, then any
+    ``key=value,key=value`` pairs of ``YUZU_CUDA_PROVIDER_OPTIONS`` (e.g.
+    ``cudnn_conv_algo_search=HEURISTIC,gpu_mem_limit=8000000000``)."""
+    options = dict(CUDA_OPTIONS)
+    text = os.environ.get("YUZU_CUDA_PROVIDER_OPTIONS", "").strip()
+    for pair in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"YUZU_CUDA_PROVIDER_OPTIONS must be key=value pairs separated by commas, "
+                             f"got {pair!r} in {text!r}")
+        options[key.strip()] = value.strip()
+    return options
+
+
+def provider_entries(providers: Sequence) -> list:
+    """``providers`` with the CUDA entry given :func:`cuda_provider_options` (an entry that
+    is already a ``(name, options)`` pair keeps its own)."""
+    return [(CUDA, cuda_provider_options()) if p == CUDA else p for p in providers]
 
 
 def make_session(
@@ -96,7 +128,7 @@ def make_session(
         )
         wanted = [p for p in wanted if p != CUDA] or [CPU]
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else os.fspath(model)
-    session = ort.InferenceSession(source, cpu_session_options(threads=threads), providers=wanted)
+    session = ort.InferenceSession(source, cpu_session_options(threads=threads), providers=provider_entries(wanted))
     got = session.get_providers()
     if CUDA in wanted and CUDA not in got:
         warnings.warn(
@@ -106,6 +138,31 @@ def make_session(
             stacklevel=2,
         )
     return session
+
+
+@functools.cache
+def onnxruntime_max_ir_version() -> int | None:
+    """The newest ONNX IR version the installed ONNX Runtime reads (``None``: no limit found).
+
+    Read off ONNX Runtime's refusal of a one-node model declaring a far newer version; an
+    ``onnx`` newer than ``onnxruntime`` writes models that ONNX Runtime refuses this way.
+    """
+    import re
+
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    values = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [1]) for name in ("x", "y")]
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "ir_version_probe", values[:1], values[1:])
+    probe = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    probe.ir_version = 1000
+    quiet_onnxruntime()
+    try:
+        ort.InferenceSession(probe.SerializeToString(), providers=[CPU])
+    except Exception as exc:  # "Unsupported model IR version: 1000, max supported IR version: 13"
+        found = re.search(r"max supported IR version: (\d+)", str(exc))
+        return int(found.group(1)) if found else None
+    return None
 
 
 def session_provider(session) -> str:

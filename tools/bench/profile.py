@@ -102,12 +102,12 @@ def worker_profile(job: dict) -> dict:
     """Profile the converted model with ONNX Runtime: warm-up run, then one profiled run."""
     import onnxruntime as ort
 
-    from yuzu_onnx.runtime import cpu_session_options, providers_for
+    from yuzu_onnx.runtime import cpu_session_options, provider_entries, providers_for
 
     options = cpu_session_options(threads=job["threads"])
     options.enable_profiling = True
     options.profile_file_prefix = str(Path(job["profile_dir"]) / "ort_profile")
-    session = ort.InferenceSession(job["converted_path"], options, providers=providers_for(job["device"]))
+    session = ort.InferenceSession(job["converted_path"], options, providers=provider_entries(providers_for(job["device"])))
     x = load_sequences(job, job.get("batch", 1))
     feed = {session.get_inputs()[0].name: x}
     session.run(None, feed)  # warm-up

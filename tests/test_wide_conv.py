@@ -14,11 +14,12 @@ from yuzu_onnx.emit.wide_conv import emit_wide_conv, is_wide_conv
 
 @pytest.mark.parametrize(
     "cout,k,dilation,stride,pads,bias",
-    [(2, 75, 1, 1, [37, 37], True), (1, 25, 2, 1, [0, 0], False), (3, 16, 3, 2, [5, 9], True), (2, 20, 1, 3, [0, 0], True)],
+    [(2, 75, 1, 1, [37, 37], True), (1, 25, 2, 1, [0, 0], False), (3, 16, 3, 2, [5, 9], True), (2, 20, 1, 3, [0, 0], True),
+     (2, 7, 1, 1, [3, 3], True), (1, 3, 2, 1, [1, 3], False)],  # the last two pad the products, not the input
 )
 def test_wide_conv_matches_conv(cout, k, dilation, stride, pads, bias) -> None:
     rng = np.random.default_rng(0)
-    cin, length = 6, 120
+    cin, length = 16 * cout, 120
     weight = rng.standard_normal((cout, cin, k)).astype(np.float32)
     constants = {"w": weight, "b": rng.standard_normal(cout).astype(np.float32)}
     inputs = ["x", "w", "b"] if bias else ["x", "w"]
@@ -48,6 +49,13 @@ def test_narrow_or_grouped_convs_are_left_alone() -> None:
     shapes = {"x": (-1, 4, 100), "y": (-1, 64, 100)}
     assert not is_wide_conv(helper.make_node("Conv", ["x", "w"], ["y"]), shapes, constants)
     assert not is_wide_conv(helper.make_node("Conv", ["x", "v"], ["y"]), shapes, constants)
+    # few output channels for the input channels and kernel: 32 → 2 is wide at kernel 7, 32 → 8 is not
+    constants = {"w": np.zeros((2, 32, 7), np.float32), "v": np.zeros((8, 32, 7), np.float32),
+                 "u": np.zeros((4, 32, 17), np.float32)}
+    shapes = {"x": (-1, 32, 100), "y": (-1, 8, 100)}
+    assert is_wide_conv(helper.make_node("Conv", ["x", "w"], ["y"]), shapes, constants)
+    assert not is_wide_conv(helper.make_node("Conv", ["x", "v"], ["y"]), shapes, constants)
+    assert is_wide_conv(helper.make_node("Conv", ["x", "u"], ["y"]), shapes, constants)  # a long kernel from 8×
 
 
 def test_peak_memory_counts_the_matmul_form_of_a_wide_profile_head() -> None:
@@ -60,8 +68,8 @@ def test_peak_memory_counts_the_matmul_form_of_a_wide_profile_head() -> None:
     from yuzu_onnx.testing.model_builders import _Graph
 
     g = _Graph("wide_head", layout="ncl", seq_len=300, seed=0)
-    h = g.op("Relu", [g.same_conv(g.seq(), 4, 8, 9)])
-    g.profile_output(g.same_conv(h, 8, 2, 41), "profile")  # 8 -> 2 channels, kernel 41: the MatMul form
+    h = g.op("Relu", [g.same_conv(g.seq(), 4, 16, 9)])
+    g.profile_output(g.same_conv(h, 16, 2, 41), "profile")  # 16 -> 2 channels, kernel 41: the MatMul form
     spec = load_model(g.build())
     constants = constant_values(spec.model)
     graph = spec.model.graph

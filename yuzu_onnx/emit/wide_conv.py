@@ -1,11 +1,14 @@
-"""Wide convolutions with few output channels as one MatMul plus shifted sums.
+"""Convolutions with few output channels for their inputs as one MatMul plus shifted sums.
 
-Profile heads (BPNet: 64 → 2 channels, kernel 75) are slow as ONNX Runtime convolutions:
-im2col builds a ``Cin·K``-row buffer for a GEMM with only ``Cout`` rows. Computing
-``Z = W2 @ x`` with ``W2`` of shape ``(Cout·K, Cin)`` is one efficient GEMM; the output is
-then ``out[o, q] = Σ_k Z[o, k, q + k·dilation]``, read as a "skewed" view: flattened,
-padded and reshaped so that row ``k`` starts ``k·dilation`` later, then summed over ``k``.
-The sums are over the same products as the convolution's, in another order.
+Profile heads (BPNet: 64 → 2 channels, kernel 75; the Yuzu paper's ToyNet: 32 → 2, kernel 7)
+are slow as ONNX Runtime convolutions: im2col builds a ``Cin·K``-row buffer for a GEMM with
+only ``Cout`` rows. Computing ``Z = W2 @ x`` with ``W2`` of shape ``(Cout·K, Cin)`` is one
+efficient GEMM; the output is then ``out[o, q] = Σ_k Z[o, k, q + k·dilation]``, read as a
+"skewed" view: flattened, padded and reshaped so that row ``k`` starts ``k·dilation`` later,
+then summed over ``k``. The convolution's zero padding goes on ``x`` or on ``Z``, whichever
+has fewer rows (``Cin`` or ``Cout·K``). The sums are over the same products as the
+convolution's, in another order. :func:`~yuzu_onnx.analysis.wide_convs.is_wide_conv` says
+where this pays.
 """
 
 from __future__ import annotations
@@ -34,12 +37,15 @@ def emit_wide_conv(b: GraphBuilder, node: onnx.NodeProto, x: str, out: str, shap
         pads = [0, 0]
     p_in = shapes[node.input[0]][2]
     p_out = shapes[node.output[0]][2]
-    if pads[0] or pads[1]:
-        pad_values = b.ints([0, 0, int(pads[0]), 0, 0, int(pads[1])], "pads")
-        x = b.op("Pad", [x, pad_values], hint="wide_conv_pad")
     p_pad = p_in + int(pads[0]) + int(pads[1])
     w2 = weight.transpose(0, 2, 1).reshape(cout * k, cin)  # row o*K + k
+    # the zero padding goes on the input or on the products, whichever has fewer rows
+    pad_products = cout * k < cin
+    if (pads[0] or pads[1]) and not pad_products:
+        x = b.op("Pad", [x, b.ints([0, 0, int(pads[0]), 0, 0, int(pads[1])], "pads")], hint="wide_conv_pad")
     z = b.op("MatMul", [b.const(w2, "wide_conv_weight"), x], hint="wide_conv_products")  # (N, Cout*K, P)
+    if (pads[0] or pads[1]) and pad_products:
+        z = b.op("Pad", [z, b.ints([0, 0, int(pads[0]), 0, 0, int(pads[1])], "pads")], hint="wide_conv_pad")
     flat = b.reshape(z, [-1, cout, k * p_pad], hint="wide_conv_flat")
     row = p_pad + dilation
     tail = k * row - k * p_pad

@@ -17,6 +17,7 @@ from yuzu_onnx.results import (
     read_npz,
     write_npy_dir,
     write_npz,
+    write_npz_in_rows,
 )
 
 
@@ -44,6 +45,32 @@ def test_write_read_npz_roundtrip(tmp_path):
     write_npz(path, {"y": np.ones(2)}, compress=True)  # overwrite in place
     arrays, metadata = read_npz(path)
     assert set(arrays) == {"y"} and metadata == {}
+
+
+def test_npz_written_in_rows_reads_like_one_written_whole(tmp_path):
+    ism = _arrays()["ism/logits"]
+    counts = np.arange(6, dtype=np.float16).reshape(3, 2)  # a block's dtype is kept
+    blocks = {"ism/logits": lambda: iter([ism[:2], ism[2:]]), "counts": lambda: iter([counts[:1], counts[1:]]),
+              "none": lambda: iter([])}
+    shapes = {"ism/logits": ism.shape, "counts": counts.shape, "none": (0, 5)}
+    meta = {"model": "m.onnx", "window": [0, 10]}
+    write_npz_in_rows(tmp_path / "rows.npz", blocks, shapes, {"names": ["seq a", "séq b", "c"]}, metadata=meta)
+    write_npz(tmp_path / "whole.npz", {**_arrays(), "counts": counts, "none": np.zeros((0, 5), np.float32)},
+              metadata=meta)
+    rows, rows_meta = read_npz(tmp_path / "rows.npz")
+    whole, whole_meta = read_npz(tmp_path / "whole.npz")
+    assert set(rows) == set(whole) and rows_meta == whole_meta
+    for name, value in whole.items():
+        assert rows[name].dtype == value.dtype and rows[name].shape == value.shape
+        np.testing.assert_array_equal(rows[name], value)
+    with pytest.raises(ValueError, match=r"ism/logits: 2 rows written, 3 expected"):
+        write_npz_in_rows(tmp_path / "short.npz", {"ism/logits": lambda: iter([ism[:2]])}, shapes, {})
+    with pytest.raises(ValueError, match=r"a block of shape \(1, 2\) in an array of shape \(3, 4, 10, 2\)"):
+        write_npz_in_rows(tmp_path / "bad.npz", {"ism/logits": lambda: iter([counts[:1]])}, shapes, {})
+    assert sorted(os.listdir(tmp_path)) == ["rows.npz", "whole.npz"]  # a failed write leaves nothing
+    write_npz_in_rows(tmp_path / "bare.npz", {}, {}, {"y": np.ones(2)})
+    with np.load(tmp_path / "bare.npz") as raw:
+        assert list(raw) == ["y"]  # no metadata asked for, none written
 
 
 def test_write_npz_leaves_no_partial_file_on_error(tmp_path, monkeypatch):

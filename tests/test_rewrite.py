@@ -187,6 +187,26 @@ def test_io_binding_path_gives_the_same_numbers() -> None:
         np.testing.assert_array_equal(plain[name], bound[name])
 
 
+@pytest.mark.parametrize("reduce,cuda_path", [(None, False), ("l2", False), (None, True)])
+def test_batches_are_written_into_one_result_bit_for_bit(reduce, cuda_path) -> None:
+    """Several batches: the first batch's arrays set the result's shape, later batches are
+    written into its rows (by ONNX Runtime through IO binding on the CPU, copied on CUDA);
+    equal to one run per batch."""
+    spec = _spec("bpnet", "ncl")
+    session = ISMSession(convert_model(spec, reduce=reduce).model)
+    session.use_io_binding = cuda_path  # the CUDA path, exercised on the CPU provider
+    X = random_onehot(7, spec.seq_len, seed=13, n_positions=1)
+    done = []
+    got = session.run(X, batch_size=3, progress=lambda k, n: done.append((k, n)))  # batches of 3, 3 and 1
+    assert done == [(3, 7), (6, 7), (7, 7)]
+    for name in session.output_names:
+        assert got[name].flags.c_contiguous and got[name].shape[0] == 7
+        for begin in (0, 3, 6):
+            alone = session.run(X[begin:begin + 3])[name]
+            np.testing.assert_array_equal(got[name][begin:begin + 3], alone)
+    assert all(v.shape[0] == 0 for v in session.run(X[:0]).values())
+
+
 def test_soft_columns_get_all_substitutions_like_the_oracle() -> None:
     spec = _spec("bpnet", "ncl")
     X = random_onehot(2, spec.seq_len, seed=3)

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_file, write_json
+from .atomic import write_json
 from .errors import InputError, YuzuWarning, option
 from .progress import plural
+from .results import write_npz_in_rows
 from .sequences import SequenceBatch
 
 PARTIAL_FORMAT = "yuzu-onnx-partial/1"
@@ -125,20 +126,25 @@ class PartialStore:
         """Write ``progress.json``."""
         write_json(self.folder / PROGRESS_FILE, self.record, sort_keys=True)
 
-    def add_chunk(self, start: int, stop: int, arrays: Mapping[str, np.ndarray], order: Sequence[str]) -> None:
-        """Store the results of sequences ``start:stop`` (``order``: the output names)."""
+    def add_chunk(self, start: int, stop: int, parts: Mapping[str, Sequence[np.ndarray]], order: Sequence[str]) -> None:
+        """Store the results of sequences ``start:stop``: ``parts[name]``, the blocks of rows
+        of each output in ``order``, are written one after another (not concatenated first)."""
         name = f"chunk-{len(self.chunks):06d}.npz"
-        payload = {f"o{i}": np.ascontiguousarray(arrays[out]) for i, out in enumerate(order)}
-        with atomic_file(self.folder / name) as fh:
-            np.savez(fh, **payload)
+        shapes = {f"o{i}": (stop - start, *np.shape(parts[out][0])[1:]) for i, out in enumerate(order)}
+        write_npz_in_rows(self.folder / name, {f"o{i}": (lambda out=out: iter(parts[out])) for i, out in enumerate(order)},
+                          shapes, {})
         self.chunks.append({"file": name, "start": start, "stop": stop})
         self.save_record()
 
     def load_chunk(self, chunk: dict, order: Sequence[str]) -> dict[str, np.ndarray]:
         """The arrays of one stored chunk, by output name."""
+        return {out: self.load_output(chunk, i) for i, out in enumerate(order)}
+
+    def load_output(self, chunk: dict, index: int) -> np.ndarray:
+        """Output number ``index`` (in the store's order) of one stored chunk."""
         try:
             with np.load(self.folder / chunk["file"], allow_pickle=False) as data:
-                return {out: data[f"o{i}"] for i, out in enumerate(order)}
+                return data[f"o{index}"]
         except Exception as exc:
             raise InputError(
                 f"cannot read {chunk['file']!r} in the partial store {str(self.folder)!r} "

@@ -56,7 +56,7 @@ from .partial_store import (
     sequences_sha256,
 )
 from .progress import plural
-from .results import NpyStreamWriter, check_output_path, read_npy_dir, write_npz
+from .results import NpyStreamWriter, check_output_path, read_npy_dir, write_npz, write_npz_in_rows
 from .runners import ConvertedRunner, NaiveRunner, Runner, SequenceSpec
 from .sequences import SequenceBatch, read_sequences
 
@@ -225,7 +225,7 @@ def run_to_files(
         sink.write_stored(store)
         _compute_chunks(runner, batch, rows_per_batch, store, sink, progress, extra)
         meta = _result_metadata(runner, batch, metadata)
-        arrays = sink.finish(store, meta)
+        arrays = sink.finish(store, meta, keep_arrays=keep_arrays)
     except BaseException:
         sink.abort()
         raise
@@ -284,9 +284,6 @@ class _PendingChunk:
         """Whether to store now: the last batch, a full chunk, or ``CHUNK_SECONDS`` of work."""
         return stop == n or self.nbytes >= CHUNK_MAX_BYTES or time.perf_counter() - self.since >= CHUNK_SECONDS
 
-    def block(self) -> dict[str, np.ndarray]:
-        return {name: np.concatenate(parts) for name, parts in self.parts.items()}
-
 
 def _compute_chunks(runner: Runner, batch: SequenceBatch, rows_per_batch: int, store: PartialStore,
                     sink: _ResultSink, progress, extra: ExtraValues | None = None) -> None:
@@ -307,9 +304,8 @@ def _compute_chunks(runner: Runner, batch: SequenceBatch, rows_per_batch: int, s
             pending.add(values)
             begin = stop
             if pending.due(begin, n):
-                block = pending.block()
-                store.add_chunk(pending.start, begin, block, order)
-                sink.write(pending.start, block)
+                store.add_chunk(pending.start, begin, pending.parts, order)
+                sink.write_parts(pending.start, pending.parts)
                 pending = _PendingChunk(begin, order)
             if progress is not None:
                 progress(begin, n)
@@ -371,6 +367,12 @@ class _ResultSink:
         for name in self.order:
             self.writer.write(name, start, block[name])
 
+    def write_parts(self, start: int, parts: Mapping[str, Sequence[np.ndarray]]) -> None:
+        """:meth:`write` for blocks of rows that follow one another from row ``start``."""
+        for k in range(len(parts[self.order[0]])):
+            self.write(start, {name: parts[name][k] for name in self.order})
+            start += len(parts[self.order[0]][k])
+
     def _open_writer(self, sample: Mapping[str, np.ndarray]) -> NpyStreamWriter:
         x, n = self.batch.x, len(self.batch)
         shapes = {name: (n, *sample[name].shape[1:]) for name in self.order}
@@ -380,8 +382,12 @@ class _ResultSink:
             writer.write("x", lo, x[lo : lo + 4096])
         return writer
 
-    def finish(self, store: PartialStore, meta: dict) -> dict[str, np.ndarray] | None:
-        """Write the result; returns the arrays for NPZ (``None`` for NPY)."""
+    def finish(self, store: PartialStore, meta: dict, *, keep_arrays: bool) -> dict[str, np.ndarray] | None:
+        """Write the result; returns the arrays when ``keep_arrays`` (NPZ; ``None`` for NPY).
+
+        Without ``keep_arrays`` each NPZ array is streamed from the stored chunks, a chunk at
+        a time, instead of being concatenated in memory first (a dense profile ISM is ~32 MB
+        per sequence)."""
         names = list(self.batch.names)
         if self.fmt == "npy":
             if self.writer is None:  # pragma: no cover - n > 0 always writes a chunk
@@ -389,6 +395,17 @@ class _ResultSink:
             self.writer.finish(metadata=meta)
             self.writer = None
             _add_names_to_npy_dir(self.out, names, meta)
+            return None
+        if not keep_arrays and store.chunks:
+            n = len(self.batch)
+            shapes = {name: (n, *np.shape(store.load_output(store.chunks[0], i))[1:])
+                      for i, name in enumerate(self.order)}
+
+            def blocks(index: int):
+                return lambda: (store.load_output(chunk, index) for chunk in store.chunks)
+
+            write_npz_in_rows(self.out, {name: blocks(i) for i, name in enumerate(self.order)}, shapes,
+                              {"x": self.batch.x, "names": np.asarray(names, dtype=str)}, metadata=meta)
             return None
         parts: dict[str, list[np.ndarray]] = {name: [] for name in self.order}
         for chunk in store.chunks:
@@ -547,7 +564,7 @@ def run_job(runner: Runner, job: JobOptions, *, model_path: str, model_sha256: s
     report = run_to_files(
         runner, batch, out, fmt=job.fmt, batch_size=job.batch_size, max_memory=job.max_memory,
         resume=job.resume, model_sha256=model_sha256, input_sha256=file_sha256(job.input),
-        options=options, metadata=metadata, progress=progress, keep_arrays=True, extra=extra,
+        options=options, metadata=metadata, progress=progress, keep_arrays=bool(modisco or variants), extra=extra,
     )
     progress.summary(summary_line(n_sequences=report.n_sequences, seconds=report.seconds, path=report.path,
                                   provider=report.provider, resumed=report.resumed, what=runner.kind))

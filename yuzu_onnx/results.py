@@ -14,7 +14,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -136,6 +136,59 @@ def write_npz(
     save = np.savez_compressed if compress else np.savez
     with atomic_file(p) as fh:
         save(fh, **payload)
+    return p
+
+
+def write_npz_in_rows(
+    path: str | os.PathLike,
+    row_blocks: Mapping[str, Callable[[], Iterable[np.ndarray]]],
+    shapes: Mapping[str, tuple[int, ...]],
+    arrays: Mapping[str, np.ndarray],
+    *,
+    metadata: Mapping | None = None,
+) -> Path:
+    """Write an ``.npz`` that ``np.load`` reads like one of :func:`write_npz`, with the
+    arrays of ``row_blocks`` streamed in blocks of rows: none of them is held whole.
+
+    Parameters
+    ----------
+    path: the output file (written atomically).
+    row_blocks: name → a function returning that array's blocks of rows in order (one
+        dtype, that of the first block); their rows must add up to ``shapes[name][0]``.
+    shapes: name → the whole array's shape.
+    arrays: further arrays written whole (``x``, ``names``).
+    metadata: stored as :func:`write_npz` stores it, when given.
+    """
+    import itertools
+    import zipfile
+
+    from numpy.lib import format as npy_format
+
+    p = check_output_path(path)
+    with atomic_file(p) as fh, zipfile.ZipFile(fh, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, blocks in row_blocks.items():
+            shape = tuple(int(d) for d in shapes[name])
+            stream = iter(blocks())
+            first = next(stream, None)
+            dtype = np.dtype(np.float32) if first is None else np.asarray(first).dtype
+            header = {"descr": npy_format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
+            rows = 0
+            with zf.open(f"{name}.npy", mode="w", force_zip64=True) as member:
+                npy_format.write_array_header_2_0(member, header)
+                for block in itertools.chain([] if first is None else [first], stream):
+                    block = np.ascontiguousarray(block, dtype=dtype)
+                    if block.shape[1:] != shape[1:]:
+                        raise ValueError(f"{name}: a block of shape {block.shape} in an array of shape {shape}")
+                    member.write(memoryview(block).cast("B"))
+                    rows += len(block)
+            if rows != shape[0]:
+                raise ValueError(f"{name}: {rows} rows written, {shape[0]} expected")
+        payload = {name: _as_saveable(name, value) for name, value in arrays.items()}
+        if metadata is not None:
+            payload[METADATA_KEY] = np.array(_metadata_json(metadata))
+        for name, value in payload.items():
+            with zf.open(f"{name}.npy", mode="w", force_zip64=True) as member:
+                npy_format.write_array(member, value, allow_pickle=False)
     return p
 
 

@@ -7,6 +7,7 @@ import json
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import onnx
@@ -140,16 +141,26 @@ class ISMSession:
             batch_size = self.batch_size_for(max_memory)
         if batch_size < 1:
             raise InputError(f"batch size must be at least 1, got {batch_size}")
-        parts: dict[str, list[np.ndarray]] = {name: [] for name in self.output_names}
-        for begin in range(0, len(X), batch_size):
+        if len(X) == 0:
+            return {name: np.zeros((0,), np.float32) for name in self.output_names}
+        first = slice(0, batch_size)
+        values = self.run_batch(X[first], take_rows(extra, first))
+        if progress is not None:
+            progress(min(batch_size, len(X)), len(X))
+        if len(X) <= batch_size:  # one batch: its arrays as they are (no copy of what may be most of the memory)
+            return dict(zip(self.output_names, values))
+        # the results allocated once and every later batch written into its rows: no per-batch
+        # arrays to fault in and concatenate (a dense profile ISM is ~32 MB per sequence)
+        results = {name: np.empty((len(X), *value.shape[1:]), value.dtype) for name, value in zip(self.output_names, values)}
+        for name, value in zip(self.output_names, values):
+            results[name][first] = value
+        del values
+        for begin in range(batch_size, len(X), batch_size):
             rows = slice(begin, begin + batch_size)
-            for name, value in zip(self.output_names, self.run_batch(X[rows], take_rows(extra, rows))):
-                parts[name].append(value)
+            self.run_batch_into(X[rows], take_rows(extra, rows), {name: out[rows] for name, out in results.items()})
             if progress is not None:
                 progress(min(begin + batch_size, len(X)), len(X))
-        # one batch: its arrays as they are (no copy of what may be most of the memory)
-        return {name: (values[0] if len(values) == 1 else np.concatenate(values)) if values
-                else np.zeros((0,), np.float32) for name, values in parts.items()}
+        return results
 
     def run_batch(self, X: np.ndarray, extra: ExtraValues | None = None) -> list[np.ndarray]:
         """One ONNX Runtime call on an already validated batch.
@@ -159,21 +170,48 @@ class ISMSession:
         are bound with IO binding: the batch is copied to the device once and each ISM
         output straight back into host memory.
         """
-        feeds = {self.info.input_name: X, **dict(extra or {})}
-        missing = [e.name for e in self.info.extra_inputs if e.name not in feeds]
-        if missing:
-            raise InputError(f"the model also takes {', '.join(missing)}; pass them with extra=")
+        feeds = self._feeds(X, extra)
         try:
             if self.use_io_binding:
                 return self._run_bound(feeds)
             return self.session.run(self.output_names, feeds)
         except Exception as exc:
-            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            if "alloc" in text.lower() or "memory" in text.lower():
-                raise InputError(f"ONNX Runtime ran out of memory on a batch of {len(X)} sequences; "
-                                 f"lower {option('batch_size')} or {option('max_memory')}") from None
-            raise
+            self._raise_run_error(exc, len(X))
 
+    def run_batch_into(self, X: np.ndarray, extra: ExtraValues | None, out: Mapping[str, np.ndarray]) -> None:
+        """:meth:`run_batch` with each output written into ``out[name]`` (C-contiguous arrays
+        of the output's shape for this batch): on the CPU, ONNX Runtime writes into them
+        through IO binding; on CUDA the outputs are copied in."""
+        if self.use_io_binding:
+            for name, value in zip(self.output_names, self.run_batch(X, extra)):
+                out[name][...] = value
+            return
+        feeds = self._feeds(X, extra)
+        binding = self.session.io_binding()
+        for name, value in feeds.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(value))
+        for name in self.output_names:
+            target = out[name]
+            binding.bind_output(name, "cpu", 0, target.dtype, list(target.shape), target.ctypes.data)
+        try:
+            self.session.run_with_iobinding(binding)
+        except Exception as exc:
+            self._raise_run_error(exc, len(X))
+
+    def _feeds(self, X: np.ndarray, extra: ExtraValues | None) -> dict[str, np.ndarray]:
+        feeds = {self.info.input_name: X, **dict(extra or {})}
+        missing = [e.name for e in self.info.extra_inputs if e.name not in feeds]
+        if missing:
+            raise InputError(f"the model also takes {', '.join(missing)}; pass them with extra=")
+        return feeds
+
+    def _raise_run_error(self, exc: Exception, n: int) -> NoReturn:
+        """A failed ONNX Runtime run as yuzu-onnx's error (out of memory: which option helps)."""
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "alloc" in text.lower() or "memory" in text.lower():
+            raise InputError(f"ONNX Runtime ran out of memory on a batch of {n} sequences; "
+                             f"lower {option('batch_size')} or {option('max_memory')}") from None
+        raise exc
 
     def _run_bound(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         binding = self.session.io_binding()

@@ -166,3 +166,32 @@ def test_naive_runs_resume_too(cli, tiny_model, tmp_path, monkeypatch):
     assert res.rc == 0, res.err
     assert cli("naive", tiny_model, seqs, "-o", tmp_path / "w.npz", "--batch-size", "400").rc == 0
     np.testing.assert_array_equal(read_npz(out)[0]["y"], read_npz(tmp_path / "w.npz")[0]["y"])
+
+
+@pytest.mark.parametrize("fmt", ["npz", "npy"])
+def test_store_of_an_earlier_version_resumes(cli, tiny_ism, tmp_path, monkeypatch, fmt):
+    """Chunks are one .npy per output now; a store whose chunks are one .npz each (as
+    earlier versions wrote them) still resumes to the same result."""
+    seqs = tmp_path / "a.npy"
+    np.save(seqs, random_onehot(8, 64, seed=3))
+    out = tmp_path / ("r.npz" if fmt == "npz" else "r")
+    args = ["--format", fmt] if fmt == "npy" else []
+    with monkeypatch.context() as m:
+        _interrupt_after(m, 2)
+        assert cli("run", tiny_ism, seqs, "-o", out, "--batch-size", "2", *args).rc == 130
+    partial = out.with_name(out.name + ".partial")
+    record = _record(partial)
+    for k, chunk in enumerate(record["chunks"]):  # rewrite the chunks in the earlier layout
+        arrays = {f"o{i}": np.load(partial / file) for i, file in enumerate(chunk.pop("files"))}
+        chunk["file"] = f"chunk-{k:06d}.npz"
+        np.savez(partial / chunk["file"], **arrays)
+    (partial / "progress.json").write_text(json.dumps(record))
+    res = cli("run", tiny_ism, seqs, "-o", out, "--resume", *args)
+    assert res.rc == 0, res.err
+    assert "4 resumed" in res.err
+    whole = tmp_path / ("whole.npz" if fmt == "npz" else "whole")
+    assert cli("run", tiny_ism, seqs, "-o", whole, "--batch-size", "2", *args).rc == 0
+    if fmt == "npz":
+        np.testing.assert_array_equal(read_npz(out)[0]["y"], read_npz(whole)[0]["y"])
+    else:
+        np.testing.assert_array_equal(np.load(out / "y.npy"), np.load(whole / "y.npy"))

@@ -1,6 +1,7 @@
 """The partial store of a run: finished chunks kept next to the output until it is written.
 
-``OUT.partial/`` holds one ``chunk-NNNNNN.npz`` per finished chunk of sequences and
+``OUT.partial/`` holds one ``chunk-NNNNNN-oK.npy`` per finished chunk of sequences and
+output (stores of earlier versions: one ``chunk-NNNNNN.npz`` per chunk, still read) and
 ``progress.json``, the record of what the chunks belong to: the SHA-256 of the model, of
 the input file and of the encoded sequences, the options, and the finished chunks. A run
 with ``resume=True`` continues from the store and refuses when the model, the input or
@@ -25,7 +26,7 @@ import numpy as np
 from .atomic import write_json
 from .errors import InputError, YuzuWarning, option
 from .progress import plural
-from .results import write_npz_in_rows
+from .results import write_npy_in_rows
 from .sequences import SequenceBatch
 
 PARTIAL_FORMAT = "yuzu-onnx-partial/1"
@@ -116,7 +117,8 @@ class PartialStore:
     def _keep_valid_chunks(self) -> None:
         good, expect = [], 0
         for chunk in self.chunks:
-            if chunk.get("start") != expect or not (self.folder / chunk.get("file", "")).is_file():
+            files = chunk.get("files") or [chunk.get("file", "")]
+            if chunk.get("start") != expect or not all(f and (self.folder / f).is_file() for f in files):
                 break
             good.append(chunk)
             expect = chunk["stop"]
@@ -128,12 +130,12 @@ class PartialStore:
 
     def add_chunk(self, start: int, stop: int, parts: Mapping[str, Sequence[np.ndarray]], order: Sequence[str]) -> None:
         """Store the results of sequences ``start:stop``: ``parts[name]``, the blocks of rows
-        of each output in ``order``, are written one after another (not concatenated first)."""
-        name = f"chunk-{len(self.chunks):06d}.npz"
-        shapes = {f"o{i}": (stop - start, *np.shape(parts[out][0])[1:]) for i, out in enumerate(order)}
-        write_npz_in_rows(self.folder / name, {f"o{i}": (lambda out=out: iter(parts[out])) for i, out in enumerate(order)},
-                          shapes, {})
-        self.chunks.append({"file": name, "start": start, "stop": stop})
+        of each output in ``order``, written one after another into one ``.npy`` per output
+        (not concatenated first; read back memory-mapped)."""
+        files = [f"chunk-{len(self.chunks):06d}-o{i}.npy" for i in range(len(order))]
+        for file, out in zip(files, order):
+            write_npy_in_rows(self.folder / file, parts[out], (stop - start, *np.shape(parts[out][0])[1:]))
+        self.chunks.append({"files": files, "start": start, "stop": stop})
         self.save_record()
 
     def load_chunk(self, chunk: dict, order: Sequence[str]) -> dict[str, np.ndarray]:
@@ -141,13 +143,17 @@ class PartialStore:
         return {out: self.load_output(chunk, i) for i, out in enumerate(order)}
 
     def load_output(self, chunk: dict, index: int) -> np.ndarray:
-        """Output number ``index`` (in the store's order) of one stored chunk."""
+        """Output number ``index`` (in the store's order) of one stored chunk (memory-mapped,
+        read-only; an array for a chunk of an earlier version's ``.npz``)."""
+        file = chunk["files"][index] if "files" in chunk else chunk["file"]
         try:
-            with np.load(self.folder / chunk["file"], allow_pickle=False) as data:
+            if "files" in chunk:
+                return np.load(self.folder / file, mmap_mode="r", allow_pickle=False)
+            with np.load(self.folder / file, allow_pickle=False) as data:
                 return data[f"o{index}"]
         except Exception as exc:
             raise InputError(
-                f"cannot read {chunk['file']!r} in the partial store {str(self.folder)!r} "
+                f"cannot read {file!r} in the partial store {str(self.folder)!r} "
                 f"({type(exc).__name__}); delete the folder to start over"
             ) from None
 

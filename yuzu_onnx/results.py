@@ -10,6 +10,7 @@ folder is reported up front.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -139,6 +140,35 @@ def write_npz(
     return p
 
 
+def _write_rows(fh, name: str, blocks: Iterable[np.ndarray], shape: tuple[int, ...]) -> None:
+    """One ``.npy`` into the open binary file ``fh``: the header of ``shape`` (the dtype of the
+    first block, float32 when there is none), then ``blocks`` of rows one after another."""
+    from numpy.lib import format as npy_format
+
+    stream = iter(blocks)
+    first = next(stream, None)
+    dtype = np.dtype(np.float32) if first is None else np.asarray(first).dtype
+    npy_format.write_array_header_2_0(fh, {"descr": npy_format.dtype_to_descr(dtype), "fortran_order": False,
+                                           "shape": shape})
+    rows = 0
+    for block in itertools.chain([] if first is None else [first], stream):
+        block = np.ascontiguousarray(block, dtype=dtype)
+        if block.shape[1:] != shape[1:]:
+            raise ValueError(f"{name}: a block of shape {block.shape} in an array of shape {shape}")
+        fh.write(memoryview(block).cast("B"))
+        rows += len(block)
+    if rows != shape[0]:
+        raise ValueError(f"{name}: {rows} rows written, {shape[0]} expected")
+
+
+def write_npy_in_rows(path: str | os.PathLike, blocks: Iterable[np.ndarray], shape: tuple[int, ...]) -> Path:
+    """Write one ``.npy`` file atomically from ``blocks`` of rows (see :func:`write_npz_in_rows`)."""
+    p = Path(path)
+    with atomic_file(p, suffix=".tmp.npy") as fh:
+        _write_rows(fh, p.name, blocks, tuple(int(d) for d in shape))
+    return p
+
+
 def write_npz_in_rows(
     path: str | os.PathLike,
     row_blocks: Mapping[str, Callable[[], Iterable[np.ndarray]]],
@@ -159,7 +189,6 @@ def write_npz_in_rows(
     arrays: further arrays written whole (``x``, ``names``).
     metadata: stored as :func:`write_npz` stores it, when given.
     """
-    import itertools
     import zipfile
 
     from numpy.lib import format as npy_format
@@ -167,22 +196,8 @@ def write_npz_in_rows(
     p = check_output_path(path)
     with atomic_file(p) as fh, zipfile.ZipFile(fh, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         for name, blocks in row_blocks.items():
-            shape = tuple(int(d) for d in shapes[name])
-            stream = iter(blocks())
-            first = next(stream, None)
-            dtype = np.dtype(np.float32) if first is None else np.asarray(first).dtype
-            header = {"descr": npy_format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
-            rows = 0
             with zf.open(f"{name}.npy", mode="w", force_zip64=True) as member:
-                npy_format.write_array_header_2_0(member, header)
-                for block in itertools.chain([] if first is None else [first], stream):
-                    block = np.ascontiguousarray(block, dtype=dtype)
-                    if block.shape[1:] != shape[1:]:
-                        raise ValueError(f"{name}: a block of shape {block.shape} in an array of shape {shape}")
-                    member.write(memoryview(block).cast("B"))
-                    rows += len(block)
-            if rows != shape[0]:
-                raise ValueError(f"{name}: {rows} rows written, {shape[0]} expected")
+                _write_rows(member, name, blocks(), tuple(int(d) for d in shapes[name]))
         payload = {name: _as_saveable(name, value) for name, value in arrays.items()}
         if metadata is not None:
             payload[METADATA_KEY] = np.array(_metadata_json(metadata))

@@ -294,8 +294,10 @@ def _readable_ir_version(model: onnx.ModelProto) -> onnx.ModelProto:
     one ONNX Runtime reads, when its opsets allow: IR versions only add proto features, and
     a feature the model uses that ONNX Runtime lacks still fails, by name, at its first run.
     """
-    from .runtime import onnxruntime_max_ir_version
+    from .runtime import IR_VERSION_READ_EVERYWHERE, onnxruntime_max_ir_version
 
+    if model.ir_version <= IR_VERSION_READ_EVERYWHERE:
+        return model
     newest = onnxruntime_max_ir_version()
     if newest is None or model.ir_version <= newest:
         return model

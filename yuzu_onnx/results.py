@@ -126,6 +126,17 @@ def write_npz(
     InputError: unwritable destination, a reserved or non-string key, or an object array.
     """
     p = check_output_path(path)
+    payload = _npz_payload(arrays)
+    payload[METADATA_KEY] = np.array(_metadata_json(metadata))
+    save = np.savez_compressed if compress else np.savez
+    with atomic_file(p) as fh:
+        save(fh, **payload)
+    return p
+
+
+def _npz_payload(arrays: Mapping[str, object]) -> dict[str, np.ndarray]:
+    """``arrays`` as the arrays of an ``.npz``, their names checked (non-empty strings, not
+    the metadata key)."""
     payload = {}
     for name, value in arrays.items():
         if not isinstance(name, str) or not name:
@@ -133,11 +144,7 @@ def write_npz(
         if name == METADATA_KEY:
             raise InputError(f"{METADATA_KEY!r} is reserved for metadata; rename that array")
         payload[name] = _as_saveable(name, value)
-    payload[METADATA_KEY] = np.array(_metadata_json(metadata))
-    save = np.savez_compressed if compress else np.savez
-    with atomic_file(p) as fh:
-        save(fh, **payload)
-    return p
+    return payload
 
 
 def _write_rows(fh, name: str, blocks: Iterable[np.ndarray], shape: tuple[int, ...]) -> None:
@@ -198,7 +205,7 @@ def write_npz_in_rows(
         for name, blocks in row_blocks.items():
             with zf.open(f"{name}.npy", mode="w", force_zip64=True) as member:
                 _write_rows(member, name, blocks(), tuple(int(d) for d in shapes[name]))
-        payload = {name: _as_saveable(name, value) for name, value in arrays.items()}
+        payload = _npz_payload(arrays)
         if metadata is not None:
             payload[METADATA_KEY] = np.array(_metadata_json(metadata))
         for name, value in payload.items():

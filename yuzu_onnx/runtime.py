@@ -140,6 +140,11 @@ def make_session(
     return session
 
 
+#: ONNX IR versions every supported ONNX Runtime (1.17 and later) reads: models at or below
+#: it need no probe of the installed one
+IR_VERSION_READ_EVERYWHERE = 9
+
+
 @functools.cache
 def onnxruntime_max_ir_version() -> int | None:
     """The newest ONNX IR version the installed ONNX Runtime reads (``None``: no limit found).

@@ -186,10 +186,7 @@ class ISMSession:
             for name, value in zip(self.output_names, self.run_batch(X, extra)):
                 out[name][...] = value
             return
-        feeds = self._feeds(X, extra)
-        binding = self.session.io_binding()
-        for name, value in feeds.items():
-            binding.bind_cpu_input(name, np.ascontiguousarray(value))
+        binding = self._bound_inputs(self._feeds(X, extra))
         for name in self.output_names:
             target = out[name]
             binding.bind_output(name, "cpu", 0, target.dtype, list(target.shape), target.ctypes.data)
@@ -213,10 +210,15 @@ class ISMSession:
                              f"lower {option('batch_size')} or {option('max_memory')}") from None
         raise exc
 
-    def _run_bound(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    def _bound_inputs(self, feeds: Mapping[str, np.ndarray]):
+        """An IO binding of the session with ``feeds`` bound as its inputs."""
         binding = self.session.io_binding()
         for name, value in feeds.items():
             binding.bind_cpu_input(name, np.ascontiguousarray(value))
+        return binding
+
+    def _run_bound(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        binding = self._bound_inputs(feeds)
         for name in self.output_names:
             binding.bind_output(name, "cpu")
         self.session.run_with_iobinding(binding)

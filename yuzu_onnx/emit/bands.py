@@ -3,15 +3,16 @@
 Mutant ``(j, a)`` of a local output differs from the reference only at the positions
 whose window contains ``j``: the band ``starts[k] .. starts[k] + width - 1`` of the plan's
 :class:`~yuzu_onnx.bands.Band`. A banded output is that band gathered straight into the ISM
-layout (:func:`yuzu_onnx.emit.dense_rows.emit_row_gather`); a dense one is the band
-scattered into a zero tensor of the output's shape (``ScatterElements``), so no full-size
-``Where``, ``Transpose`` or mask multiplication runs. (Measured on ONNX Runtime 1.32 CPU,
-1 thread, the ToyNet profile, CPU time per sequence: zeros + ScatterElements 5.4-6.5 ms;
-Pad of the skewed band + a Gather of row chunks 6.2-7.9 ms; Pad + flat Slice + Transpose
-7.7 ms; block-wise Pad + Concat 4.0 ms before the block-local skew it needs; a single Pad,
-the floor, 1.4 ms; a row gather of the whole rows + a mask Mul 3.4 ms but a second pass,
-and ``Where`` instead of the Mul ~11 ms.) Reductions (``l2``, ``sum``) run on the band
-deltas of :func:`emit_band_delta`, ``l2`` summing squares per class before anything else.
+layout (:func:`yuzu_onnx.emit.dense_rows.emit_row_gather`); a dense one is that band
+written into zeros of the output's shape by one ``MaxUnpool`` (:func:`write_band_into_zeros`),
+so no full-size ``Where``, ``Transpose``, mask multiplication or copy runs. (Measured on
+ONNX Runtime 1.32 CPU, the ToyNet profile, 32 MB per sequence: MaxUnpool 1.3 ms; zeros +
+``ScatterElements`` 5.4-6.8 ms, the scatter copying its zero input because its output is a
+graph output; Pad of the skewed band + a Gather of row chunks 6.2-7.9 ms; a single Pad,
+the floor of any 32 MB write, 1.1-1.4 ms; a row gather of the whole rows + a mask Mul
+3.4 ms but a second pass, and ``Where`` instead of the Mul ~11 ms.) Reductions (``l2``,
+``sum``) run on the band deltas of :func:`emit_band_delta`, ``l2`` summing squares per
+class before anything else.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def emit_band_output(ctx: EmitContext, output: str, reduce: str, form: str, is_r
         values = emit_row_gather(ctx, output, is_reference, np.asarray(band.starts, dtype=np.int64), band.width)
         if form == "banded" or band.width == band.length:
             return values
-        return scatter_band(ctx, values, band, rank=3 + len(ctx.dims(output)))
+        return write_band_into_zeros(ctx, values, band, banded_dims(ctx, output, band))
     b = ctx.builder
     delta, band_dims = emit_band_delta(ctx, output, band)  # (Lw, B, C, N, *rest)
     if reduce == "l2":
@@ -106,6 +107,74 @@ def band_l2(ctx: EmitContext, delta: str, n_rest: int, is_reference: str) -> str
     sums = ctx.builder.reduce("ReduceSumSquare", delta, [1] + list(range(4, 4 + n_rest)), keepdims=0,
                               hint="l2")  # (Lw, C, N)
     return emit_l2_output(ctx, sums, is_reference)
+
+
+def banded_dims(ctx: EmitContext, output: str, band: Band) -> list[int]:
+    """The per-sequence dims of ``output``'s banded ISM tensor: ``(A, Lw, *dims)`` (ncl) or
+    ``(Lw, A, *dims)`` (nlc), the length axis cut to the band's width."""
+    ism = [ctx.spec.alphabet_size, ctx.plan.window_length]
+    if band.window_axis == 1:
+        ism.reverse()
+    dims = ism + ctx.dims(output)
+    dims[band.axis - 1] = band.width
+    return dims
+
+
+def write_band_into_zeros(ctx: EmitContext, banded: str, band: Band, dims: list[int]) -> str:
+    """The dense ISM tensor of a banded one (per-sequence ``dims``): zeros of the dense
+    shape with the band written in, each band value once.
+
+    Tensors of rank <= 5 take one ``MaxUnpool`` (ISM outputs are float32, its type) (the band's values put at flat
+    indices of the dense tensor it allocates as zeros), writing the dense output in a
+    single pass: ONNX Runtime 1.32, CPU, 2 threads, the ToyNet profile (32 MB per
+    sequence): 1.3 ms, against 5.6-6.8 ms for zeros + ``ScatterElements``, which copies
+    its zero input when its output is a graph output (``/work/scratch/s23/unpool2.py``).
+    Higher ranks take :func:`scatter_band`. (ONNX Runtime's CUDA provider
+    has no ``MaxUnpool``: there it runs on the CPU, where the output is copied to anyway.)
+    """
+    if len(dims) + 1 > MAX_UNPOOL_RANK:
+        return scatter_band(ctx, banded, band, rank=len(dims) + 1)
+    return unpool_band(ctx, banded, band, dims)
+
+
+MAX_UNPOOL_RANK = 5  # ONNX Runtime's CPU MaxUnpool: batch, channel and at most three spatial axes
+
+
+def unpool_band(ctx: EmitContext, banded: str, band: Band, dims: list[int]) -> str:
+    """:func:`write_band_into_zeros` as one ``MaxUnpool``: every band value goes to its flat
+    index in the dense batch, ``sequence · size + Σ index_k · stride_k`` with the band axis's
+    index ``starts[window] + offset``; the per-sequence part is a sum of broadcast constants
+    (folded once when the session starts)."""
+    b = ctx.builder
+    dense = list(dims)
+    dense[band.axis - 1] = band.length
+    strides = [int(np.prod(dense[k + 1:], dtype=np.int64)) for k in range(len(dense))]
+    rank = len(dims) + 1
+
+    def along(axes: list[int], values: np.ndarray) -> np.ndarray:  # batch-first shape, values on `axes`
+        shape = [1] * rank
+        for axis, size in zip(axes, values.shape):
+            shape[axis] = size
+        return values.reshape(shape)
+
+    starts = np.asarray(band.starts, dtype=np.int64)
+    window = np.arange(len(starts), dtype=np.int64)[:, None] * strides[band.window_axis - 1]
+    position = window + (starts[:, None] + np.arange(band.width, dtype=np.int64)[None, :]) * strides[band.axis - 1]
+    index = b.const(along([band.window_axis, band.axis], position), "band_flat_index")
+    for axis in range(1, rank):
+        if axis not in (band.window_axis, band.axis) and dims[axis - 1] > 1:
+            offsets = np.arange(dims[axis - 1], dtype=np.int64) * strides[axis - 1]
+            index = b.op("Add", [index, b.const(along([axis], offsets), "band_flat_index")], hint="band_flat_index")
+    shape = b.op("Shape", [banded], hint="band_shape")
+    batch = b.op("Gather", [shape, b.const(np.array(0, np.int64), "batch_axis")], axis=0, hint="batch_size")
+    sequence = b.op("Range", [b.const(np.array(0, np.int64), "zero"), batch, b.const(np.array(1, np.int64), "one")],
+                    hint="sequence")
+    sequence = b.reshape(sequence, [-1] + [1] * (rank - 1), hint="sequence")
+    first = b.op("Mul", [sequence, b.ints([int(np.prod(dense, dtype=np.int64))], "dense_size")], hint="sequence_offset")
+    index = b.op("Add", [first, index], hint="band_flat_index")
+    dense_shape = b.op("Concat", [b.slice(shape, [0], [1], [0], hint="batch_size"), b.ints(dense, "dense_dims")],
+                       axis=0, hint="dense_shape")
+    return b.op("MaxUnpool", [banded, index, dense_shape], kernel_shape=[1] * (rank - 2), hint="dense_from_band")
 
 
 def scatter_band(ctx: EmitContext, banded: str, band: Band, *, rank: int) -> str:

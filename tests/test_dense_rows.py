@@ -128,3 +128,28 @@ def test_the_band_is_gathered_in_the_ism_layout():
     for form in ("banded", "dense"):
         names = node_names(convert_model(model, output_form=form).model)
         assert any("band_rows" in n for n in names) and not any("per_base" in n for n in names), form
+
+
+def uses_zero_block(model: onnx.ModelProto) -> bool:
+    return any("zero_block" in name for name in node_names(model))
+
+
+@pytest.mark.parametrize("builder,form", [(build_track_head, "dense"), (build_dilated_profile, "dense"),
+                                          (build_dilated_profile, "banded")])
+@pytest.mark.parametrize("layout", ["ncl", "nlc"])
+def test_the_reference_reads_zeros_either_way(builder, form, layout, monkeypatch):
+    """The reference base reads an appended block of zero rows (small probe deltas) or the
+    zero bin through a select on the index (large ones): the same values, bit for bit, +0
+    at the reference, with and without unknown bases."""
+    model = builder(layout=layout, seq_len=SEQ_LEN, seed=4)
+    zero_block = convert_model(model, window=(20, 70), output_form=form).model
+    monkeypatch.setattr(dense_rows, "ZERO_BLOCK_GAIN", 0)
+    select = convert_model(model, window=(20, 70), output_form=form).model
+    assert uses_zero_block(zero_block) and not uses_zero_block(select)
+    for n_positions in (0, 2):
+        X = random_onehot(2, SEQ_LEN, layout=layout, seed=10, n_positions=n_positions)
+        got = ISMSession(zero_block, device="cpu").run(X)
+        want = ISMSession(select, device="cpu").run(X)
+        for name in want:
+            assert np.array_equal(got[name], want[name]) and np.array_equal(np.signbit(got[name]),
+                                                                             np.signbit(want[name])), name

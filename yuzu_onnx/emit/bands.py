@@ -124,13 +124,13 @@ def write_band_into_zeros(ctx: EmitContext, banded: str, band: Band, dims: list[
     """The dense ISM tensor of a banded one (per-sequence ``dims``): zeros of the dense
     shape with the band written in, each band value once.
 
-    Tensors of rank <= 5 take one ``MaxUnpool`` (ISM outputs are float32, its type) (the band's values put at flat
-    indices of the dense tensor it allocates as zeros), writing the dense output in a
-    single pass: ONNX Runtime 1.32, CPU, 2 threads, the ToyNet profile (32 MB per
-    sequence): 1.3 ms, against 5.6-6.8 ms for zeros + ``ScatterElements``, which copies
-    its zero input when its output is a graph output (``/work/scratch/s23/unpool2.py``).
-    Higher ranks take :func:`scatter_band`. (ONNX Runtime's CUDA provider
-    has no ``MaxUnpool``: there it runs on the CPU, where the output is copied to anyway.)
+    ISM tensors of rank <= 5 (float32, MaxUnpool's type) take one ``MaxUnpool``, which
+    allocates the dense tensor as zeros and puts each band value at its flat index: a
+    single pass over the output. ONNX Runtime 1.32, CPU, 2 threads, the ToyNet profile
+    (32 MB per sequence): 1.3 ms, against 5.6-6.8 ms for zeros + ``ScatterElements``,
+    which copies its zero input when its output is a graph output. Higher ranks take
+    :func:`scatter_band`. (ONNX Runtime's CUDA provider has no ``MaxUnpool``: there this
+    node runs on the CPU, where the output is copied to anyway.)
     """
     if len(dims) + 1 > MAX_UNPOOL_RANK:
         return scatter_band(ctx, banded, band, rank=len(dims) + 1)

@@ -380,7 +380,17 @@ def test_aggregate_profile():
     assert prof["run_ms"] == pytest.approx(0.1) and prof["kernel_ms"] == pytest.approx(0.091)
     shares = {r["name"]: r["ms"] for r in prof["by_category"]}
     assert shares["stage 0"] == pytest.approx(0.06) and shares["repack"] == pytest.approx(0.03)
-    assert {r["name"] for r in prof["by_op"]} == {"Conv", "Where"}
+    assert {r["name"] for r in prof["by_op"]} == {"Conv", "Where"} and prof["runs"] == 1
+    # two more runs: every kernel's median over the three runs after the warm-up
+    events += [{"cat": "Session", "name": "model_run", "ts": 300, "dur": 300}, node("yuzu/shift/s0//c/Conv", "Conv", 310, 200),
+               node("yuzu/shift/repack_3", "Where", 400, 10),
+               {"cat": "Session", "name": "model_run", "ts": 700, "dur": 80}, node("yuzu/shift/s0//c/Conv", "Conv", 710, 50),
+               node("yuzu/shift/repack_3", "Where", 760, 20), node("/c/Conv", "Conv", 770, 3)]
+    prof = profile.aggregate_profile(events)
+    shares = {r["name"]: r["ms"] for r in prof["by_category"]}
+    assert prof["runs"] == 3 and prof["run_ms"] == pytest.approx(0.1)
+    assert shares["stage 0"] == pytest.approx(0.06) and shares["repack"] == pytest.approx(0.02)
+    assert shares["ref (reference pass)"] == pytest.approx(0.001)  # absent from one run: 0 there
 
 
 def test_profile_worker(tmp_path):
@@ -396,6 +406,7 @@ def test_profile_worker(tmp_path):
     names = {r["name"] for r in out["profile"]["by_category"]}
     assert "stage 0" in names or any(n.startswith("other") and "stage 0" in n for n in names)
     assert out["profile"]["kernel_ms"] > 0 and out["sequences"] == 1
+    assert out["warmup_runs"] == profile.WARMUP_RUNS and out["profile"]["runs"] >= 1
     assert not list(tmp_path.glob("ort_profile*.json"))
 
 

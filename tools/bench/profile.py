@@ -1,16 +1,19 @@
 """Where a converted model spends its time (``--profile MODEL``).
 
-ONNX Runtime's profiler times every kernel; the time is summed by the emitted node-name
-prefixes (``yuzu/<branch>/s<k>/`` = stage ``k``, re-pack, decode, tail, and the
-reference pass), by op type and by node.
+ONNX Runtime's profiler times every kernel over several runs after warm-up runs (each
+kernel's median); the times are summed by the emitted node-name prefixes
+(``yuzu/<branch>/s<k>/`` = stage ``k``, re-pack, decode, tail, and the reference pass), by
+op type and by node.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -64,42 +67,49 @@ def share_table(times_us: dict[str, float], total_us: float, *, collapse_below: 
     return rows
 
 
-def aggregate_profile(events: list[dict]) -> dict:
-    """Kernel time by category from ONNX Runtime profiler events, for the last ``model_run``.
+def aggregate_profile(events: list[dict], *, warmup: int = 1) -> dict:
+    """Kernel time by category from ONNX Runtime profiler events: per node, the median over
+    the ``model_run`` s after the first ``warmup`` (the last run when there are no more).
 
     Control-flow nodes (``If``, ``Loop``, ``Scan``) are left out: their subgraphs' kernels
     are reported on their own, and counting both would count the time twice.
     """
     runs = [e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
-    if runs:
-        last = runs[-1]
-        lo, hi = last["ts"], last["ts"] + last["dur"]
-        events = [e for e in events if lo <= e.get("ts", -1) <= hi]
-        run_us = last["dur"]
-    else:
-        run_us = None
-    by_category: dict[str, float] = {}
-    by_node: dict[str, float] = {}
-    by_op: dict[str, float] = {}
-    for e in events:
-        if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time"):
-            continue
-        op = e.get("args", {}).get("op_name", "?")
-        if op in ("If", "Loop", "Scan"):
-            continue
+    timed = runs[warmup:] or runs[-1:]
+    kernels = [e for e in events if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")
+               and e.get("args", {}).get("op_name", "?") not in ("If", "Loop", "Scan")]
+    windows = [(run["ts"], run["ts"] + run["dur"]) for run in timed] or [(-math.inf, math.inf)]
+    per_run: list[dict[str, float]] = [{} for _ in windows]
+    op_of: dict[str, str] = {}
+    for e in kernels:
         node = e["name"][: -len("_kernel_time")]
-        category = stage_of(node)
-        by_category[category] = by_category.get(category, 0.0) + e["dur"]
-        by_node[node] = by_node.get(node, 0.0) + e["dur"]
-        by_op[op] = by_op.get(op, 0.0) + e["dur"]
+        op_of[node] = e.get("args", {}).get("op_name", "?")
+        for times, (lo, hi) in zip(per_run, windows):
+            if lo <= e.get("ts", -1) <= hi:
+                times[node] = times.get(node, 0.0) + e["dur"]
+    by_node = {node: statistics.median(times.get(node, 0.0) for times in per_run)
+               for node in sorted({n for times in per_run for n in times})}
+    by_category: dict[str, float] = {}
+    by_op: dict[str, float] = {}
+    for node, us in by_node.items():
+        by_category[stage_of(node)] = by_category.get(stage_of(node), 0.0) + us
+        by_op[op_of[node]] = by_op.get(op_of[node], 0.0) + us
     total = sum(by_category.values())
-    return {"run_ms": run_us / 1e3 if run_us else None, "kernel_ms": total / 1e3,
+    run_us = statistics.median(run["dur"] for run in timed) if timed else None
+    return {"run_ms": run_us / 1e3 if run_us else None, "kernel_ms": total / 1e3, "runs": len(per_run),
             "by_category": share_table(by_category, total, collapse_below=0.01),
             "by_op": share_table(by_op, total), "top_nodes": share_table(by_node, total)[:25]}
 
 
+WARMUP_RUNS = 3  # the first runs fault in fresh output memory, which later runs reuse
+PROFILE_BUDGET_S = 10.0  # profiled runs: as many as fit in this (at least 1, at most MAX_PROFILED_RUNS)
+MAX_PROFILED_RUNS = 20
+
+
 def worker_profile(job: dict) -> dict:
-    """Profile the converted model with ONNX Runtime: warm-up run, then one profiled run."""
+    """Profile the converted model with ONNX Runtime: up to :data:`WARMUP_RUNS` warm-up runs
+    (fewer when one run takes longer than the budget), then as many profiled runs as fit in
+    :data:`PROFILE_BUDGET_S`; every kernel's time is its median over the profiled runs."""
     import onnxruntime as ort
 
     from yuzu_onnx.runtime import cpu_session_options, provider_entries, providers_for
@@ -110,19 +120,29 @@ def worker_profile(job: dict) -> dict:
     session = ort.InferenceSession(job["converted_path"], options, providers=provider_entries(providers_for(job["device"])))
     x = load_sequences(job, job.get("batch", 1))
     feed = {session.get_inputs()[0].name: x}
-    session.run(None, feed)  # warm-up
-    t0 = time.perf_counter()
-    session.run(None, feed)
-    run_s = time.perf_counter() - t0
+    budget = job.get("profile_budget_s", PROFILE_BUDGET_S)
+    warmup, started = 0, time.perf_counter()
+    while warmup < WARMUP_RUNS and (warmup == 0 or time.perf_counter() - started < budget / 2):
+        t0 = time.perf_counter()
+        session.run(None, feed)
+        run_s = time.perf_counter() - t0
+        warmup += 1
+    count = max(1, min(MAX_PROFILED_RUNS, int(budget / max(run_s, 1e-6))))
+    times = []
+    for _ in range(count):
+        t0 = time.perf_counter()
+        session.run(None, feed)
+        times.append(time.perf_counter() - t0)
     path = session.end_profiling()
     events = json.loads(Path(path).read_text())
-    summary = aggregate_profile(events)
+    summary = aggregate_profile(events, warmup=warmup)
     os.unlink(path)
-    return {"profile": summary, "run_s": run_s, "provider": session.get_providers()[0], "sequences": len(x)}
+    return {"profile": summary, "run_s": statistics.median(times), "warmup_runs": warmup,
+            "provider": session.get_providers()[0], "sequences": len(x)}
 
 
 def run_profile(config: BenchConfig, model: BenchModel, log: Log = print) -> dict:
-    """Convert ``model`` and profile one run of the converted model (see :func:`worker_profile`)."""
+    """Convert ``model`` and profile runs of the converted model (see :func:`worker_profile`)."""
     if not config.max_memory:
         config.max_memory = default_max_memory()
     work = Path(tempfile.mkdtemp(prefix="yuzu-profile-")) if config.work_dir is None else Path(config.work_dir)
@@ -147,7 +167,8 @@ def run_profile(config: BenchConfig, model: BenchModel, log: Log = print) -> dic
     return {"schema": SCHEMA + "/profile", "model": model.name, "seq_len": prep["seq_len"],
             "window": list(model.window) if model.window else None, "git": git_state(),
             "machine": machine_info(config.threads) | {"load_average_end": list(os.getloadavg())},
-            "plan": conv["plan"], "run_s": prof["run_s"], "provider": prof["provider"], **prof["profile"]}
+            "plan": conv["plan"], "run_s": prof["run_s"], "warmup_runs": prof["warmup_runs"],
+            "provider": prof["provider"], **prof["profile"]}
 
 
 def profile_markdown(profile: dict) -> str:
@@ -156,9 +177,10 @@ def profile_markdown(profile: dict) -> str:
     lines = [f"# Profile of the converted {profile['model']} (one sequence)", "",
              f"Commit `{profile['git'].get('commit')}`, {m['cpu_model']}, {m['threads']} threads, "
              f"{profile['provider']}, load average {m['load_average_start'][0]:.2f} → "
-             f"{m['load_average_end'][0]:.2f} (shared machine: noisy). Wall time of the profiled run "
-             f"{profile['run_s']:.2f} s; ONNX Runtime's model_run {fmt(profile['run_ms'], '.0f')} ms, kernels "
-             f"{profile['kernel_ms']:.0f} ms (control-flow nodes excluded; their subgraph kernels are counted). "
+             f"{m['load_average_end'][0]:.2f} (shared machine: noisy). Medians of {profile['runs']} profiled "
+             f"runs after {profile['warmup_runs']} warm-up runs: wall time {profile['run_s'] * 1e3:.1f} ms; "
+             f"ONNX Runtime's model_run {fmt(profile['run_ms'], '.1f')} ms, kernels {profile['kernel_ms']:.1f} ms "
+             f"(each kernel's median; control-flow nodes excluded, their subgraph kernels are counted). "
              f"Spacings {profile['plan']['spacings']}.", "",
              "| part | ms | share |", "|---|---|---|"]
     lines += [f"| {r['name']} | {r['ms']:.1f} | {r['fraction']:.1%} |" for r in profile["by_category"]]

@@ -143,8 +143,9 @@ MAX_UNPOOL_RANK = 5  # ONNX Runtime's CPU MaxUnpool: batch, channel and at most 
 def unpool_band(ctx: EmitContext, banded: str, band: Band, dims: list[int]) -> str:
     """:func:`write_band_into_zeros` as one ``MaxUnpool``: every band value goes to its flat
     index in the dense batch, ``sequence · size + Σ index_k · stride_k`` with the band axis's
-    index ``starts[window] + offset``; the per-sequence part is a sum of broadcast constants
-    (folded once when the session starts)."""
+    index ``starts[window] + offset``. The index is summed per run from the sequence offsets
+    and one small constant per axis (smallest axes first), so that no constant the size of a
+    sequence's band exists for ONNX Runtime to fold and hold for the session's lifetime."""
     b = ctx.builder
     dense = list(dims)
     dense[band.axis - 1] = band.length
@@ -157,21 +158,21 @@ def unpool_band(ctx: EmitContext, banded: str, band: Band, dims: list[int]) -> s
             shape[axis] = size
         return values.reshape(shape)
 
-    starts = np.asarray(band.starts, dtype=np.int64)
-    window = np.arange(len(starts), dtype=np.int64)[:, None] * strides[band.window_axis - 1]
-    position = window + (starts[:, None] + np.arange(band.width, dtype=np.int64)[None, :]) * strides[band.axis - 1]
-    index = b.const(along([band.window_axis, band.axis], position), "band_flat_index")
-    for axis in range(1, rank):
-        if axis not in (band.window_axis, band.axis) and dims[axis - 1] > 1:
-            offsets = np.arange(dims[axis - 1], dtype=np.int64) * strides[axis - 1]
-            index = b.op("Add", [index, b.const(along([axis], offsets), "band_flat_index")], hint="band_flat_index")
     shape = b.op("Shape", [banded], hint="band_shape")
     batch = b.op("Gather", [shape, b.const(np.array(0, np.int64), "batch_axis")], axis=0, hint="batch_size")
     sequence = b.op("Range", [b.const(np.array(0, np.int64), "zero"), batch, b.const(np.array(1, np.int64), "one")],
                     hint="sequence")
     sequence = b.reshape(sequence, [-1] + [1] * (rank - 1), hint="sequence")
-    first = b.op("Mul", [sequence, b.ints([int(np.prod(dense, dtype=np.int64))], "dense_size")], hint="sequence_offset")
-    index = b.op("Add", [first, index], hint="band_flat_index")
+    index = b.op("Mul", [sequence, b.ints([int(np.prod(dense, dtype=np.int64))], "dense_size")], hint="sequence_offset")
+    starts = np.asarray(band.starts, dtype=np.int64)
+    window = np.arange(len(starts), dtype=np.int64)[:, None] * strides[band.window_axis - 1]
+    position = window + (starts[:, None] + np.arange(band.width, dtype=np.int64)[None, :]) * strides[band.axis - 1]
+    index = b.op("Add", [index, b.const(along([band.window_axis, band.axis], position), "band_flat_index")],
+                 hint="band_flat_index")
+    others = [axis for axis in range(1, rank) if axis not in (band.window_axis, band.axis) and dims[axis - 1] > 1]
+    for axis in sorted(others, key=lambda axis: dims[axis - 1]):
+        offsets = np.arange(dims[axis - 1], dtype=np.int64) * strides[axis - 1]
+        index = b.op("Add", [index, b.const(along([axis], offsets), "band_flat_index")], hint="band_flat_index")
     dense_shape = b.op("Concat", [b.slice(shape, [0], [1], [0], hint="batch_size"), b.ints(dense, "dense_dims")],
                        axis=0, hint="dense_shape")
     return b.op("MaxUnpool", [banded, index, dense_shape], kernel_shape=[1] * (rank - 2), hint="dense_from_band")

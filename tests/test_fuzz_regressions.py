@@ -52,3 +52,25 @@ def test_saved_fuzz_case_is_exact(name):
             f"{context}\n{check.output}[{check.reduce}]: max|err| {check.max_err:.3e} > "
             f"{TOLERANCE:g} x scale {check.scale:.3e}"
         )
+
+
+def test_fuzzer_draws_the_output_form_and_replays_it(tmp_path, monkeypatch, capsys):
+    """``tools/fuzz_exactness.py`` draws ``dense`` or ``auto`` per example and records it; a
+    saved record replays with its form."""
+    monkeypatch.setenv("YUZU_THREADS", "1")  # what the tool sets for itself on import
+    from tools import fuzz_exactness
+
+    records = [fuzz_exactness.run_one(seed, tmp_path) for seed in range(23000, 23016)]
+    drawn = [r for r in records if r["status"] != "generator"]
+    assert drawn and all(r["status"] == "ok" for r in drawn), [r.get("summary") for r in drawn]
+    assert {r["output_form"] for r in drawn} == {"dense", "auto"}
+    record = next(r for r in drawn if r["output_form"] == "auto")
+    model, _ = fuzz_exactness.random_model(record["seed"])
+    window, reduce, X, *_ = fuzz_exactness.example_inputs(model, record["seed"])
+    onnx.save(model, str(tmp_path / "case.onnx"))
+    np.save(tmp_path / "case.x.npy", X)
+    saved = {**record, "model": str(tmp_path / "case.onnx"), "x": str(tmp_path / "case.x.npy")}
+    (tmp_path / "case.json").write_text(json.dumps(saved, default=str))
+    assert fuzz_exactness.replay(tmp_path / "case.json") == 0
+    out = capsys.readouterr().out
+    assert '"status": "ok"' in out and '"output_form": "auto"' in out

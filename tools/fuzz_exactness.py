@@ -4,7 +4,8 @@
     python tools/fuzz_exactness.py --replay tools/fuzz_failures/seed_123.json
 
 Example ``i`` uses seed ``S + i``: the model is ``random_model(seed)``; the window,
-reductions, sequences and first-convolution mode are drawn from ``numpy.random.default_rng([seed, 1])``. Every
+reductions, sequences, first-convolution mode and output form (``dense``, or ``auto``, which
+bands the profile outputs it pays to) are drawn from ``numpy.random.default_rng([seed, 1])``. Every
 failure is saved as ``<out>/seed_<seed>.onnx`` and ``.json`` (seed, options, errors) with a
 one-line reproduction command. Outputs above tolerance are re-checked against a float64
 oracle (``onnx.reference``) to tell engine bugs from float32 oracle noise; noise-only
@@ -39,7 +40,7 @@ def input_layout(model: onnx.ModelProto) -> tuple[str, int, int]:
 
 
 def example_inputs(model: onnx.ModelProto, seed: int):
-    """The window, reductions and sequences of example ``seed``."""
+    """The window, reductions, sequences and run options of example ``seed``."""
     layout, seq_len, alphabet_size = input_layout(model)
     rng = np.random.default_rng([seed, 1])
     window, reduce = draw_options(model, seq_len, rng)
@@ -49,11 +50,12 @@ def example_inputs(model: onnx.ModelProto, seed: int):
     chunk_bytes = int(rng.integers(1, 40000)) if rng.random() < 0.3 else None
     batch_size = 1 if rng.random() < 0.2 else None
     first_conv = "shortcut" if rng.random() < 0.5 else "auto"
-    return window, reduce, X, chunk_bytes, batch_size, first_conv
+    output_form = "auto" if rng.random() < 0.5 else "dense"
+    return window, reduce, X, chunk_bytes, batch_size, first_conv, output_form
 
 
 def run_one(seed: int, out_dir: Path | None, *, model=None, window="draw", reduce=None, X=None,
-            chunk_bytes=None, batch_size=None, first_conv="auto") -> dict:
+            chunk_bytes=None, batch_size=None, first_conv="auto", output_form="dense") -> dict:
     """Check one example; returns a JSON-able record (``status`` ok / fail / noise / generator)."""
     started = time.perf_counter()
     record: dict = {"seed": seed}
@@ -68,17 +70,18 @@ def run_one(seed: int, out_dir: Path | None, *, model=None, window="draw", reduc
     else:
         record["description"] = model.doc_string
     if window == "draw":
-        window, reduce, X, chunk_bytes, batch_size, first_conv = example_inputs(model, seed)
+        window, reduce, X, chunk_bytes, batch_size, first_conv, output_form = example_inputs(model, seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         report = check_exactness(model, X, window=window, reduce=reduce, tail_chunk_bytes=chunk_bytes,
-                                 batch_size=batch_size, first_conv=first_conv)
+                                 batch_size=batch_size, first_conv=first_conv, output_form=output_form)
     record.update(
         window=list(window) if window else None,
         reduce=report.reduce or reduce,
         tail_chunk_bytes=chunk_bytes,
         batch_size=batch_size,
         first_conv=first_conv,
+        output_form=output_form,
         x_shape=list(X.shape),
         report=report.as_dict(),
         summary=report.summary(),
@@ -104,8 +107,9 @@ def replay(path: Path) -> int:
     window = tuple(saved["window"]) if saved["window"] else None
     record = run_one(saved["seed"], None, model=model, window=window, reduce=saved["reduce"], X=X,
                      chunk_bytes=saved.get("tail_chunk_bytes"), batch_size=saved.get("batch_size"),
-                     first_conv=saved.get("first_conv", "auto"))
-    print(json.dumps({k: record[k] for k in ("seed", "description", "window", "reduce", "status", "summary")},
+                     first_conv=saved.get("first_conv", "auto"), output_form=saved.get("output_form", "dense"))
+    print(json.dumps({k: record[k] for k in ("seed", "description", "window", "reduce", "output_form", "status",
+                                             "summary")},
                      indent=1, default=str))
     for check in record["report"]["checks"]:
         print(f"  {check['output']:>6} [{check['reduce']}] max_err={check['max_err']:.3e} scale={check['scale']:.3e} "

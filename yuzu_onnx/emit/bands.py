@@ -21,8 +21,9 @@ import numpy as np
 import onnx
 
 from ..bands import Band, reached
+from .builder import GraphBuilder
 from .decode import emit_l2_output, emit_output, probe_indices
-from .dense_rows import emit_row_gather
+from .dense_rows import batch_sequences, emit_row_gather
 from .probes import EmitContext
 from .stages import probes_of
 
@@ -120,6 +121,9 @@ def banded_dims(ctx: EmitContext, output: str, band: Band) -> list[int]:
     return dims
 
 
+MAX_UNPOOL_RANK = 5  # ONNX Runtime's CPU MaxUnpool: batch, channel and at most three spatial axes
+
+
 def write_band_into_zeros(ctx: EmitContext, banded: str, band: Band, dims: list[int]) -> str:
     """The dense ISM tensor of a banded one (per-sequence ``dims``): zeros of the dense
     shape with the band written in, each band value once.
@@ -135,9 +139,6 @@ def write_band_into_zeros(ctx: EmitContext, banded: str, band: Band, dims: list[
     if len(dims) + 1 > MAX_UNPOOL_RANK:
         return scatter_band(ctx, banded, band, rank=len(dims) + 1)
     return unpool_band(ctx, banded, band, dims)
-
-
-MAX_UNPOOL_RANK = 5  # ONNX Runtime's CPU MaxUnpool: batch, channel and at most three spatial axes
 
 
 def unpool_band(ctx: EmitContext, banded: str, band: Band, dims: list[int]) -> str:
@@ -159,10 +160,7 @@ def unpool_band(ctx: EmitContext, banded: str, band: Band, dims: list[int]) -> s
         return values.reshape(shape)
 
     shape = b.op("Shape", [banded], hint="band_shape")
-    batch = b.op("Gather", [shape, b.const(np.array(0, np.int64), "batch_axis")], axis=0, hint="batch_size")
-    sequence = b.op("Range", [b.const(np.array(0, np.int64), "zero"), batch, b.const(np.array(1, np.int64), "one")],
-                    hint="sequence")
-    sequence = b.reshape(sequence, [-1] + [1] * (rank - 1), hint="sequence")
+    _, sequence = batch_sequences(b, shape, rank=rank)
     index = b.op("Mul", [sequence, b.ints([int(np.prod(dense, dtype=np.int64))], "dense_size")], hint="sequence_offset")
     starts = np.asarray(band.starts, dtype=np.int64)
     window = np.arange(len(starts), dtype=np.int64)[:, None] * strides[band.window_axis - 1]
@@ -173,9 +171,8 @@ def unpool_band(ctx: EmitContext, banded: str, band: Band, dims: list[int]) -> s
     for axis in sorted(others, key=lambda axis: dims[axis - 1]):
         offsets = np.arange(dims[axis - 1], dtype=np.int64) * strides[axis - 1]
         index = b.op("Add", [index, b.const(along([axis], offsets), "band_flat_index")], hint="band_flat_index")
-    dense_shape = b.op("Concat", [b.slice(shape, [0], [1], [0], hint="batch_size"), b.ints(dense, "dense_dims")],
-                       axis=0, hint="dense_shape")
-    return b.op("MaxUnpool", [banded, index, dense_shape], kernel_shape=[1] * (rank - 2), hint="dense_from_band")
+    return b.op("MaxUnpool", [banded, index, dense_shape_of(b, shape, band)], kernel_shape=[1] * (rank - 2),
+                hint="dense_from_band")
 
 
 def scatter_band(ctx: EmitContext, banded: str, band: Band, *, rank: int) -> str:
@@ -184,15 +181,19 @@ def scatter_band(ctx: EmitContext, banded: str, band: Band, *, rank: int) -> str
     ``rank``: the rank of ``banded``."""
     b = ctx.builder
     shape = b.op("Shape", [banded], hint="band_shape")
-    dense_shape = b.op("Concat", [b.slice(shape, [0], [band.axis], [0], hint="band_shape"),
-                                  b.ints([band.length], "band_length"),
-                                  b.slice(shape, [band.axis + 1], [np.iinfo(np.int64).max], [0], hint="band_shape")],
-                       axis=0, hint="dense_shape")
     zero = onnx.helper.make_tensor("zero", onnx.TensorProto.FLOAT, [1], [0.0])
-    zeros = b.op("ConstantOfShape", [dense_shape], value=zero, hint="dense_zeros")
+    zeros = b.op("ConstantOfShape", [dense_shape_of(b, shape, band)], value=zero, hint="dense_zeros")
     index = np.asarray(band.starts, dtype=np.int64)[:, None] + np.arange(band.width, dtype=np.int64)[None, :]
     index_shape = [1] * rank
     index_shape[band.window_axis] = len(band.starts)
     index_shape[band.axis] = band.width
     index = b.op("Expand", [b.const(index.reshape(index_shape), "band_scatter_index"), shape], hint="band_index")
     return b.op("ScatterElements", [zeros, index, banded], axis=band.axis, hint="dense_from_band")
+
+
+def dense_shape_of(b: GraphBuilder, shape: str, band: Band) -> str:
+    """The dense ISM tensor's shape from its banded one's ``shape``: the band axis at the
+    output's whole length."""
+    return b.op("Concat", [b.slice(shape, [0], [band.axis], [0], hint="band_shape"), b.ints([band.length], "band_length"),
+                           b.slice(shape, [band.axis + 1], [np.iinfo(np.int64).max], [0], hint="band_shape")],
+                axis=0, hint="dense_shape")

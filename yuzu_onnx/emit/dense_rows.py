@@ -24,6 +24,7 @@ import numpy as np
 
 from ..importer import NCL
 from ..ops import Span
+from .builder import GraphBuilder
 from .decode import probe_indices
 from .probes import EmitContext
 from .stages import probes_of
@@ -102,6 +103,15 @@ def uses_zero_block(ctx: EmitContext, output: str, width: int) -> bool:
     return rows <= ZERO_BLOCK_GAIN * ctx.spec.alphabet_size * ctx.plan.window_length * width
 
 
+def batch_sequences(b: GraphBuilder, shape: str, *, rank: int) -> tuple[str, str]:
+    """From the ``shape`` of a batch-first tensor: the batch size (an int64 scalar) and the
+    sequence numbers ``0 .. N - 1`` as ``(N, 1, ..., 1)`` of ``rank`` axes."""
+    batch = b.op("Gather", [shape, b.const(np.array(0, np.int64), "batch_axis")], axis=0, hint="batch_size")
+    sequence = b.op("Range", [b.const(np.array(0, np.int64), "zero"), batch, b.const(np.array(1, np.int64), "one")],
+                    hint="sequence")
+    return batch, b.reshape(sequence, [-1] + [1] * (rank - 1), hint="sequence")
+
+
 def _row_index(ctx: EmitContext, output: str, is_reference: str, *, before: list[int], length: int,
                starts: np.ndarray, width: int, zero_block: bool) -> str:
     """int64 ``(N, A, Lw, *before, width)`` (ncl; ``(N, Lw, A, ...)`` nlc): the row of the
@@ -123,8 +133,8 @@ def _row_index(ctx: EmitContext, output: str, is_reference: str, *, before: list
     def ism_shaped(values: np.ndarray, axis: str) -> np.ndarray:
         return values.reshape(along(axis, len(values)))
 
-    spacing = plan.stages[plan.producer_stage[output]].spacing
-    probe = probe_indices(ctx, np.arange(start, end, dtype=np.int64))[spacing]
+    stage = plan.stages[plan.producer_stage[output]]
+    probe = probe_indices(ctx, np.arange(start, end, dtype=np.int64))[stage.spacing]
     base = ism_shaped(np.arange(a, dtype=np.int64), "base")
     if ctx.shift:  # class (base - reference) mod A, numbered from 0 for shift 1; the reference reads a zero row
         window = b.slice(ctx.x, [start], [end], [3 - ctx.alphabet_axis], hint="window_input")
@@ -136,17 +146,12 @@ def _row_index(ctx: EmitContext, output: str, is_reference: str, *, before: list
                              b.ints([a - 1], "classes")], hint="shift_class")
     else:  # every base is its own class
         klass = b.const(base, "base_class")
-    batch = b.op("Gather", [b.op("Shape", [ctx.x], hint="batch_size"), b.const(np.array(0, np.int64), "batch_axis")],
-                 axis=0, hint="batch_size")
-    sequence = b.reshape(b.op("Range", [b.const(np.array(0, np.int64), "zero"), batch,
-                                        b.const(np.array(1, np.int64), "one")], hint="sequence"), [-1, 1, 1],
-                         hint="sequence")
+    batch, sequence = batch_sequences(b, b.op("Shape", [ctx.x], hint="batch_size"), rank=3)
     # ((probe · C + class) · N + sequence): the (probe, class, sequence) block, (N, A, Lw) or (N, Lw, A)
     block = b.op("Add", [b.const(ism_shaped(probe * n_classes, "window"), "probe_rows"), klass], hint="row_block")
     block = b.op("Add", [b.op("Mul", [block, batch], hint="row_block"), sequence], hint="row_block")
     if zero_block:
-        zeros_at = b.op("Mul", [b.ints([plan.stages[plan.producer_stage[output]].n_probes * n_classes], "probe_blocks"),
-                                batch], hint="zero_block")
+        zeros_at = b.op("Mul", [b.ints([stage.n_probes * n_classes], "probe_blocks"), batch], hint="zero_block")
         block = b.op("Where", [is_reference, zeros_at, block], hint="row_block")
     n_before = int(np.prod(before, dtype=np.int64))
     block = b.unsqueeze(block, list(range(3, 4 + len(before))), hint="row_block")  # (..., *1 for before, 1)

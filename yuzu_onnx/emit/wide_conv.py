@@ -40,12 +40,13 @@ def emit_wide_conv(b: GraphBuilder, node: onnx.NodeProto, x: str, out: str, shap
     p_pad = p_in + int(pads[0]) + int(pads[1])
     w2 = weight.transpose(0, 2, 1).reshape(cout * k, cin)  # row o*K + k
     # the zero padding goes on the input or on the products, whichever has fewer rows
+    zero_pad = [0, 0, int(pads[0]), 0, 0, int(pads[1])] if pads[0] or pads[1] else None
     pad_products = cout * k < cin
-    if (pads[0] or pads[1]) and not pad_products:
-        x = b.op("Pad", [x, b.ints([0, 0, int(pads[0]), 0, 0, int(pads[1])], "pads")], hint="wide_conv_pad")
+    if zero_pad and not pad_products:
+        x = b.op("Pad", [x, b.ints(zero_pad, "pads")], hint="wide_conv_pad")
     z = b.op("MatMul", [b.const(w2, "wide_conv_weight"), x], hint="wide_conv_products")  # (N, Cout*K, P)
-    if (pads[0] or pads[1]) and pad_products:
-        z = b.op("Pad", [z, b.ints([0, 0, int(pads[0]), 0, 0, int(pads[1])], "pads")], hint="wide_conv_pad")
+    if zero_pad and pad_products:
+        z = b.op("Pad", [z, b.ints(zero_pad, "pads")], hint="wide_conv_pad")
     flat = b.reshape(z, [-1, cout, k * p_pad], hint="wide_conv_flat")
     row = p_pad + dilation
     tail = k * row - k * p_pad
